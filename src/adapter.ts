@@ -1,0 +1,75 @@
+import type { Secrets } from './logger.js';
+import type { Op, Stamped } from './ops.js';
+import type { JsonObject, Logger, Message } from './types.js';
+
+/** What the store tells each adapter before first use. */
+export interface AdapterConfig {
+  /** `durable`: the system of record. `cache`: hot copies that expire and are filled on a miss. */
+  role: 'cache' | 'durable';
+  /** Messages per user kept hot. */
+  historyLimit: number;
+  /** Time to live of hot copies, in milliseconds; 0 keeps them forever. */
+  ttlMs: { history: number; userData: number; subscribers: number };
+  logger: Logger;
+  secrets: Secrets;
+}
+
+export interface HistoryRead {
+  /** Oldest first, the newest `limit`. */
+  messages: Message[];
+  /** The id at or below which this user's messages were cleared or deleted ('' for none). */
+  floor: string;
+}
+
+/** A user's fields, each with the id of the write that set it ('' when unknown, as from a cache). */
+export interface UserRecord {
+  phone: Stamped<string | null>;
+  booking: Stamped<JsonObject | null>;
+  subscribed: Stamped<boolean>;
+}
+
+/**
+ * A cache that does not hold what was asked. `version` is what a fill must present (a write since
+ * the miss changes it, so a fill can never install a copy older than that write); `pending` are
+ * the ops journaled in the cache for that user that the durable tier may not have yet.
+ */
+export interface CacheMiss {
+  miss: true;
+  version: string;
+  pending: Op[];
+}
+
+/**
+ * The contract every tier implements; `runAdapterContract` in `tiered-conversation-store/testing`
+ * checks it. Methods reject only when the tier fails; `isUnavailable` says whether that failure
+ * means the tier cannot be reached (the store then marks it down) or refused the request.
+ */
+export interface StorageAdapter {
+  /** `redis`, `postgres` or `memory`: the name in logs, events and `health()`. */
+  readonly name: string;
+  /** Called once by the store that owns the adapter, before anything else; throws if bound twice. */
+  bind(config: AdapterConfig): void;
+  /** Connects and prepares (migrations). Idempotent; rejects within the adapter's timeout when unreachable. */
+  connect(): Promise<void>;
+  /** One round trip; rejects when the tier is unreachable. */
+  ping(): Promise<void>;
+  /** Applies ops. Idempotent and order-independent; a cache only refreshes copies it already holds. */
+  write(ops: readonly Op[]): Promise<void>;
+  /** The newest `limit` messages, oldest first; a cache may answer with a miss. */
+  readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss>;
+  /** Phone, booking and subscription (nulls and false for an unknown user); a cache may answer with a miss. */
+  readUser(user: string): Promise<UserRecord | CacheMiss>;
+  /** Every subscriber, in no particular order; a cache may answer with a miss. */
+  readSubscribers(): Promise<string[] | CacheMiss>;
+  isSubscriber(user: string): Promise<boolean | CacheMiss>;
+  /** True when `error` (thrown by this adapter) means the tier cannot be reached or timed out. */
+  isUnavailable(error: unknown): boolean;
+  /** Drops connections that may be hung so the next call opens fresh ones; no-op for a client the user passed. */
+  reset(): Promise<void>;
+  /** Closes what the adapter opened; leaves a client the user passed in open. Idempotent. */
+  close(): Promise<void>;
+}
+
+export function isMiss(value: unknown): value is CacheMiss {
+  return typeof value === 'object' && value !== null && (value as Partial<CacheMiss>).miss === true;
+}

@@ -1,0 +1,128 @@
+import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord } from '../adapter.js';
+import { ErrorCode, UnavailableError } from '../errors.js';
+import { positive } from '../options.js';
+import { applyOp, emptyUserState, toMessage, type Op, type UserState } from '../ops.js';
+import { opBytes } from '../sizes.js';
+
+export interface MemoryAdapterOptions {
+  /** Most messages held; past it, writes are refused with `STORE_FULL` rather than dropping anything. @default 100_000 */
+  maxMessages?: number;
+  /** Most bytes of messages held (approximate). @default 256 MiB */
+  maxBytes?: number;
+}
+
+/**
+ * The RAM tier: the whole store when no server is configured, the fallback when every server is
+ * down. Bounded: it refuses writes past its limits instead of evicting what no other tier has.
+ */
+export class MemoryAdapter implements StorageAdapter {
+  readonly name = 'memory';
+  readonly maxMessages: number;
+  readonly maxBytes: number;
+  readonly #users = new Map<string, UserState>();
+  readonly #subscribers = new Set<string>();
+  #messages = 0;
+  #bytes = 0;
+  #bound = false;
+
+  constructor(options: MemoryAdapterOptions = {}) {
+    this.maxMessages = positive(options.maxMessages, 'MemoryAdapter: maxMessages', 100_000);
+    this.maxBytes = positive(options.maxBytes, 'MemoryAdapter: maxBytes', 256 * 1024 * 1024);
+  }
+
+  get size(): { users: number; messages: number; bytes: number } {
+    return { users: this.#users.size, messages: this.#messages, bytes: this.#bytes };
+  }
+
+  bind(_config: AdapterConfig): void {
+    if (this.#bound) throw new Error('this MemoryAdapter already belongs to a store');
+    this.#bound = true;
+  }
+
+  async connect(): Promise<void> {}
+  async ping(): Promise<void> {}
+
+  async write(ops: readonly Op[]): Promise<void> {
+    this.writeSync(ops);
+  }
+
+  /** Applies ops at once; all or nothing when they would pass the bound. */
+  writeSync(ops: readonly Op[]): void {
+    const adding = ops.filter((op) => op.kind === 'append');
+    const bytes = adding.reduce((sum, op) => sum + opBytes(op), 0);
+    if (adding.length > 0 && (this.#messages + adding.length > this.maxMessages || this.#bytes + bytes > this.maxBytes)) {
+      throw new UnavailableError(
+        ErrorCode.STORE_FULL,
+        `the RAM tier is full (${this.#messages} messages, ${this.#bytes} bytes; limits ${this.maxMessages} and ${this.maxBytes}): write refused`,
+      );
+    }
+    for (const op of ops) this.#apply(op);
+  }
+
+  #apply(op: Op): void {
+    let state = this.#users.get(op.user);
+    if (!state) {
+      state = emptyUserState();
+      this.#users.set(op.user, state);
+    }
+    const floorRaised = op.kind === 'clear' || op.kind === 'delete';
+    const before = floorRaised ? messageBytes(state) : 0;
+    const delta = applyOp(state, op);
+    this.#messages += delta;
+    if (op.kind === 'append') this.#bytes += delta * opBytes(op);
+    else if (floorRaised) this.#bytes -= before - messageBytes(state);
+    if (state.subscribed.value) this.#subscribers.add(op.user);
+    else this.#subscribers.delete(op.user);
+  }
+
+  async readHistory(user: string, limit: number): Promise<HistoryRead> {
+    const state = this.#users.get(user);
+    if (!state) return { messages: [], floor: '' };
+    const messages = limit === 0 ? [] : state.messages.slice(-limit);
+    return { messages: messages.map(toMessage), floor: state.floor };
+  }
+
+  async readUser(user: string): Promise<UserRecord> {
+    const { phone, booking, subscribed } = this.#users.get(user) ?? emptyUserState();
+    return { phone: { ...phone }, booking: { ...booking }, subscribed: { ...subscribed } };
+  }
+
+  async readSubscribers(): Promise<string[]> {
+    return [...this.#subscribers];
+  }
+
+  async isSubscriber(user: string): Promise<boolean> {
+    return this.#subscribers.has(user);
+  }
+
+  isUnavailable(): boolean {
+    return false;
+  }
+
+  /** Forgets one user entirely (the fallback's copy of an erased user). */
+  forget(user: string): void {
+    const state = this.#users.get(user);
+    if (!state) return;
+    this.#messages -= state.messages.length;
+    this.#bytes -= messageBytes(state);
+    this.#users.delete(user);
+    this.#subscribers.delete(user);
+  }
+
+  /** Forgets everything (used once the fallback's contents reached the durable tier). */
+  clear(): void {
+    this.#users.clear();
+    this.#subscribers.clear();
+    this.#messages = 0;
+    this.#bytes = 0;
+  }
+
+  async reset(): Promise<void> {}
+
+  async close(): Promise<void> {}
+}
+
+function messageBytes(state: UserState): number {
+  return state.messages.reduce((sum, m) => sum + opBytes(m), 0);
+}
+

@@ -1,0 +1,326 @@
+import type { Options, PendingQuery, Row, Sql, TransactionSql } from 'postgres';
+import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord } from '../adapter.js';
+import { withDeadline } from '../deadline.js';
+import { ConfigurationError, ErrorCode, TierError } from '../errors.js';
+import { loadPeer } from '../load.js';
+import { maskUrl } from '../logger.js';
+import type { AppendOp, Op } from '../ops.js';
+import { positive } from '../options.js';
+import type { JsonObject, Message, Role } from '../types.js';
+import { migrations, migrationText } from './postgres-migrations.js';
+
+export interface PostgresAdapterOptions {
+  /** `postgres://user:password@host:port/database`; `?sslmode=require` turns on TLS. */
+  url?: string;
+  /** A ready postgres.js `sql`; the store uses it as it is and never ends it. */
+  sql?: Sql;
+  /** Schema of the store's tables, created by the migrations if missing. @default 'tcs' */
+  schema?: string;
+  /** Deadline of every query, in milliseconds; a query past it is cancelled. @default 2000 */
+  timeoutMs?: number;
+  /** Deadline of opening a connection, in milliseconds. @default 5000 */
+  connectTimeoutMs?: number;
+  /** Connections in the pool the adapter opens. @default 10 */
+  max?: number;
+  /** Extra postgres.js options for the pool the adapter opens (ignored with `sql`). */
+  postgresOptions?: Options<Record<string, never>>;
+}
+
+type Postgres = typeof import('postgres');
+type Tx = TransactionSql;
+
+const UNREACHABLE_CODES = new Set([
+  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
+  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN',
+  '57P01', '57P02', '57P03', '53300', '57014',
+]);
+
+/** The PostgreSQL tier: the system of record. Every query has a deadline and is cancelled past it. */
+export class PostgresAdapter implements StorageAdapter {
+  readonly name = 'postgres';
+  readonly schema: string;
+  readonly timeoutMs: number;
+  readonly connectTimeoutMs: number;
+  #sql: Sql;
+  readonly #open: (() => Sql) | undefined;
+  readonly #url: string | undefined;
+  readonly #t: { messages: string; users: string };
+  #migrated: Promise<void> | undefined;
+  #bound = false;
+  #closed = false;
+
+  constructor(options: PostgresAdapterOptions = {}) {
+    this.schema = checkSchema(options.schema ?? 'tcs');
+    this.timeoutMs = positive(options.timeoutMs, 'PostgresAdapter: timeoutMs', 2000);
+    this.connectTimeoutMs = positive(options.connectTimeoutMs, 'PostgresAdapter: connectTimeoutMs', 5000);
+    this.#t = { messages: `${this.schema}.messages`, users: `${this.schema}.users` };
+    if (options.sql) {
+      this.#sql = options.sql;
+      return;
+    }
+    const url = checkUrl(options.url ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+    this.#url = url;
+    const postgres = loadPeer<Postgres>('postgres', 'PostgresAdapter');
+    const max = positive(options.max, 'PostgresAdapter: max', 10);
+    this.#open = () =>
+      postgres(url, {
+        max,
+        connect_timeout: Math.ceil(this.connectTimeoutMs / 1000),
+        idle_timeout: 60,
+        max_lifetime: 30 * 60,
+        onnotice: () => {},
+        connection: { application_name: 'tiered-conversation-store' },
+        ...options.postgresOptions,
+      });
+    this.#sql = this.#open();
+  }
+
+  /** The pool in use (it changes when a hung pool is replaced). */
+  get sql(): Sql {
+    return this.#sql;
+  }
+
+  describe(): string {
+    return this.#url ? maskUrl(this.#url) : 'a client passed in';
+  }
+
+  secrets(): string[] {
+    return this.#url ? [this.#url] : [];
+  }
+
+  bind(_config: AdapterConfig): void {
+    if (this.#bound) throw new Error('this PostgresAdapter already belongs to a store');
+    this.#bound = true;
+  }
+
+  /** Applies pending migrations once (concurrent processes wait on an advisory lock). */
+  async connect(): Promise<void> {
+    this.#migrated ??= this.#migrate().catch((error: unknown) => {
+      this.#migrated = undefined;
+      throw error;
+    });
+    await this.#migrated;
+  }
+
+  async ping(): Promise<void> {
+    await this.#q(this.#sql`select 1`);
+  }
+
+  async write(ops: readonly Op[]): Promise<void> {
+    const only = ops.length === 1 ? ops[0] : undefined;
+    if (only?.kind === 'append') return void (await this.#q(this.#insertOne(this.#sql, only)));
+    if (ops.length === 0) return;
+    await withDeadline(this.name, this.timeoutMs * 5, this.#sql.begin((tx) => this.#writeBatch(tx, ops)));
+  }
+
+  async readHistory(user: string, limit: number): Promise<HistoryRead> {
+    const sql = this.#sql;
+    const rows = await this.#q(sql`
+      select f.floor, m.id, m.role, m.content, m.meta, m.created_at
+      from (select coalesce((select history_floor from ${sql(this.#t.users)} where user_id = ${user}), '') as floor) f
+      left join lateral (
+        select id, role, content, meta, created_at from ${sql(this.#t.messages)}
+        where user_id = ${user} and id > f.floor collate "C"
+        order by id desc limit ${limit}
+      ) m on true`);
+    const messages: Message[] = [];
+    for (let i = rows.length - 1; i >= 0; i--) {
+      const row = rows[i] as Row;
+      if (row.id !== null) messages.push(toMessage(row));
+    }
+    return { messages, floor: (rows[0]?.floor as string | undefined) ?? '' };
+  }
+
+  async readUser(user: string): Promise<UserRecord> {
+    const sql = this.#sql;
+    const [row] = await this.#q(sql`
+      select phone, phone_v, booking, booking_v, subscribed, subscribed_v from ${sql(this.#t.users)} where user_id = ${user}`);
+    const stamp = <T>(value: unknown, id: unknown, empty: T) => ({ value: (value ?? empty) as T, id: (id as string | null) ?? '' });
+    return {
+      phone: stamp<string | null>(row?.phone, row?.phone_v, null),
+      booking: stamp<JsonObject | null>(row?.booking, row?.booking_v, null),
+      subscribed: stamp(row?.subscribed, row?.subscribed_v, false),
+    };
+  }
+
+  async readSubscribers(): Promise<string[]> {
+    const sql = this.#sql;
+    const rows = await this.#q(sql`select user_id from ${sql(this.#t.users)} where subscribed`);
+    return rows.map((row) => row.user_id as string);
+  }
+
+  async isSubscriber(user: string): Promise<boolean> {
+    const sql = this.#sql;
+    const [row] = await this.#q(sql`select subscribed from ${sql(this.#t.users)} where user_id = ${user}`);
+    return row?.subscribed === true;
+  }
+
+  isUnavailable(error: unknown): boolean {
+    if (error instanceof TierError) return error.code === ErrorCode.TIER_TIMEOUT;
+    const code = (error as { code?: unknown } | null)?.code;
+    return typeof code === 'string' && (UNREACHABLE_CODES.has(code) || code.startsWith('08'));
+  }
+
+  /** Replaces a pool the adapter opened (its connections may hang on a dead server). */
+  async reset(): Promise<void> {
+    if (!this.#open || this.#closed) return;
+    const old = this.#sql;
+    this.#sql = this.#open();
+    await old.end({ timeout: 0 }).catch(() => {});
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed || !this.#open) return;
+    this.#closed = true;
+    await this.#sql.end({ timeout: Math.ceil(this.timeoutMs / 1000) }).catch(() => {});
+  }
+
+  /** Every migration as the SQL text it runs, for `dist/sql/` and DBAs. */
+  static migrations(): { file: string; sql: string }[] {
+    return migrations().map((m) => ({ file: `${String(m.version).padStart(3, '0')}_${m.name}.sql`, sql: migrationText(m) }));
+  }
+
+  async #migrate(): Promise<void> {
+    const work = this.#sql.begin(async (tx) => {
+      await tx`select pg_advisory_xact_lock(hashtext(${`tiered-conversation-store:${this.schema}`}))`;
+      await tx`create schema if not exists ${tx(this.schema)}`;
+      await tx`set local search_path to ${tx(this.schema)}`;
+      const [ledger] = await tx`select to_regclass('schema_migrations') is not null as present`;
+      const applied = ledger?.present ? new Set((await tx`select version from schema_migrations`).map((r) => r.version as number)) : new Set();
+      for (const migration of migrations()) {
+        if (!applied.has(migration.version)) await tx.unsafe(migrationText(migration)).simple();
+      }
+    });
+    await withDeadline(this.name, this.connectTimeoutMs + this.timeoutMs, work);
+  }
+
+  #insertOne(sql: Sql, op: AppendOp): PendingQuery<Row[]> {
+    const meta = op.meta === undefined ? null : sql.json(op.meta);
+    return sql`
+      insert into ${sql(this.#t.messages)} (user_id, id, role, content, meta, created_at)
+      select ${op.user}, ${op.id}, ${op.role}, ${op.content}, ${meta}::jsonb, ${new Date(op.createdAt)}
+      where ${op.id} > coalesce((select history_floor from ${sql(this.#t.users)} where user_id = ${op.user}), '') collate "C"
+      on conflict do nothing`;
+  }
+
+  async #writeBatch(tx: Tx, ops: readonly Op[]): Promise<void> {
+    const { appends, patches } = foldBatch(ops);
+    if (patches.size > 0) await this.#upsertUsers(tx, patches);
+    if (appends.length > 0) await this.#insertMany(tx, appends);
+    const floors = [...patches].filter(([, p]) => p.floor !== '');
+    if (floors.length > 0) {
+      await tx`
+        delete from ${tx(this.#t.messages)} m
+        using unnest(${floors.map(([u]) => u)}::text[], ${floors.map(([, p]) => p.floor)}::text[]) as f(u, floor)
+        where m.user_id = f.u and m.id <= f.floor collate "C"`;
+    }
+  }
+
+  async #upsertUsers(tx: Tx, patches: Map<string, Patch>): Promise<void> {
+    const col = <T>(pick: (p: Patch) => T) => [...patches.values()].map(pick);
+    await tx`
+      insert into ${tx(this.#t.users)} as u (user_id, phone, phone_v, booking, booking_v, subscribed, subscribed_v, history_floor)
+      select t.user_id, t.phone, t.phone_v, t.booking::jsonb, t.booking_v, coalesce(t.subscribed::bool, false), t.subscribed_v, t.history_floor
+      from unnest(
+        ${[...patches.keys()]}::text[], ${col((p) => p.phone?.value ?? null)}::text[], ${col((p) => p.phone?.id ?? null)}::text[],
+        ${col((p) => (p.booking?.value == null ? null : JSON.stringify(p.booking.value)))}::text[], ${col((p) => p.booking?.id ?? null)}::text[],
+        ${col((p) => (p.subscribed ? String(p.subscribed.value) : null))}::text[], ${col((p) => p.subscribed?.id ?? null)}::text[],
+        ${col((p) => p.floor)}::text[]
+      ) as t(user_id, phone, phone_v, booking, booking_v, subscribed, subscribed_v, history_floor)
+      on conflict (user_id) do update set
+        phone = case when excluded.phone_v > coalesce(u.phone_v, '') then excluded.phone else u.phone end,
+        phone_v = greatest(u.phone_v, excluded.phone_v),
+        booking = case when excluded.booking_v > coalesce(u.booking_v, '') then excluded.booking else u.booking end,
+        booking_v = greatest(u.booking_v, excluded.booking_v),
+        subscribed = case when excluded.subscribed_v > coalesce(u.subscribed_v, '') then excluded.subscribed else u.subscribed end,
+        subscribed_v = greatest(u.subscribed_v, excluded.subscribed_v),
+        history_floor = greatest(u.history_floor, excluded.history_floor),
+        updated_at = now()`;
+  }
+
+  async #insertMany(tx: Tx, appends: AppendOp[]): Promise<void> {
+    const col = <T>(pick: (op: AppendOp) => T) => appends.map(pick);
+    await tx`
+      insert into ${tx(this.#t.messages)} (user_id, id, role, content, meta, created_at)
+      select t.user_id, t.id, t.role, t.content, t.meta::jsonb, to_timestamp(t.created_at::float8 / 1000)
+      from unnest(
+        ${col((op) => op.user)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.role)}::text[],
+        ${col((op) => op.content)}::text[], ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[],
+        ${col((op) => String(op.createdAt))}::text[]
+      ) as t(user_id, id, role, content, meta, created_at)
+      left join ${tx(this.#t.users)} f on f.user_id = t.user_id
+      where t.id > coalesce(f.history_floor, '') collate "C"
+      on conflict do nothing`;
+  }
+
+  #q<T extends readonly Row[]>(query: PendingQuery<T>): Promise<T> {
+    return withDeadline(this.name, this.timeoutMs, query.execute(), () => query.cancel());
+  }
+}
+
+interface Stamp<T> {
+  value: T;
+  id: string;
+}
+
+interface Patch {
+  phone?: Stamp<string | null>;
+  booking?: Stamp<JsonObject | null>;
+  subscribed?: Stamp<boolean>;
+  floor: string;
+}
+
+/** Splits a batch into messages and one last-writer-wins patch per user. */
+function foldBatch(ops: readonly Op[]): { appends: AppendOp[]; patches: Map<string, Patch> } {
+  const appends: AppendOp[] = [];
+  const patches = new Map<string, Patch>();
+  const patchOf = (user: string) => {
+    let patch = patches.get(user);
+    if (!patch) patches.set(user, (patch = { floor: '' }));
+    return patch;
+  };
+  const stamp = <T>(current: Stamp<T> | undefined, value: T, id: string) => (current && current.id >= id ? current : { value, id });
+  for (const op of ops) {
+    if (op.kind === 'append') {
+      appends.push(op);
+      continue;
+    }
+    const p = patchOf(op.user);
+    if (op.kind === 'phone') p.phone = stamp(p.phone, op.phone, op.id);
+    else if (op.kind === 'booking') p.booking = stamp(p.booking, op.booking, op.id);
+    else if (op.kind === 'subscribe') p.subscribed = stamp(p.subscribed, op.subscribed, op.id);
+    else {
+      if (op.id > p.floor) p.floor = op.id;
+      if (op.kind === 'delete') {
+        p.phone = stamp(p.phone, null, op.id);
+        p.booking = stamp(p.booking, null, op.id);
+        p.subscribed = stamp(p.subscribed, false, op.id);
+      }
+    }
+  }
+  return { appends, patches };
+}
+
+function toMessage(row: Row): Message {
+  const message: Message = { id: row.id as string, role: row.role as Role, content: row.content as string, createdAt: row.created_at as Date };
+  if (row.meta !== null) message.meta = row.meta as JsonObject;
+  return message;
+}
+
+function checkUrl(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigurationError(ErrorCode.INVALID_URL, `PostgresAdapter: "${maskUrl(url)}" is not a URL (expected postgres://user:password@host:port/database)`);
+  }
+  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
+    throw new ConfigurationError(ErrorCode.INVALID_URL, `PostgresAdapter: ${maskUrl(url)} must start with postgres:// or postgresql://`);
+  }
+  return url;
+}
+
+function checkSchema(schema: string): string {
+  if (/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) return schema;
+  throw new ConfigurationError(ErrorCode.INVALID_OPTION, `PostgresAdapter: schema must be a lowercase identifier of 1-63 characters [a-z0-9_], got ${JSON.stringify(schema)}`);
+}

@@ -1,0 +1,52 @@
+/** Every code the library throws; stable across versions, documented in the README. */
+export const ErrorCode = {
+  INVALID_USER_ID: 'INVALID_USER_ID',
+  INVALID_ROLE: 'INVALID_ROLE',
+  INVALID_CONTENT: 'INVALID_CONTENT',
+  CONTENT_TOO_LARGE: 'CONTENT_TOO_LARGE',
+  INVALID_META: 'INVALID_META',
+  INVALID_PHONE: 'INVALID_PHONE',
+  INVALID_BOOKING: 'INVALID_BOOKING',
+  BOOKING_TOO_LARGE: 'BOOKING_TOO_LARGE',
+  INVALID_OPTION: 'INVALID_OPTION',
+  INVALID_URL: 'INVALID_URL',
+  MISSING_DEPENDENCY: 'MISSING_DEPENDENCY',
+  STORE_UNAVAILABLE: 'STORE_UNAVAILABLE',
+  STORE_FULL: 'STORE_FULL',
+  STORE_CLOSED: 'STORE_CLOSED',
+  TIER_TIMEOUT: 'TIER_TIMEOUT',
+  TIER_ERROR: 'TIER_ERROR',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** Base class of every error the library throws: `code` is stable, `message` is for people. */
+export class StoreError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+    this.code = code;
+  }
+}
+
+/** The caller passed something the store will not write; nothing was written. */
+export class ValidationError extends StoreError {}
+
+/** The store or an adapter was configured with something unusable. */
+export class ConfigurationError extends StoreError {}
+
+/** No tier could take the operation (or the bounded fallback is full); nothing was written. */
+export class UnavailableError extends StoreError {}
+
+/** A tier failed or timed out; the store falls back to another tier when one can take the call. */
+export class TierError extends StoreError {
+  readonly tier: string;
+  constructor(tier: string, code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(code, message, options);
+    this.tier = tier;
+  }
+}
+
+export function isStoreError(error: unknown): error is StoreError {
+  return error instanceof StoreError;
+}

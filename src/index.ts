@@ -1,0 +1,22 @@
+export { TieredStore, type AddMemoryOptions, type DeadLetter, type StoreEvents } from './store.js';
+export { RedisAdapter, type RedisAdapterOptions } from './adapters/redis.js';
+export { PostgresAdapter, type PostgresAdapterOptions } from './adapters/postgres.js';
+export { MemoryAdapter, type MemoryAdapterOptions } from './adapters/memory.js';
+export type { StorageAdapter, AdapterConfig, CacheMiss, HistoryRead, UserRecord } from './adapter.js';
+export type { Op, Stamped } from './ops.js';
+export type { TieredStoreOptions, TtlSeconds, WriteMode } from './options.js';
+export type { FromEnvOptions } from './env.js';
+export type { Limits } from './validate.js';
+export { ConfigurationError, ErrorCode, StoreError, TierError, UnavailableError, ValidationError, isStoreError } from './errors.js';
+export type {
+  BookingData,
+  Health,
+  JsonObject,
+  JsonValue,
+  Logger,
+  Message,
+  Role,
+  SyncResult,
+  TierState,
+  UserId,
+} from './types.js';

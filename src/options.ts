@@ -1,0 +1,87 @@
+import type { MemoryAdapter } from './adapters/memory.js';
+import type { PostgresAdapter } from './adapters/postgres.js';
+import type { RedisAdapter } from './adapters/redis.js';
+import { ConfigurationError, ErrorCode } from './errors.js';
+import type { Logger } from './types.js';
+import { DEFAULT_LIMITS, type Limits } from './validate.js';
+
+export interface TieredStoreOptions {
+  /** The fast tier. */
+  redis?: RedisAdapter | undefined;
+  /** The durable tier. */
+  postgres?: PostgresAdapter | undefined;
+  /** The RAM tier: the fallback when the others are down (the whole store when none is given). @default new MemoryAdapter() */
+  memory?: MemoryAdapter | undefined;
+  /** Messages per user kept hot and returned by `getHistory` without a limit. @default 50 */
+  historyLimit?: number;
+  /** Time to live of hot copies in Redis, in seconds. @default { history: 3600, userData: 3600, subscribers: 86400 } */
+  ttlSeconds?: Partial<TtlSeconds>;
+  /** `write-through`: Redis and PostgreSQL in parallel. `write-behind`: ack after Redis; the syncer moves it. @default 'write-through' */
+  writeMode?: WriteMode;
+  /** Where the store logs: console when unset, `false` for silence, or any logger with debug/info/warn/error (pino works). */
+  logger?: Logger | false;
+  /** Size limits of input. @default { contentBytes: 1 MiB, bookingBytes: 64 KiB, metaBytes: 64 KiB } */
+  limits?: Partial<Limits>;
+  /** How often a tier that is down is probed, in milliseconds. @default 1000 */
+  probeIntervalMs?: number;
+  /** Most writes held in this process while PostgreSQL is unreachable; past it writes are refused. @default 100_000 */
+  journalLimit?: number;
+  /** Ops moved per transaction by the syncer. @default 5000 */
+  syncBatchSize?: number;
+}
+
+export type WriteMode = 'write-through' | 'write-behind';
+
+export interface TtlSeconds {
+  history: number;
+  userData: number;
+  subscribers: number;
+}
+
+export interface ResolvedOptions {
+  historyLimit: number;
+  ttlMs: TtlSeconds;
+  writeMode: WriteMode;
+  limits: Limits;
+  probeIntervalMs: number;
+  journalLimit: number;
+  syncBatchSize: number;
+}
+
+export const MAX_HISTORY_LIMIT = 10_000;
+
+export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
+  const ttl = { history: 3600, userData: 3600, subscribers: 86_400, ...options.ttlSeconds };
+  for (const [name, value] of Object.entries(ttl)) nonNegative(value, `ttlSeconds.${name}`);
+  const writeMode = options.writeMode ?? 'write-through';
+  if (writeMode !== 'write-through' && writeMode !== 'write-behind') {
+    throw new ConfigurationError(ErrorCode.INVALID_OPTION, `writeMode must be 'write-through' or 'write-behind', got ${JSON.stringify(writeMode)}`);
+  }
+  const limits = { ...DEFAULT_LIMITS, ...options.limits };
+  for (const [name, value] of Object.entries(limits)) positive(value, `limits.${name}`);
+  const historyLimit = positive(options.historyLimit, 'historyLimit', 50);
+  if (!Number.isSafeInteger(historyLimit) || historyLimit > MAX_HISTORY_LIMIT) {
+    throw new ConfigurationError(ErrorCode.INVALID_OPTION, `historyLimit must be an integer from 1 to ${MAX_HISTORY_LIMIT}, got ${historyLimit}`);
+  }
+  return {
+    historyLimit,
+    ttlMs: { history: ttl.history * 1000, userData: ttl.userData * 1000, subscribers: ttl.subscribers * 1000 },
+    writeMode,
+    limits,
+    probeIntervalMs: positive(options.probeIntervalMs, 'probeIntervalMs', 1000),
+    journalLimit: positive(options.journalLimit, 'journalLimit', 100_000),
+    syncBatchSize: positive(options.syncBatchSize, 'syncBatchSize', 5000),
+  };
+}
+
+/** `value` if it is a positive finite number, `fallback` if undefined; a coded error otherwise. */
+export function positive(value: number | undefined, name: string, fallback?: number): number {
+  if (value === undefined && fallback !== undefined) return fallback;
+  if (typeof value === 'number' && Number.isFinite(value) && value > 0) return value;
+  throw new ConfigurationError(ErrorCode.INVALID_OPTION, `${name} must be a positive number, got ${String(value)}`);
+}
+
+function nonNegative(value: number, name: string): number {
+  if (typeof value === 'number' && Number.isFinite(value) && value >= 0) return value;
+  throw new ConfigurationError(ErrorCode.INVALID_OPTION, `${name} must be a number of seconds >= 0, got ${String(value)}`);
+}

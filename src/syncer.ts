@@ -1,0 +1,174 @@
+import { randomUUID } from 'node:crypto';
+import type { StorageAdapter } from './adapter.js';
+import type { MemoryAdapter } from './adapters/memory.js';
+import type { RedisAdapter } from './adapters/redis.js';
+import type { Journal } from './journal.js';
+import type { Op } from './ops.js';
+import { isTierUnavailable, type Tier } from './tier.js';
+import type { Logger, SyncResult } from './types.js';
+
+export interface SyncerDeps {
+  /** Redis in its cache role, whose journal the syncer drains; undefined otherwise. */
+  cache: Tier<RedisAdapter> | undefined;
+  durable: Tier<StorageAdapter>;
+  journal: Journal;
+  memory: MemoryAdapter;
+  batchSize: number;
+  logger: Logger;
+  /** Users whose ops just reached the durable tier from this process's journal. */
+  flushed(users: Set<string>): Promise<void>;
+  deadLetter(op: Op, error: Error): void;
+  pendingInCache(count: number): void;
+}
+
+const LOCK_MS = 60_000;
+const MAX_PASS_MS = 60_000;
+
+/**
+ * Moves pending writes to the durable tier: this process's journal first, then Redis's journal
+ * (users picked from its dirty set, so only what changed moves). Ops are idempotent, so passes of
+ * several processes may overlap; background passes take a lease so they do not repeat each other.
+ */
+export class Syncer {
+  #timer: NodeJS.Timeout | undefined;
+  #chain: Promise<unknown> = Promise.resolve();
+  lastSyncAt: Date | null = null;
+
+  constructor(private readonly deps: SyncerDeps) {}
+
+  get running(): boolean {
+    return this.#timer !== undefined;
+  }
+
+  start(intervalMs: number, onResult: (result: SyncResult) => void, onError: (error: Error) => void): void {
+    this.stop();
+    this.#timer = setInterval(() => {
+      this.run(true).then(
+        (result) => result && onResult(result),
+        (error: unknown) => onError(error as Error),
+      );
+    }, intervalMs);
+    this.#timer.unref();
+  }
+
+  stop(): void {
+    clearInterval(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** One pass, after any pass already running; `background` passes yield to another process's. */
+  run(background = false): Promise<SyncResult | undefined> {
+    const next = this.#chain.then(() => this.#pass(background));
+    this.#chain = next.catch(() => {});
+    return next;
+  }
+
+  async #pass(background: boolean): Promise<SyncResult | undefined> {
+    const started = Date.now();
+    const moved = { messages: 0, userData: 0, subscribers: 0 };
+    await this.#flushJournal(moved);
+    const { cache, durable } = this.deps;
+    let pending = this.deps.journal.size;
+    if (cache?.up && durable.up) {
+      const token = randomUUID();
+      if (background && !(await cache.call((c) => c.acquireLock(token, LOCK_MS)))) return undefined;
+      try {
+        await this.#drainCache(cache, moved, started);
+      } finally {
+        if (background) await cache.call((c) => c.releaseLock(token)).catch(() => {});
+      }
+      const inCache = await cache.call((c) => c.pendingCount());
+      this.deps.pendingInCache(inCache);
+      pending += inCache;
+    }
+    this.lastSyncAt = new Date();
+    return { ...moved, pending, durationMs: Date.now() - started };
+  }
+
+  /** Writes held in this process (a PostgreSQL outage) go to the durable tier in batches. */
+  async #flushJournal(moved: Counts): Promise<void> {
+    const { journal, durable, memory } = this.deps;
+    while (journal.size > 0 && durable.up) {
+      const ops = journal.peek(this.deps.batchSize);
+      const done = await this.#write(ops);
+      journal.remove(done);
+      count(done, moved);
+      await this.deps.flushed(new Set(done.map((op) => op.user)));
+    }
+    if (journal.size === 0) memory.clear();
+  }
+
+  async #drainCache(cache: Tier<RedisAdapter>, moved: Counts, started: number): Promise<void> {
+    const usersPerRound = Math.max(1, Math.floor(this.deps.batchSize / 10));
+    while (Date.now() - started < MAX_PASS_MS) {
+      const users = await cache.call((c) => c.dirtyUsers(usersPerRound));
+      if (users.length === 0) return;
+      const journals = await cache.call((c) => c.readJournals(users, this.deps.batchSize));
+      const ops: Op[] = [];
+      const entryOf = new Map<Op, string>();
+      for (const [user, entries] of journals) {
+        for (const entry of entries) {
+          const op = this.#decode(cache.adapter, user, entry);
+          if (op) {
+            ops.push(op);
+            entryOf.set(op, entry);
+          } else await cache.call((c) => c.ack(user, [entry]));
+        }
+      }
+      for (let i = 0; i < ops.length; i += this.deps.batchSize) {
+        const batch = ops.slice(i, i + this.deps.batchSize);
+        const done = await this.#write(batch);
+        count(done, moved);
+        const byUser = new Map<string, string[]>();
+        for (const op of batch) {
+          const list = byUser.get(op.user) ?? [];
+          list.push(entryOf.get(op) as string);
+          byUser.set(op.user, list);
+        }
+        await Promise.all([...byUser].map(([user, entries]) => cache.call((c) => c.ack(user, entries))));
+      }
+      if (ops.length === 0) {
+        // Only users whose journals emptied meanwhile: acking nothing drops them from the dirty set.
+        await Promise.all(users.map((user) => cache.call((c) => c.ack(user, []))));
+      }
+    }
+  }
+
+  #decode(cache: RedisAdapter, user: string, entry: string): Op | undefined {
+    try {
+      return cache.decodeEntry(user, entry);
+    } catch (error) {
+      this.deps.deadLetter({ kind: 'clear', user, id: '' }, new Error(`unreadable journal entry: ${(error as Error).message}`));
+      return undefined;
+    }
+  }
+
+  /**
+   * Writes ops; when the durable tier rejects a batch (not an outage), halves it until the ops it
+   * refuses for good are found, and sets those aside as dead letters. Returns the ops handled.
+   */
+  async #write(ops: Op[]): Promise<Op[]> {
+    try {
+      await this.deps.durable.call((d) => d.write(ops));
+      return ops;
+    } catch (error) {
+      if (isTierUnavailable(error)) throw error;
+      if (ops.length === 1) {
+        this.deps.deadLetter(ops[0] as Op, error as Error);
+        return ops;
+      }
+      const middle = ops.length >> 1;
+      return [...(await this.#write(ops.slice(0, middle))), ...(await this.#write(ops.slice(middle)))];
+    }
+  }
+}
+
+type Counts = { messages: number; userData: number; subscribers: number };
+
+function count(ops: readonly Op[], moved: Counts): void {
+  for (const op of ops) {
+    if (op.kind === 'append') moved.messages++;
+    else if (op.kind === 'subscribe') moved.subscribers++;
+    else moved.userData++;
+  }
+}

@@ -1,0 +1,132 @@
+import type { StorageAdapter } from './adapter.js';
+import { ErrorCode, TierError } from './errors.js';
+import type { Logger } from './types.js';
+import type { Secrets } from './logger.js';
+
+export interface TierHooks {
+  probeIntervalMs: number;
+  logger: Logger;
+  secrets: Secrets;
+  /** Runs after a probe succeeds and before the tier is used again (invalidate stale copies, ...). */
+  recover(tier: Tier): Promise<void>;
+  onDown(tier: Tier, error: Error): void;
+  onUp(tier: Tier, downForMs: number): void;
+}
+
+/**
+ * An adapter behind a breaker. A failure that means "unreachable" (refused, reset, timed out)
+ * marks the tier down: calls then fail at once without touching it, and a background probe takes
+ * it back up once it answers and `recover` has run. Other failures pass through unchanged.
+ */
+export class Tier<A extends StorageAdapter = StorageAdapter> {
+  #down = false;
+  #downSince = 0;
+  #lastError: Error | undefined;
+  #probe: NodeJS.Timeout | undefined;
+  #probing = false;
+  #stopped = false;
+
+  constructor(
+    readonly adapter: A,
+    private readonly hooks: TierHooks,
+  ) {}
+
+  get name(): string {
+    return this.adapter.name;
+  }
+
+  get up(): boolean {
+    return !this.#down;
+  }
+
+  async call<T>(fn: (adapter: A) => Promise<T>): Promise<T> {
+    if (this.#down) throw this.#unavailable();
+    try {
+      return await fn(this.adapter);
+    } catch (error) {
+      throw this.#fail(error);
+    }
+  }
+
+  /** Connects once at start-up; a tier that cannot is marked down and probed, not an error. */
+  async start(): Promise<void> {
+    try {
+      await this.adapter.connect();
+    } catch (error) {
+      this.#fail(error, true);
+    }
+  }
+
+  #fail(error: unknown, always = false): Error {
+    const masked = error instanceof Error ? this.hooks.secrets.maskError(error) : new Error(String(error));
+    if (!always && !this.adapter.isUnavailable(error)) return error instanceof TierError ? error : wrapRejected(this.name, masked);
+    if (isTimeout(error)) void this.adapter.reset().catch(() => {});
+    this.markDown(masked);
+    return new TierError(this.name, isTimeout(error) ? ErrorCode.TIER_TIMEOUT : ErrorCode.STORE_UNAVAILABLE, `${this.name}: ${masked.message}`, { cause: masked });
+  }
+
+  markDown(error: Error): void {
+    this.#lastError = error;
+    if (this.#down || this.#stopped) return;
+    this.#down = true;
+    this.#downSince = Date.now();
+    this.hooks.logger.warn(`${this.name} is down (${error.message}); probing every ${this.hooks.probeIntervalMs} ms`);
+    this.hooks.onDown(this, error);
+    this.#probe = setInterval(() => void this.probe(), this.hooks.probeIntervalMs);
+    this.#probe.unref();
+  }
+
+  /** One probe: connect, ping, recover, then up. Resolves true when the tier is up. */
+  async probe(): Promise<boolean> {
+    if (!this.#down) return true;
+    if (this.#probing || this.#stopped) return false;
+    this.#probing = true;
+    try {
+      await this.adapter.connect();
+      await this.adapter.ping();
+      await this.hooks.recover(this);
+      this.#markUp();
+      return true;
+    } catch (error) {
+      this.#lastError = error instanceof Error ? this.hooks.secrets.maskError(error) : new Error(String(error));
+      this.hooks.logger.debug(`${this.name} probe failed: ${this.#lastError.message}`);
+      return false;
+    } finally {
+      this.#probing = false;
+    }
+  }
+
+  #markUp(): void {
+    clearInterval(this.#probe);
+    this.#probe = undefined;
+    if (!this.#down || this.#stopped) return;
+    this.#down = false;
+    const downForMs = Date.now() - this.#downSince;
+    this.hooks.logger.warn(`${this.name} is up again after ${(downForMs / 1000).toFixed(1)} s`);
+    this.hooks.onUp(this, downForMs);
+  }
+
+  #unavailable(): TierError {
+    const reason = this.#lastError ? `: ${this.#lastError.message}` : '';
+    return new TierError(this.name, ErrorCode.STORE_UNAVAILABLE, `${this.name} is down${reason}`, { cause: this.#lastError });
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    clearInterval(this.#probe);
+    this.#probe = undefined;
+  }
+}
+
+/** True for an error that a tier being unreachable or slow produced. */
+export function isTierUnavailable(error: unknown): error is TierError {
+  return error instanceof TierError && error.code !== ErrorCode.TIER_ERROR;
+}
+
+function isTimeout(error: unknown): boolean {
+  return error instanceof TierError && error.code === ErrorCode.TIER_TIMEOUT;
+}
+
+function wrapRejected(tier: string, error: Error): TierError {
+  return new TierError(tier, ErrorCode.TIER_ERROR, `${tier} rejected the request: ${error.message}`, { cause: error });
+}

@@ -1,0 +1,53 @@
+/** A user: a safe integer (Telegram chat ids may be negative) or 1-128 characters of [A-Za-z0-9_-]. */
+export type UserId = number | string;
+
+export type Role = 'system' | 'user' | 'assistant' | 'tool';
+export const ROLES: readonly Role[] = ['system', 'user', 'assistant', 'tool'];
+
+export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
+export type JsonObject = { [key: string]: JsonValue };
+
+export interface Message {
+  /** Time-ordered id made by the client (26 characters); the order of a history is the order of ids. */
+  id: string;
+  role: Role;
+  content: string;
+  createdAt: Date;
+  meta?: JsonObject;
+}
+
+export type BookingData = JsonObject;
+
+/** `absent`: not configured. `down`: configured, failing, probed in the background. */
+export type TierState = 'up' | 'down' | 'absent';
+
+export interface Health {
+  redis: TierState;
+  postgres: TierState;
+  memory: TierState;
+  /** Writes not yet in the durable tier, as this process last saw them. */
+  pending: number;
+  lastSyncAt: Date | null;
+  /** Writes PostgreSQL rejected for good; see the `deadLetter` event. */
+  deadLetters: number;
+}
+
+export interface SyncResult {
+  /** Messages moved to the durable tier in this pass. */
+  messages: number;
+  /** Phone, booking, clear and delete changes moved. */
+  userData: number;
+  /** Subscribe and unsubscribe changes moved. */
+  subscribers: number;
+  /** Writes still waiting after the pass. */
+  pending: number;
+  durationMs: number;
+}
+
+/** Anything with these four methods: console, pino, winston, ... */
+export interface Logger {
+  debug(message: string, ...rest: unknown[]): void;
+  info(message: string, ...rest: unknown[]): void;
+  warn(message: string, ...rest: unknown[]): void;
+  error(message: string, ...rest: unknown[]): void;
+}

@@ -1,0 +1,28 @@
+import { afterAll } from 'vitest';
+import { MemoryAdapter, PostgresAdapter, RedisAdapter } from '../src/index.js';
+import { runAdapterContract } from '../src/testing.js';
+import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
+
+const { keyPrefix, schema } = isolation('adapter_contract');
+afterAll(async () => {
+  await cleanupRedis(redisUrl(), keyPrefix);
+  await cleanupPostgres(databaseUrl(), schema);
+});
+
+runAdapterContract('MemoryAdapter', async () => ({ adapter: new MemoryAdapter() }));
+
+runAdapterContract('PostgresAdapter', async () => {
+  const adapter = new PostgresAdapter({ url: databaseUrl(), schema });
+  return { adapter, cleanup: () => adapter.close() };
+});
+
+for (const role of ['durable', 'cache'] as const) {
+  runAdapterContract(
+    'RedisAdapter',
+    async () => {
+      const adapter = new RedisAdapter({ url: redisUrl(), keyPrefix: `${keyPrefix}${role}` });
+      return { adapter, cleanup: () => adapter.close() };
+    },
+    { role },
+  );
+}

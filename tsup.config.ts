@@ -1,0 +1,20 @@
+import { mkdir, writeFile } from 'node:fs/promises';
+import { defineConfig } from 'tsup';
+
+export default defineConfig({
+  entry: { index: 'src/index.ts', grammy: 'src/grammy.ts', testing: 'src/testing.ts' },
+  format: ['esm', 'cjs'],
+  dts: true,
+  clean: true,
+  sourcemap: true,
+  target: 'node20',
+  // import.meta.url (used to load optional peers) in the CommonJS build too.
+  shims: true,
+  external: ['ioredis', 'postgres', 'grammy', 'vitest'],
+  // The migrations as plain SQL, for DBAs who apply schema changes themselves.
+  async onSuccess() {
+    const { PostgresAdapter } = await import('./src/adapters/postgres.js');
+    await mkdir('dist/sql', { recursive: true });
+    for (const { file, sql } of PostgresAdapter.migrations()) await writeFile(`dist/sql/${file}`, sql);
+  },
+});
