@@ -53,8 +53,11 @@ export interface StorageAdapter {
   connect(): Promise<void>;
   /** One round trip; rejects when the tier is unreachable. */
   ping(): Promise<void>;
-  /** Applies ops. Idempotent and order-independent; a cache only refreshes copies it already holds. */
-  write(ops: readonly Op[]): Promise<void>;
+  /**
+   * Applies ops. Idempotent and order-independent; a cache only refreshes copies it already holds,
+   * and may resolve to one flag per op saying whether it changed a copy it holds.
+   */
+  write(ops: readonly Op[]): Promise<void | readonly boolean[]>;
   /** The newest `limit` messages, oldest first; a cache may answer with a miss. */
   readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss>;
   /** Phone, booking and subscription (nulls and false for an unknown user); a cache may answer with a miss. */

@@ -283,6 +283,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const cacheMissed = cache !== undefined && (toCache === undefined || cached.status === 'rejected');
     if (toDurable.status === 'fulfilled') {
       if (cacheMissed) this.#markStale(op);
+      // Redis had no copy to change: one filled from PostgreSQL before this write committed would lack it.
+      else if (cached.status === 'fulfilled' && cached.value?.[0] === false) await this.#invalidateAfter(op);
       return;
     }
     if (!isTierUnavailable(toDurable.reason)) {
@@ -447,6 +449,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     else this.#stale.add(op.user);
     // Redis may be up and merely have failed this write: drop its copies now rather than at recovery.
     if (this.#cache?.up) void this.#invalidate(new Set([op.user]), this.#staleSubscribers).catch(() => {});
+  }
+
+  async #invalidateAfter(op: Op): Promise<void> {
+    const subscribers = op.kind === 'subscribe' || op.kind === 'delete';
+    await this.#invalidate(new Set([op.user]), subscribers).catch(() => this.#markStale(op));
   }
 
   /** Drops Redis copies of `users`; a user stays stale until that succeeds. */

@@ -12,7 +12,9 @@ local function item_id(item) return string.sub(item, 8, 33) end
 `;
 
 /**
- * Applies a batch of ops. KEYS: subscribers set, its version, dirty set, pending counter, then
+ * Applies a batch of ops and returns, per op, 1 if it landed in a copy Redis holds (0: no copy
+ * to change, or one it deleted; a cache then drops copies again once the durable write is in,
+ * so a fill that read the durable tier before that write cannot linger). KEYS: subscribers set, its version, dirty set, pending counter, then
  * h, d, m, j per op. ARGV: role ('c' cache, 'd' durable), history limit, ttl history, ttl user
  * data, ttl subscribers, then kind, id, user, payload, journal entry ('' if not pending, '=' for the payload itself) per op.
  * A cache only changes copies it holds; a write bumps the user's version so racing fills lose.
@@ -55,10 +57,12 @@ local function raise_floor(h, m, id)
   for i = 1, #keep, 1000 do redis.call('RPUSH', h, unpack(keep, i, math.min(i + 999, #keep))) end
 end
 
+local held = {}
 for i = 0, (#ARGV - 5) / 5 - 1 do
   local a, k = 5 + i * 5, 4 + i * 4
   local kind, id, user, payload, entry = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local h, d, m, j = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
+  held[i + 1] = durable and 1 or 0
   if kind == 'append' then
     if durable then
       if id > (redis.call('HGET', m, 'f') or '') then insert_ordered(h, id, payload) end
@@ -66,6 +70,7 @@ for i = 0, (#ARGV - 5) / 5 - 1 do
       insert_ordered(h, id, payload)
       redis.call('LTRIM', h, -limit, -1)
       expire(h, ttl_h)
+      held[i + 1] = 1
     end
   elseif kind == 'clear' then
     if durable then raise_floor(h, m, id) else redis.call('DEL', h) end
@@ -73,12 +78,15 @@ for i = 0, (#ARGV - 5) / 5 - 1 do
     if durable or redis.call('EXISTS', d) == 1 then
       set_field(d, m, kind == 'phone' and 'p' or 'b', id, payload)
       expire(d, ttl_u)
+      held[i + 1] = 1
     end
   elseif kind == 'subscribe' then
     local stamp = redis.call('HGET', m, 'sv')
+    local present = redis.call('EXISTS', subs) == 1
+    if present then held[i + 1] = 1 end
     if (not stamp or stamp < id) and (not durable or id > (redis.call('HGET', m, 'df') or '')) then
       redis.call('HSET', m, 'sv', id)
-      if durable or redis.call('EXISTS', subs) == 1 then
+      if durable or present then
         if payload == '1' then redis.call('SADD', subs, user) else redis.call('SREM', subs, user) end
         expire(subs, ttl_s)
       end
@@ -113,7 +121,7 @@ for i = 0, (#ARGV - 5) / 5 - 1 do
     redis.call('INCR', pending)
   end
 end
-return 1
+return held
 `;
 
 /** KEYS: h, m, j. ARGV: limit. A hit is the items; a miss is {0, version, journal entries...}. */

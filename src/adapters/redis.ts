@@ -128,9 +128,12 @@ export class RedisAdapter implements StorageAdapter {
     await this.#call(this.client.ping());
   }
 
-  /** Writes ops; with `pending`, journals them in the same atomic step for the syncer to move. */
-  async write(ops: readonly Op[], options: { pending?: boolean } = {}): Promise<void> {
-    if (ops.length === 0) return;
+  /**
+   * Writes ops; with `pending`, journals them in the same atomic step for the syncer to move.
+   * Returns, per op, whether it changed a copy Redis holds (false: none was there to change).
+   */
+  async write(ops: readonly Op[], options: { pending?: boolean } = {}): Promise<boolean[]> {
+    if (ops.length === 0) return [];
     const cfg = this.#cfg;
     const keys = [this.#k.subs, this.#k.subsVersion, this.#k.dirty, this.#k.pending];
     const ttl = this.#durable ? { history: 0, userData: 0, subscribers: 0 } : cfg.ttlMs;
@@ -140,7 +143,8 @@ export class RedisAdapter implements StorageAdapter {
       const entry = options.pending ? (op.kind === 'append' ? '=' : encodeOp(op)) : '';
       args.push(op.kind, op.id, op.user, payload(op), entry);
     }
-    await this.#eval(S.write, keys, args);
+    const held = (await this.#eval(S.write, keys, args)) as number[];
+    return held.map((flag) => flag === 1);
   }
 
   async readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss> {
