@@ -66,6 +66,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   #ready = false;
   #closed: Promise<void> | undefined;
   #pendingInCache = 0;
+  #redisRunId = '';
   #deadLetters: DeadLetter[] = [];
 
   constructor(options: TieredStoreOptions = {}) {
@@ -107,7 +108,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     });
 
     this.#log.info(this.#describe(options));
-    this.#started = Promise.all([this.#redis?.start(), this.#postgres?.start()]).then(() => {
+    this.#started = Promise.all([this.#startRedis(), this.#postgres?.start()]).then(() => {
       this.#ready = true;
     });
   }
@@ -469,11 +470,14 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (subscribers) this.#staleSubscribers = false;
   }
 
+  /** Before Redis serves again: drop every copy that missed writes while it was away. */
   async #recover(tier: Tier): Promise<void> {
+    if (tier !== this.#redis) return;
+    const redis = tier as Tier<RedisAdapter>;
+    await this.#checkRestart(redis.adapter);
     if (tier !== this.#cache) return;
-    const cache = tier as Tier<RedisAdapter>;
-    if (this.#staleAll) await cache.adapter.invalidateAll();
-    else await cache.adapter.invalidate(this.#stale, this.#staleSubscribers);
+    if (this.#staleAll) await redis.adapter.invalidateAll();
+    else await redis.adapter.invalidate(this.#stale, this.#staleSubscribers);
     this.#stale.clear();
     this.#staleAll = false;
     this.#staleSubscribers = false;
@@ -500,7 +504,29 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.emit('syncError', error);
   }
 
+  /** A Redis that restarted has lost what it held: say what that means, once per restart. */
+  async #checkRestart(redis: RedisAdapter): Promise<void> {
+    const runId = await redis.runId();
+    if (this.#redisRunId && runId !== this.#redisRunId) {
+      this.#pendingInCache = 0;
+      this.#log.warn(
+        `redis restarted (its run id changed): hot copies refill from ${this.#cache ? 'PostgreSQL' : 'nothing, Redis being the only store'}; ` +
+          `writes pending only in Redis are lost unless this process still holds them (it holds ${this.#journal.size})`,
+      );
+    }
+    this.#redisRunId = runId;
+  }
+
   // ---- plumbing
+
+  async #startRedis(): Promise<void> {
+    const redis = this.#redis;
+    if (!redis) return;
+    await redis.start();
+    if (redis.up) await this.#checkRestart(redis.adapter).catch(() => {});
+    // ioredis reconnects by itself, so a restart may happen without the breaker ever seeing a failure.
+    redis.adapter.onReady(() => void this.#checkRestart(redis.adapter).catch(() => {}));
+  }
 
   /** Runs a call once the tiers have started, and tracks it so close() can wait for it. */
   async #run<T>(work: () => Promise<T>): Promise<T> {
@@ -525,6 +551,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const left = () => Math.max(0, deadline - Date.now());
     await within(left(), this.#started);
     await within(left(), Promise.allSettled(this.#inflight));
+    // A tier that just came back may not have been probed yet: look once more before giving up on it.
+    await within(left(), Promise.all([this.#redis?.probe(), this.#postgres?.probe()]));
     if (this.#syncer && (this.#journal.size > 0 || this.#syncer.running || this.#opts.writeMode === 'write-behind')) {
       await within(left(), this.#syncer.run()).catch((error: unknown) => this.#log.warn(`final sync failed: ${(error as Error).message}`));
     }

@@ -16,9 +16,9 @@ export interface PostgresAdapterOptions {
   sql?: Sql;
   /** Schema of the store's tables, created by the migrations if missing. @default 'tcs' */
   schema?: string;
-  /** Deadline of every query, in milliseconds; a query past it is cancelled. @default 2000 */
+  /** Deadline of every query, in milliseconds; past it the query is abandoned and a pool the adapter opened is replaced. @default 2000 */
   timeoutMs?: number;
-  /** Deadline of opening a connection, in milliseconds. @default 5000 */
+  /** Deadline of opening a connection (and of the first migration check), in milliseconds. @default 2000 */
   connectTimeoutMs?: number;
   /** Connections in the pool the adapter opens. @default 10 */
   max?: number;
@@ -35,7 +35,7 @@ const UNREACHABLE_CODES = new Set([
   '57P01', '57P02', '57P03', '53300', '57014',
 ]);
 
-/** The PostgreSQL tier: the system of record. Every query has a deadline and is cancelled past it. */
+/** The PostgreSQL tier: the system of record. Every query has a deadline. */
 export class PostgresAdapter implements StorageAdapter {
   readonly name = 'postgres';
   readonly schema: string;
@@ -52,7 +52,7 @@ export class PostgresAdapter implements StorageAdapter {
   constructor(options: PostgresAdapterOptions = {}) {
     this.schema = checkSchema(options.schema ?? 'tcs');
     this.timeoutMs = positive(options.timeoutMs, 'PostgresAdapter: timeoutMs', 2000);
-    this.connectTimeoutMs = positive(options.connectTimeoutMs, 'PostgresAdapter: connectTimeoutMs', 5000);
+    this.connectTimeoutMs = positive(options.connectTimeoutMs, 'PostgresAdapter: connectTimeoutMs', 2000);
     this.#t = { messages: `${this.schema}.messages`, users: `${this.schema}.users` };
     if (options.sql) {
       this.#sql = options.sql;
@@ -191,7 +191,7 @@ export class PostgresAdapter implements StorageAdapter {
         if (!applied.has(migration.version)) await tx.unsafe(migrationText(migration)).simple();
       }
     });
-    await withDeadline(this.name, this.connectTimeoutMs + this.timeoutMs, work);
+    await withDeadline(this.name, this.connectTimeoutMs, work);
   }
 
   #insertOne(sql: Sql, op: AppendOp): PendingQuery<Row[]> {
@@ -253,8 +253,10 @@ export class PostgresAdapter implements StorageAdapter {
       on conflict do nothing`;
   }
 
+  // postgres.js's query.cancel() drops the promise of its cancel request, which then rejects
+  // unhandled when the server is unreachable; an abandoned query's pool is replaced instead.
   #q<T extends readonly Row[]>(query: PendingQuery<T>): Promise<T> {
-    return withDeadline(this.name, this.timeoutMs, query.execute(), () => query.cancel());
+    return withDeadline(this.name, this.timeoutMs, query.execute());
   }
 }
 

@@ -20,7 +20,7 @@ export interface RedisAdapterOptions {
   keyPrefix?: string;
   /** Deadline of every command, in milliseconds. @default 500 */
   timeoutMs?: number;
-  /** Deadline of opening a connection, in milliseconds. @default 2000 */
+  /** Deadline of opening a connection, in milliseconds. @default 1000 */
   connectTimeoutMs?: number;
   /** Extra ioredis options for the client the adapter opens (ignored with `client`). */
   redisOptions?: RedisOptions;
@@ -61,7 +61,7 @@ export class RedisAdapter implements StorageAdapter {
   constructor(options: RedisAdapterOptions = {}) {
     this.keyPrefix = checkPrefix(options.keyPrefix ?? 'tcs');
     this.timeoutMs = positive(options.timeoutMs, 'RedisAdapter: timeoutMs', 500);
-    this.connectTimeoutMs = positive(options.connectTimeoutMs, 'RedisAdapter: connectTimeoutMs', 2000);
+    this.connectTimeoutMs = positive(options.connectTimeoutMs, 'RedisAdapter: connectTimeoutMs', 1000);
     if (options.client) {
       this.client = options.client;
       this.#owned = false;
@@ -274,6 +274,11 @@ export class RedisAdapter implements StorageAdapter {
 
   async releaseLock(token: string): Promise<void> {
     await this.#eval(S.releaseLock, [this.#k.lock], [token]);
+  }
+
+  /** Calls `listener` each time the client (re)connects, so a restart of Redis can be noticed. */
+  onReady(listener: () => void): void {
+    this.client.on('ready', listener);
   }
 
   /** The server's run id: it changes when Redis restarts (and may have lost what it held). */

@@ -71,10 +71,14 @@ export class FaultProxy {
     return url.toString();
   }
 
-  /** Forward normally. Leaving `hang` resets the connections that were hanging. */
-  pass(): Promise<void> {
+  /**
+   * Forward normally. Leaving `hang` resets the connections that were hanging, unless
+   * `keepHung`: then they stay silent forever, like sockets into a black hole, and only new
+   * connections work (a client must replace its hung connections to recover).
+   */
+  pass(options: { keepHung?: boolean } = {}): Promise<void> {
     return this.#transition(async () => {
-      for (const link of this.#links) if (link.hung) this.#drop(link, 'reset');
+      if (!options.keepHung) for (const link of this.#links) if (link.hung) this.#drop(link, 'reset');
       this.#mode = 'pass';
       await this.#ensureListening();
     });
