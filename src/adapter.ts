@@ -47,6 +47,8 @@ export interface CacheMiss {
 export interface StorageAdapter {
   /** `redis`, `postgres` or `memory`: the name in logs, events and `health()`. */
   readonly name: string;
+  /** The deadline the adapter puts on each call, in milliseconds (0: it never waits on anything). */
+  readonly timeoutMs: number;
   /** Called once by the store that owns the adapter, before anything else; throws if bound twice. */
   bind(config: AdapterConfig): void;
   /** Connects and prepares (migrations). Idempotent; rejects within the adapter's timeout when unreachable. */

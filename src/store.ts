@@ -67,6 +67,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   #closed: Promise<void> | undefined;
   #pendingInCache = 0;
   #redisRunId = '';
+  /** How long one store call may take: the slowest tier deadline. */
+  readonly #budgetMs: number;
   #deadLetters: DeadLetter[] = [];
 
   constructor(options: TieredStoreOptions = {}) {
@@ -95,6 +97,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#postgres = options.postgres && new Tier(options.postgres, hooks);
     this.#cache = this.#postgres ? this.#redis : undefined;
     this.#durable = this.#postgres ?? this.#redis;
+    this.#budgetMs = Math.max(options.redis?.timeoutMs ?? 0, options.postgres?.timeoutMs ?? 0);
     this.#syncer = this.#durable && new Syncer({
       cache: this.#cache,
       durable: this.#durable,
@@ -137,7 +140,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   async getHistory(userId: UserId, options: { limit?: number } = {}): Promise<Message[]> {
     const user = userKey(userId);
     const limit = options.limit === undefined ? this.#opts.historyLimit : checkLimit(options.limit, MAX_HISTORY_LIMIT);
-    return this.#run(() => this.#readHistory(user, limit));
+    return this.#run((deadline) => this.#readHistory(user, limit, deadline));
   }
 
   async clearHistory(userId: UserId): Promise<void> {
@@ -156,7 +159,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getUserPhone(userId: UserId): Promise<string | null> {
     const user = userKey(userId);
-    return (await this.#run(() => this.#readUser(user))).phone.value;
+    return (await this.#run((deadline) => this.#readUser(user, deadline))).phone.value;
   }
 
   /** Stores a JSON object (at most `limits.bookingBytes` serialised); `null` removes it. */
@@ -168,7 +171,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getBookingData(userId: UserId): Promise<BookingData | null> {
     const user = userKey(userId);
-    return (await this.#run(() => this.#readUser(user))).booking.value;
+    return (await this.#run((deadline) => this.#readUser(user, deadline))).booking.value;
   }
 
   // ---- subscribers
@@ -183,12 +186,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async isEmailSubscriber(userId: UserId): Promise<boolean> {
     const user = userKey(userId);
-    return this.#run(() => this.#isSubscriber(user));
+    return this.#run((deadline) => this.#isSubscriber(user, deadline));
   }
 
   /** Every subscriber's user id as a string, in no particular order. */
   async getEmailSubscribers(): Promise<string[]> {
-    return this.#run(() => this.#subscribers());
+    return this.#run((deadline) => this.#subscribers(deadline));
   }
 
   /** Erases the user from every tier, pending writes included; a later replay never brings it back. */
@@ -261,46 +264,46 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   // ---- writes
 
   async #write(op: Op): Promise<void> {
-    await this.#run(() => this.#route(op));
+    await this.#run((deadline) => this.#route(op, deadline));
   }
 
-  async #route(op: Op): Promise<void> {
+  async #route(op: Op, deadline: number): Promise<void> {
     const durable = this.#durable;
     if (!durable) return this.#memory.writeSync([op]);
     if (op.kind === 'delete') this.#erasePending(op.user);
     const cache = this.#cache;
     if (cache?.up && this.#opts.writeMode === 'write-behind') {
       try {
-        await cache.call((c) => c.write([op], { pending: true }));
+        await cache.call((c) => c.write([op], { pending: true }), deadline);
         this.#pendingInCache++;
         return;
       } catch {
         // Redis failed: PostgreSQL takes the write directly below.
       }
     }
-    if (!durable.up) return this.#writeWithoutDurable(op);
-    const toCache = cache?.up && this.#opts.writeMode === 'write-through' ? cache.call((c) => c.write([op])) : undefined;
-    const [toDurable, cached] = await Promise.allSettled([durable.call((d) => d.write([op])), toCache]);
+    if (!durable.up) return this.#writeWithoutDurable(op, deadline);
+    const toCache = cache?.up && this.#opts.writeMode === 'write-through' ? cache.call((c) => c.write([op]), deadline) : undefined;
+    const [toDurable, cached] = await Promise.allSettled([durable.call((d) => d.write([op]), deadline), toCache]);
     const cacheMissed = cache !== undefined && (toCache === undefined || cached.status === 'rejected');
     if (toDurable.status === 'fulfilled') {
       if (cacheMissed) this.#markStale(op);
       // Redis had no copy to change: one filled from PostgreSQL before this write committed would lack it.
-      else if (cached.status === 'fulfilled' && cached.value?.[0] === false) await this.#invalidateAfter(op);
+      else if (cached.status === 'fulfilled' && cached.value?.[0] === false) await this.#invalidateAfter(op, deadline);
       return;
     }
     if (!isTierUnavailable(toDurable.reason)) {
       if (cache) this.#markStale(op);
       throw toDurable.reason;
     }
-    return this.#writeWithoutDurable(op);
+    return this.#writeWithoutDurable(op, deadline);
   }
 
   /** PostgreSQL is unreachable: journal in Redis (atomically with the write), else hold in RAM. */
-  async #writeWithoutDurable(op: Op): Promise<void> {
+  async #writeWithoutDurable(op: Op, deadline: number): Promise<void> {
     const cache = this.#cache;
     if (cache?.up) {
       try {
-        await cache.call((c) => c.write([op], { pending: true }));
+        await cache.call((c) => c.write([op], { pending: true }), deadline);
         // A copy in RAM too, while there is room: a Redis restart before PostgreSQL is back loses nothing.
         if (!this.#journal.tryPush(op)) this.#pendingInCache++;
         return;
@@ -326,7 +329,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   // ---- reads
 
-  async #readHistory(user: string, limit: number): Promise<Message[]> {
+  async #readHistory(user: string, limit: number, deadline: number): Promise<Message[]> {
     if (limit === 0) return [];
     const durable = this.#durable;
     if (!durable) return (await this.#memory.readHistory(user, limit)).messages;
@@ -334,13 +337,16 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const cache = this.#usableCache(user);
     let miss: CacheMiss | undefined;
     if (cache && limit <= historyLimit) {
-      const read = await this.#try(cache.call((c) => c.readHistory(user, limit)));
+      const read = await this.#try(cache.call((c) => c.readHistory(user, limit), deadline));
       if (read && !isMiss(read)) return read.messages;
       miss = read;
     }
     const want = Math.max(limit, historyLimit);
     if (durable.up) {
-      const [read, cached] = await Promise.all([durable.call((d) => d.readHistory(user, want)).catch(this.#unlessDown), this.#pending(user, miss, cache)]);
+      const [read, cached] = await Promise.all([
+        durable.call((d) => d.readHistory(user, want), deadline).catch(this.#unlessDown),
+        this.#pending(user, miss, cache, deadline),
+      ]);
       if (read && !isMiss(read)) {
         const merged = mergeHistory(read.messages, read.floor, user, cached, want);
         if (miss && cache) this.#fill(cache.call((c) => c.fillHistory(user, miss.version, merged.slice(-historyLimit))));
@@ -348,25 +354,25 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       }
     }
     // No durable tier answered: the best this process can do is what the caches and RAM hold.
-    const pending = await this.#pending(user, miss, cache);
-    const hot = !miss && cache ? await this.#try(cache.call((c) => c.readHistory(user, Math.min(limit, historyLimit)))) : undefined;
+    const pending = await this.#pending(user, miss, cache, deadline);
+    const hot = !miss && cache ? await this.#try(cache.call((c) => c.readHistory(user, Math.min(limit, historyLimit)), deadline)) : undefined;
     const base = hot && !isMiss(hot) ? hot.messages : (await this.#memory.readHistory(user, limit)).messages;
     return mergeHistory(base, '', user, [...(isMiss(hot) ? hot.pending : []), ...pending], limit);
   }
 
-  async #readUser(user: string): Promise<UserRecord> {
+  async #readUser(user: string, deadline: number): Promise<UserRecord> {
     const durable = this.#durable;
     if (!durable) return this.#memory.readUser(user);
     const cache = this.#usableCache(user);
     let miss: CacheMiss | undefined;
     if (cache) {
-      const read = await this.#try(cache.call((c) => c.readUser(user)));
+      const read = await this.#try(cache.call((c) => c.readUser(user), deadline));
       if (read && !isMiss(read)) return read;
       miss = read;
     }
     const [read, pending] = await Promise.all([
-      durable.up ? durable.call((d) => d.readUser(user)).catch(this.#unlessDown) : undefined,
-      this.#pending(user, miss, cache),
+      durable.up ? durable.call((d) => d.readUser(user), deadline).catch(this.#unlessDown) : undefined,
+      this.#pending(user, miss, cache, deadline),
     ]);
     const base = read && !isMiss(read) ? read : await this.#memory.readUser(user);
     const merged = overlay(base, pending);
@@ -374,21 +380,21 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     return merged;
   }
 
-  async #subscribers(): Promise<string[]> {
+  async #subscribers(deadline: number): Promise<string[]> {
     const durable = this.#durable;
     if (!durable) return this.#memory.readSubscribers();
     const cache = this.#staleSubscribers || this.#staleAll ? undefined : this.#usableCache('');
     let miss: CacheMiss | undefined;
     if (cache) {
-      const read = await this.#try(cache.call((c) => c.readSubscribers()));
+      const read = await this.#try(cache.call((c) => c.readSubscribers(), deadline));
       if (read && !isMiss(read)) return read;
       miss = read;
     }
-    const list = durable.up ? await durable.call((d) => d.readSubscribers()).catch(this.#unlessDown) : undefined;
+    const list = durable.up ? await durable.call((d) => d.readSubscribers(), deadline).catch(this.#unlessDown) : undefined;
     const base = new Set(list && !isMiss(list) ? list : await this.#memory.readSubscribers());
     const pending = [...(miss?.pending ?? []), ...this.#journal.users().flatMap((u) => this.#journal.forUser(u))];
     for (const user of new Set(pending.map((op) => op.user))) {
-      const record = list && durable.up ? await durable.call((d) => d.readUser(user)).catch(this.#unlessDown) : undefined;
+      const record = list && durable.up ? await durable.call((d) => d.readUser(user), deadline).catch(this.#unlessDown) : undefined;
       const start = record && !isMiss(record) ? record.subscribed : { value: base.has(user), id: '' };
       const state = { ...emptyUserState(), subscribed: { ...start } };
       for (const op of pending) if (op.user === user) applyOp(state, op);
@@ -400,21 +406,21 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     return subscribers;
   }
 
-  async #isSubscriber(user: string): Promise<boolean> {
+  async #isSubscriber(user: string, deadline: number): Promise<boolean> {
     const cache = this.#staleSubscribers || this.#staleAll ? undefined : this.#usableCache(user);
     if (cache) {
-      const read = await this.#try(cache.call((c) => c.isSubscriber(user)));
+      const read = await this.#try(cache.call((c) => c.isSubscriber(user), deadline));
       if (typeof read === 'boolean') return read;
-      if (read) return (await this.#subscribers()).includes(user);
+      if (read) return (await this.#subscribers(deadline)).includes(user);
     }
-    return (await this.#readUser(user)).subscribed.value;
+    return (await this.#readUser(user, deadline)).subscribed.value;
   }
 
   /** Ops for `user` that the durable tier may not have: Redis's journal and this process's. */
-  async #pending(user: string, miss: CacheMiss | undefined, cache: Tier<RedisAdapter> | undefined): Promise<Op[]> {
+  async #pending(user: string, miss: CacheMiss | undefined, cache: Tier<RedisAdapter> | undefined, deadline: number): Promise<Op[]> {
     const own = this.#journal.forUser(user);
     if (miss) return [...miss.pending, ...own];
-    const cached = cache ? await this.#try(cache.call((c) => c.readPending(user))) : undefined;
+    const cached = cache ? await this.#try(cache.call((c) => c.readPending(user), deadline)) : undefined;
     return cached ? [...cached, ...own] : own;
   }
 
@@ -452,20 +458,20 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (this.#cache?.up) void this.#invalidate(new Set([op.user]), this.#staleSubscribers).catch(() => {});
   }
 
-  async #invalidateAfter(op: Op): Promise<void> {
+  async #invalidateAfter(op: Op, deadline: number): Promise<void> {
     const subscribers = op.kind === 'subscribe' || op.kind === 'delete';
-    await this.#invalidate(new Set([op.user]), subscribers).catch(() => this.#markStale(op));
+    await this.#invalidate(new Set([op.user]), subscribers, deadline).catch(() => this.#markStale(op));
   }
 
   /** Drops Redis copies of `users`; a user stays stale until that succeeds. */
-  async #invalidate(users: Set<string>, subscribers: boolean): Promise<void> {
+  async #invalidate(users: Set<string>, subscribers: boolean, deadline?: number): Promise<void> {
     const cache = this.#cache;
     if (!cache) return;
     if (!cache.up) {
       for (const user of users) this.#stale.add(user);
       return;
     }
-    await cache.call((c) => c.invalidate(users, subscribers));
+    await cache.call((c) => c.invalidate(users, subscribers), deadline);
     for (const user of users) this.#stale.delete(user);
     if (subscribers) this.#staleSubscribers = false;
   }
@@ -528,11 +534,14 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     redis.adapter.onReady(() => void this.#checkRestart(redis.adapter).catch(() => {}));
   }
 
-  /** Runs a call once the tiers have started, and tracks it so close() can wait for it. */
-  async #run<T>(work: () => Promise<T>): Promise<T> {
+  /**
+   * Runs a call once the tiers have started, within one time budget (the slowest tier's deadline)
+   * however many tiers it meets, and tracks it so close() can wait for it.
+   */
+  async #run<T>(work: (deadline: number) => Promise<T>): Promise<T> {
     this.#assertOpen();
     if (!this.#ready) await this.#started;
-    const promise = work();
+    const promise = work(Date.now() + this.#budgetMs);
     this.#inflight.add(promise);
     try {
       return await promise;

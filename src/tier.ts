@@ -1,4 +1,5 @@
 import type { StorageAdapter } from './adapter.js';
+import { withDeadline } from './deadline.js';
 import { ErrorCode, TierError } from './errors.js';
 import type { Logger } from './types.js';
 import type { Secrets } from './logger.js';
@@ -39,13 +40,30 @@ export class Tier<A extends StorageAdapter = StorageAdapter> {
     return !this.#down;
   }
 
-  async call<T>(fn: (adapter: A) => Promise<T>): Promise<T> {
+  /**
+   * Runs `fn` against the adapter. With `deadline` (epoch ms), gives up when it passes: the call
+   * goes on in the background and its own deadline decides whether the tier is down.
+   */
+  async call<T>(fn: (adapter: A) => Promise<T>, deadline?: number): Promise<T> {
     if (this.#down) throw this.#unavailable();
-    try {
-      return await fn(this.adapter);
-    } catch (error) {
-      throw this.#fail(error);
+    const left = deadline === undefined ? Infinity : deadline - Date.now();
+    // The adapter's own deadline comes first in the usual case: no second timer on the hot path.
+    if (left >= this.adapter.timeoutMs) {
+      try {
+        return await fn(this.adapter);
+      } catch (error) {
+        throw this.#fail(error);
+      }
     }
+    const work = (async () => {
+      try {
+        return await fn(this.adapter);
+      } catch (error) {
+        throw this.#fail(error);
+      }
+    })();
+    work.catch(() => {});
+    return withDeadline(this.name, Math.max(0, left), work);
   }
 
   /** Connects once at start-up; a tier that cannot is marked down and probed, not an error. */

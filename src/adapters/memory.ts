@@ -17,6 +17,7 @@ export interface MemoryAdapterOptions {
  */
 export class MemoryAdapter implements StorageAdapter {
   readonly name = 'memory';
+  readonly timeoutMs = 0;
   readonly maxMessages: number;
   readonly maxBytes: number;
   readonly #users = new Map<string, UserState>();
