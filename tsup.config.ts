@@ -6,6 +6,8 @@ export default defineConfig({
   format: ['esm', 'cjs'],
   dts: true,
   clean: true,
+  // Shared chunks in the CommonJS build too, so every entry sees the same error classes.
+  splitting: true,
   sourcemap: true,
   target: 'node20',
   // import.meta.url (used to load optional peers) in the CommonJS build too.

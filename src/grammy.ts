@@ -76,10 +76,12 @@ export class UserMemory {
     return this.store.addEmailSubscriber(this.#id());
   }
 
+  /** Removes this user from the subscribers. */
   async unsubscribe(): Promise<void> {
     return this.store.removeEmailSubscriber(this.#id());
   }
 
+  /** Whether this user is a subscriber. */
   async isSubscribed(): Promise<boolean> {
     return this.store.isEmailSubscriber(this.#id());
   }
