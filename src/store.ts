@@ -70,6 +70,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   /** How long one store call may take: the slowest tier deadline. */
   readonly #budgetMs: number;
   #deadLetters: DeadLetter[] = [];
+  readonly #warnedAt = new Map<string, number>();
 
   constructor(options: TieredStoreOptions = {}) {
     super();
@@ -277,8 +278,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         await cache.call((c) => c.write([op], { pending: true }), deadline);
         this.#pendingInCache++;
         return;
-      } catch {
-        // Redis failed: PostgreSQL takes the write directly below.
+      } catch (error) {
+        this.#cacheFailed(error); // PostgreSQL takes the write directly below
       }
     }
     if (!durable.up) return this.#writeWithoutDurable(op, deadline);
@@ -307,8 +308,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         // A copy in RAM too, while there is room: a Redis restart before PostgreSQL is back loses nothing.
         if (!this.#journal.tryPush(op)) this.#pendingInCache++;
         return;
-      } catch {
-        // Redis failed as well: RAM it is.
+      } catch (error) {
+        this.#cacheFailed(error); // RAM it is
       }
     }
     this.#hold(op);
@@ -434,9 +435,23 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     try {
       return await work;
     } catch (error) {
-      this.#log.debug(`redis read failed: ${(error as Error).message}`);
+      this.#cacheFailed(error);
       return undefined;
     }
+  }
+
+  /**
+   * An outage logs once, on the transition; Redis refusing requests while reachable (a full
+   * memory, a misconfigured Cluster) would otherwise go unnoticed: warn once a minute per reason.
+   */
+  #cacheFailed(error: unknown): void {
+    if (isTierUnavailable(error)) return;
+    const reason = error instanceof Error ? error.message : String(error);
+    const now = Date.now();
+    if ((this.#warnedAt.get(reason) ?? 0) > now - 60_000) return;
+    if (this.#warnedAt.size > 100) this.#warnedAt.clear();
+    this.#warnedAt.set(reason, now);
+    this.#log.warn(`redis refused a request, PostgreSQL served it instead: ${reason}`);
   }
 
   readonly #unlessDown = (error: unknown): undefined => {
@@ -445,7 +460,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   };
 
   #fill(work: Promise<unknown>): void {
-    work.catch((error: unknown) => this.#log.debug(`redis fill failed: ${(error as Error).message}`));
+    work.catch((error: unknown) => this.#cacheFailed(error));
   }
 
   // ---- staleness and recovery
@@ -571,7 +586,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       await within(left(), this.#cache.call((c) => c.write(ops, { pending: true })).then(() => this.#journal.remove(ops))).catch(() => {});
     }
     if (this.#journal.size > 0) {
-      this.#log.error(`${this.#journal.size} acknowledged writes never reached PostgreSQL or Redis before close and are lost`);
+      const where = this.#cache ? 'PostgreSQL or Redis' : (this.#durable?.name ?? 'a server');
+      this.#log.error(`${this.#journal.size} acknowledged writes never reached ${where} before close and are lost`);
     }
     for (const tier of [this.#redis, this.#postgres]) tier?.stop();
     await Promise.allSettled([this.#redis?.adapter.close(), this.#postgres?.adapter.close()]);

@@ -3,8 +3,6 @@
  * {"id":"<26-character id>", so a script reads an id as string.sub(item, 8, 33).
  */
 
-/** Per-op key layout: the history list, the data hash, the meta hash (version, floors) and the journal. */
-export const KEYS_PER_OP = 4;
 
 const HELPERS = `
 local function expire(key, ttl) if ttl > 0 then redis.call('PEXPIRE', key, ttl) end end
@@ -12,18 +10,21 @@ local function item_id(item) return string.sub(item, 8, 33) end
 `;
 
 /**
- * Applies a batch of ops and returns, per op, 1 if it landed in a copy Redis holds (0: no copy
- * to change, or one it deleted; a cache then drops copies again once the durable write is in,
- * so a fill that read the durable tier before that write cannot linger). KEYS: subscribers set, its version, dirty set, pending counter, then
- * h, d, m, j per op. ARGV: role ('c' cache, 'd' durable), history limit, ttl history, ttl user
- * data, ttl subscribers, then kind, id, user, payload, journal entry ('' if not pending, '=' for the payload itself) per op.
- * A cache only changes copies it holds; a write bumps the user's version so racing fills lose.
+ * Applies a batch of ops. Per op, KEYS: h, d, m, j (the user's slot), then (with 'g' only)
+ * subscribers set, its version, dirty set, pending counter (shared keys). ARGV: role ('c' cache, 'd' durable),
+ * history limit, ttl history, ttl user data, ttl subscribers, and 'g' to change the shared keys
+ * here too (one Redis) or 'l' to leave them to the caller (a Cluster, where they live in other
+ * slots); then kind, id, user, payload, journal entry ('' if not pending, '=' for the payload).
+ * Returns per op: +1 if it landed in a copy Redis holds (0: no copy to change, or one it deleted;
+ * a cache then drops copies again once the durable write is in, so a fill that read the durable
+ * tier before that write cannot linger), +2 if it changes the subscription (for the caller's
+ * shared-key step).
  */
 export const WRITE = `${HELPERS}
 local durable = ARGV[1] == 'd'
 local limit, ttl_h, ttl_u, ttl_s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local shared = ARGV[6] == 'g'
 local ttl_m = math.max(ttl_h, ttl_u)
-local subs, subs_v, dirty, pending = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 
 local function insert_ordered(h, id, item)
   local last = redis.call('LINDEX', h, -1)
@@ -57,12 +58,14 @@ local function raise_floor(h, m, id)
   for i = 1, #keep, 1000 do redis.call('RPUSH', h, unpack(keep, i, math.min(i + 999, #keep))) end
 end
 
-local held = {}
-for i = 0, (#ARGV - 5) / 5 - 1 do
-  local a, k = 5 + i * 5, 4 + i * 4
+local out = {}
+local per = shared and 8 or 4
+for i = 0, (#ARGV - 6) / 5 - 1 do
+  local a, k = 6 + i * 5, i * per
   local kind, id, user, payload, entry = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
   local h, d, m, j = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  held[i + 1] = durable and 1 or 0
+  local s, sv, dirty, pending = KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], KEYS[k + 8]
+  local held, subscription = durable and 1 or 0, 0
   if kind == 'append' then
     if durable then
       if id > (redis.call('HGET', m, 'f') or '') then insert_ordered(h, id, payload) end
@@ -70,7 +73,7 @@ for i = 0, (#ARGV - 5) / 5 - 1 do
       insert_ordered(h, id, payload)
       redis.call('LTRIM', h, -limit, -1)
       expire(h, ttl_h)
-      held[i + 1] = 1
+      held = 1
     end
   elseif kind == 'clear' then
     if durable then raise_floor(h, m, id) else redis.call('DEL', h) end
@@ -78,26 +81,33 @@ for i = 0, (#ARGV - 5) / 5 - 1 do
     if durable or redis.call('EXISTS', d) == 1 then
       set_field(d, m, kind == 'phone' and 'p' or 'b', id, payload)
       expire(d, ttl_u)
-      held[i + 1] = 1
+      held = 1
     end
   elseif kind == 'subscribe' then
     local stamp = redis.call('HGET', m, 'sv')
-    local present = redis.call('EXISTS', subs) == 1
-    if present then held[i + 1] = 1 end
     if (not stamp or stamp < id) and (not durable or id > (redis.call('HGET', m, 'df') or '')) then
       redis.call('HSET', m, 'sv', id)
-      if durable or present then
-        if payload == '1' then redis.call('SADD', subs, user) else redis.call('SREM', subs, user) end
-        expire(subs, ttl_s)
-      end
+      subscription = 2
     end
-    redis.call('INCR', subs_v)
-    expire(subs_v, ttl_s)
+    if shared then
+      if durable or redis.call('EXISTS', s) == 1 then
+        held = 1
+        if subscription == 2 then
+          if payload == '1' then redis.call('SADD', s, user) else redis.call('SREM', s, user) end
+          expire(s, ttl_s)
+        end
+      end
+      redis.call('INCR', sv)
+      expire(sv, ttl_s)
+    end
   elseif kind == 'delete' then
     redis.call('DEL', h, d)
-    redis.call('SREM', subs, user)
-    redis.call('INCR', subs_v)
-    expire(subs_v, ttl_s)
+    subscription = 2
+    if shared then
+      redis.call('SREM', s, user)
+      redis.call('INCR', sv)
+      expire(sv, ttl_s)
+    end
     if durable and id > (redis.call('HGET', m, 'df') or '') then
       redis.call('HSET', m, 'df', id, 'sv', id)
       raise_floor(h, m, id)
@@ -110,18 +120,40 @@ for i = 0, (#ARGV - 5) / 5 - 1 do
     if dropped > 0 then
       redis.call('DEL', j)
       for x = 1, #kept, 1000 do redis.call('RPUSH', j, unpack(kept, x, math.min(x + 999, #kept))) end
-      redis.call('DECRBY', pending, dropped)
+      if shared then redis.call('DECRBY', pending, dropped) end
     end
   end
   redis.call('HINCRBY', m, 'v', 1)
   expire(m, ttl_m)
   if entry ~= '' then
     redis.call('RPUSH', j, entry == '=' and payload or entry)
-    redis.call('SADD', dirty, user)
-    redis.call('INCR', pending)
+    if shared then
+      redis.call('SADD', dirty, user)
+      redis.call('INCR', pending)
+    end
   end
+  out[i + 1] = held + subscription
 end
-return held
+return out
+`;
+
+/** KEYS: subscribers set, its version. ARGV: role, ttl, user, '1' to add / '0' to remove. The shared-key step of a Cluster write. */
+export const APPLY_SUBSCRIPTION = `${HELPERS}
+local present = ARGV[1] == 'd' or redis.call('EXISTS', KEYS[1]) == 1
+if present then
+  if ARGV[4] == '1' then redis.call('SADD', KEYS[1], ARGV[3]) else redis.call('SREM', KEYS[1], ARGV[3]) end
+  expire(KEYS[1], tonumber(ARGV[2]))
+end
+redis.call('INCR', KEYS[2])
+expire(KEYS[2], tonumber(ARGV[2]))
+return present and 1 or 0
+`;
+
+/** KEYS: dirty set, pending counter. ARGV: user, count. Marks a user dirty before its journal entry is written. */
+export const MARK_DIRTY = `
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('INCRBY', KEYS[2], ARGV[2])
+return 1
 `;
 
 /** KEYS: h, m, j. ARGV: limit. A hit is the items; a miss is {0, version, journal entries...}. */
@@ -175,22 +207,20 @@ return 1
 `;
 
 /**
- * KEYS: j, dirty, pending. ARGV: user, entries the durable tier now has. Pops each entry only while
- * it is at the head (so an entry another syncer already removed, or one written since, is safe);
- * drops the user from the dirty set once the journal is empty. Returns what is left.
+ * KEYS: j. ARGV: entries the durable tier now has. Pops each entry only while it is at the head
+ * (so an entry another syncer already removed, or one written since, is safe). Returns
+ * {popped, left}; the caller then lowers the pending count and, if nothing is left, takes the
+ * user out of the dirty set and looks once more (a write may have marked it meanwhile).
  */
 export const ACK = `
 local popped = 0
-for i = 2, #ARGV do
+for i = 1, #ARGV do
   if redis.call('LINDEX', KEYS[1], 0) == ARGV[i] then
     redis.call('LPOP', KEYS[1])
     popped = popped + 1
   end
 end
-if popped > 0 then redis.call('DECRBY', KEYS[3], popped) end
-local left = redis.call('LLEN', KEYS[1])
-if left == 0 then redis.call('SREM', KEYS[2], ARGV[1]) end
-return left
+return {popped, redis.call('LLEN', KEYS[1])}
 `;
 
 /** KEYS: lock. ARGV: token. Deletes the lock only if this holder still owns it. */

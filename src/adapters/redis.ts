@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Cluster, Redis, RedisOptions } from 'ioredis';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { AdapterConfig, CacheMiss, HistoryRead, StorageAdapter, UserRecord } from '../adapter.js';
 import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../codec.js';
 import { withDeadline } from '../deadline.js';
@@ -9,21 +9,28 @@ import { maskUrl } from '../logger.js';
 import { fromMessage, type Op } from '../ops.js';
 import { positive } from '../options.js';
 import type { JsonObject, Message } from '../types.js';
+import { RedisKeys } from './redis-keys.js';
 import * as lua from './redis-scripts.js';
 
 export interface RedisAdapterOptions {
-  /** `redis://` or `rediss://` (TLS) URL. @default 'redis://127.0.0.1:6379' when no client is given */
+  /** `redis://` or `rediss://` (TLS) URL. @default 'redis://127.0.0.1:6379' when no client or nodes are given */
   url?: string;
-  /** A ready ioredis client; the store uses it as it is and never closes it. */
+  /** Startup nodes of a Redis Cluster (`'redis://:pw@host:port'` strings or `{ host, port }`); the adapter opens an ioredis Cluster. */
+  nodes?: (string | { host: string; port: number })[];
+  /** A ready ioredis client or Cluster; the store uses it as it is and never closes it. */
   client?: Redis | Cluster;
   /** Start of every key; one user's keys share a Cluster slot through a `{user}` hash tag. @default 'tcs' */
   keyPrefix?: string;
+  /** Shards of the subscriber set and of the pending index (spread over a Cluster's masters). @default 16 on a Cluster, 1 otherwise */
+  shards?: number;
   /** Deadline of every command, in milliseconds. @default 500 */
   timeoutMs?: number;
   /** Deadline of opening a connection, in milliseconds. @default 1000 */
   connectTimeoutMs?: number;
-  /** Extra ioredis options for the client the adapter opens (ignored with `client`). */
+  /** Extra ioredis options for the client the adapter opens (each node's, on a Cluster). */
   redisOptions?: RedisOptions;
+  /** Extra ioredis Cluster options for the Cluster the adapter opens. */
+  clusterOptions?: ClusterOptions;
 }
 
 type IoRedis = typeof import('ioredis');
@@ -33,6 +40,8 @@ type Reply = unknown[];
 const script = (source: string): Script => ({ lua: source, sha: createHash('sha1').update(source).digest('hex') });
 const S = {
   write: script(lua.WRITE),
+  applySubscription: script(lua.APPLY_SUBSCRIPTION),
+  markDirty: script(lua.MARK_DIRTY),
   readHistory: script(lua.READ_HISTORY),
   readHistoryDurable: script(lua.READ_HISTORY_DURABLE),
   readUser: script(lua.READ_USER),
@@ -44,7 +53,7 @@ const S = {
   releaseLock: script(lua.RELEASE_LOCK),
 };
 
-const UNREACHABLE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Socket timeout|Command timed out|connect ETIMEDOUT|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|Failed to refresh slots cache|None of startup nodes is available/;
+const UNREACHABLE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Socket timeout|Command timed out|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready|Too many Cluster redirections/;
 
 /** The Redis tier: hot copies with TTLs and the pending journal (or, with no PostgreSQL, the system of record). */
 export class RedisAdapter implements StorageAdapter {
@@ -53,10 +62,14 @@ export class RedisAdapter implements StorageAdapter {
   readonly timeoutMs: number;
   readonly connectTimeoutMs: number;
   readonly client: Redis | Cluster;
+  /** True on a Redis Cluster: shared keys live in other slots than a user's, so writes take two steps. */
+  readonly cluster: boolean;
+  readonly #keys: RedisKeys;
   readonly #owned: boolean;
-  readonly #url: string | undefined;
+  readonly #urls: string[];
   #config: AdapterConfig | undefined;
   #closed = false;
+  #lastSocketError: Error | undefined;
 
   constructor(options: RedisAdapterOptions = {}) {
     this.keyPrefix = checkPrefix(options.keyPrefix ?? 'tcs');
@@ -65,11 +78,27 @@ export class RedisAdapter implements StorageAdapter {
     if (options.client) {
       this.client = options.client;
       this.#owned = false;
-      return;
+      this.#urls = [];
+    } else {
+      const ioredis = loadPeer<IoRedis>('ioredis', 'RedisAdapter');
+      this.#urls = (options.nodes ?? [options.url ?? 'redis://127.0.0.1:6379']).map((n) => (typeof n === 'string' ? checkUrl(n) : `redis://${n.host}:${n.port}`));
+      const redisOptions = this.#clientOptions(options.redisOptions);
+      // ioredis 6's constructor types reject its own option types under exactOptionalPropertyTypes.
+      this.client = options.nodes
+        ? new ioredis.Cluster(options.nodes, { lazyConnect: true, enableOfflineQueue: false, slotsRefreshTimeout: this.connectTimeoutMs, clusterRetryStrategy: (times: number) => Math.min(100 * times, 1000), redisOptions, ...options.clusterOptions } as never)
+        : new ioredis.default(this.#urls[0] as string, redisOptions as never);
+      // Failures surface through commands and the store's breaker; the last one explains "Connection is closed".
+      this.client.on('error', (error: Error) => (this.#lastSocketError = error));
+      this.#owned = true;
     }
-    this.#url = checkUrl(options.url ?? 'redis://127.0.0.1:6379');
-    const Redis = loadPeer<IoRedis>('ioredis', 'RedisAdapter').default;
-    const clientOptions: RedisOptions = {
+    this.cluster = 'isCluster' in this.client && this.client.isCluster === true;
+    const shards = positive(options.shards, 'RedisAdapter: shards', this.cluster ? 16 : 1);
+    this.#keys = new RedisKeys(this.keyPrefix, Math.floor(shards));
+  }
+
+  // Explicit rather than ioredis's defaults, which changed in ioredis 6.
+  #clientOptions(extra: RedisOptions | undefined): RedisOptions {
+    return {
       lazyConnect: true,
       // Fail fast rather than queue: a down tier is skipped, not waited for.
       enableOfflineQueue: false,
@@ -82,22 +111,19 @@ export class RedisAdapter implements StorageAdapter {
       keepAlive: 10_000,
       retryStrategy: (times: number) => Math.min(50 * 2 ** times, 1000),
       connectionName: 'tiered-conversation-store',
-      ...options.redisOptions,
+      ...extra,
     };
-    // ioredis 6's constructor types reject its own RedisOptions under exactOptionalPropertyTypes.
-    this.client = new Redis(this.#url, clientOptions as never);
-    this.client.on('error', () => {}); // failures surface through commands and the store's breaker
-    this.#owned = true;
   }
 
   /** The connection target with any password masked, for logs. */
   describe(): string {
-    return this.#url ? maskUrl(this.#url) : 'a client passed in';
+    if (this.#urls.length === 0) return 'a client passed in';
+    return this.cluster ? `cluster ${this.#urls.map(maskUrl).join(',')}` : maskUrl(this.#urls[0] as string);
   }
 
   /** Passwords the store must mask everywhere. */
   secrets(): string[] {
-    return this.#url ? [this.#url] : [];
+    return this.#urls;
   }
 
   bind(config: AdapterConfig): void {
@@ -117,11 +143,17 @@ export class RedisAdapter implements StorageAdapter {
   async connect(): Promise<void> {
     const status = this.client.status;
     if (status === 'ready') return;
-    if (status === 'wait' || status === 'end' || status === 'close') {
-      await withDeadline(this.name, this.connectTimeoutMs, this.client.connect());
-      return;
+    const connected =
+      status === 'wait' || status === 'end' || status === 'close'
+        ? this.client.connect()
+        : new Promise<void>((resolve) => this.client.once('ready', resolve));
+    try {
+      await withDeadline(this.name, this.connectTimeoutMs, connected);
+    } catch (error) {
+      const cause = this.#lastSocketError;
+      if (!cause || !(error instanceof Error) || error.message.includes(cause.message)) throw error;
+      throw Object.assign(new Error(`${error.message} (${cause.message})`, { cause }), { code: (cause as NodeJS.ErrnoException).code });
     }
-    await withDeadline(this.name, this.connectTimeoutMs, new Promise<void>((resolve) => this.client.once('ready', resolve)));
   }
 
   async ping(): Promise<void> {
@@ -131,24 +163,68 @@ export class RedisAdapter implements StorageAdapter {
   /**
    * Writes ops; with `pending`, journals them in the same atomic step for the syncer to move.
    * Returns, per op, whether it changed a copy Redis holds (false: none was there to change).
+   * On a Cluster a pending user is marked dirty first, and the subscriber shard changes after.
    */
   async write(ops: readonly Op[], options: { pending?: boolean } = {}): Promise<boolean[]> {
     if (ops.length === 0) return [];
+    if (!this.cluster) return this.#writeScript(ops, options.pending === true, true);
+    const byUser = groupBy(ops, (op) => op.user);
+    if (options.pending) await Promise.all(byUser.map(([user, list]) => this.#markDirty(user, list.length)));
+    const flags = await Promise.all(
+      byUser.map(([user, list]) =>
+        this.#writeScript(list, options.pending === true, false).catch(async (error: unknown) => {
+          // Marked but not journaled: take the count back (the dirty mark alone is harmless).
+          if (options.pending) await this.#markDirty(user, -list.length).catch(() => {});
+          throw error;
+        }),
+      ),
+    );
+    const written = byUser.flatMap(([, list]) => list);
+    const outcomes = flags.flat();
+    const held = outcomes.map((flag) => (flag & 1) === 1);
+    await Promise.all(
+      written.map(async (op, i) => {
+        // Only a subscription change the user's slot accepted (last writer wins there) touches the shard.
+        if (((outcomes[i] as number) & 2) === 0) return;
+        const present = await this.#applySubscription(op);
+        held[i] = present && op.kind === 'subscribe';
+      }),
+    );
+    return ops.map((op) => held[written.indexOf(op)] ?? false);
+  }
+
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: true): Promise<boolean[]>;
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: false): Promise<number[]>;
+  /** One script call; `shared` also changes the shared keys (one Redis). Returns the raw per-op outcomes on a Cluster. */
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: boolean): Promise<boolean[] | number[]> {
     const cfg = this.#cfg;
-    const keys = [this.#k.subs, this.#k.subsVersion, this.#k.dirty, this.#k.pending];
     const ttl = this.#durable ? { history: 0, userData: 0, subscribers: 0 } : cfg.ttlMs;
-    const args: (string | number)[] = [this.#durable ? 'd' : 'c', cfg.historyLimit, ttl.history, ttl.userData, ttl.subscribers];
+    const keys: string[] = [];
+    const args: (string | number)[] = [this.#durable ? 'd' : 'c', cfg.historyLimit, ttl.history, ttl.userData, ttl.subscribers, shared ? 'g' : 'l'];
     for (const op of ops) {
-      keys.push(...this.#userKeys(op.user));
-      const entry = options.pending ? (op.kind === 'append' ? '=' : encodeOp(op)) : '';
+      const shard = this.#keys.shardOf(op.user);
+      keys.push(...this.#keys.user(op.user));
+      if (shared) keys.push(...this.#keys.subscribers(shard), ...this.#keys.dirty(shard));
+      const entry = pending ? (op.kind === 'append' ? '=' : encodeOp(op)) : '';
       args.push(op.kind, op.id, op.user, payload(op), entry);
     }
-    const held = (await this.#eval(S.write, keys, args)) as number[];
-    return held.map((flag) => flag === 1);
+    const flags = (await this.#eval(S.write, keys, args)) as number[];
+    return shared ? flags.map((flag) => (flag & 1) === 1) : flags;
+  }
+
+  async #markDirty(user: string, count: number): Promise<void> {
+    await this.#eval(S.markDirty, this.#keys.dirty(this.#keys.shardOf(user)), [user, count]);
+  }
+
+  async #applySubscription(op: Op): Promise<boolean> {
+    const ttl = this.#durable ? 0 : this.#cfg.ttlMs.subscribers;
+    const add = op.kind === 'subscribe' && op.subscribed ? '1' : '0';
+    const keys = this.#keys.subscribers(this.#keys.shardOf(op.user));
+    return (await this.#eval(S.applySubscription, keys, [this.#durable ? 'd' : 'c', ttl, op.user, add])) === 1;
   }
 
   async readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss> {
-    const [h, , m, j] = this.#userKeys(user);
+    const [h, , m, j] = this.#keys.user(user);
     if (this.#durable) {
       const [floor, ...items] = (await this.#eval(S.readHistoryDurable, [h, m], [limit])) as string[];
       return { messages: items.map(decodeMessage), floor: floor ?? '' };
@@ -159,11 +235,12 @@ export class RedisAdapter implements StorageAdapter {
   }
 
   async readUser(user: string): Promise<UserRecord | CacheMiss> {
-    const [, d, m, j] = this.#userKeys(user);
+    const [, d, m, j] = this.#keys.user(user);
     if (this.#durable) {
+      const [set] = this.#keys.subscribers(this.#keys.shardOf(user));
       const [[phone, booking, phoneId, bookingId], subscribed] = await Promise.all([
         this.#call(this.client.hmget(d, 'p', 'b', 'pv', 'bv')),
-        this.#call(this.client.sismember(this.#k.subs, user)),
+        this.#call(this.client.sismember(set, user)),
       ]);
       return record(phone ?? null, booking ?? null, phoneId ?? '', bookingId ?? '', subscribed === 1);
     }
@@ -172,49 +249,76 @@ export class RedisAdapter implements StorageAdapter {
     return record((reply[1] as string | null) ?? null, (reply[2] as string | null) ?? null, '', '', false);
   }
 
+  /**
+   * Every subscriber; a miss when any shard has no copy. The miss's version lists the versions of
+   * the missing shards, which `fillSubscribers` fills.
+   */
   async readSubscribers(): Promise<string[] | CacheMiss> {
-    const reply = (await this.#eval(S.readSubscribers, [this.#k.subs, this.#k.subsVersion], [''])) as Reply;
-    if (reply[0] === 0) return this.#durable ? [] : { miss: true, version: String(reply[1]), pending: await this.#pendingSubscriptions() };
-    return (reply[1] as string[]).filter((member) => member !== '');
+    const shards = this.#keys.shardList();
+    const replies = await Promise.all(shards.map((shard) => this.#eval(S.readSubscribers, this.#keys.subscribers(shard), ['']) as Promise<Reply>));
+    const missing = shards.filter((shard) => replies[shard]?.[0] === 0);
+    if (missing.length > 0 && !this.#durable) {
+      const version = JSON.stringify(Object.fromEntries(missing.map((shard) => [shard, String(replies[shard]?.[1])])));
+      return { miss: true, version, pending: await this.#pendingSubscriptions() };
+    }
+    return replies.flatMap((reply) => (reply[0] === 0 ? [] : (reply[1] as string[]).filter((member) => member !== '')));
   }
 
   async isSubscriber(user: string): Promise<boolean | CacheMiss> {
-    const reply = (await this.#eval(S.readSubscribers, [this.#k.subs, this.#k.subsVersion], [user])) as Reply;
-    if (reply[0] === 0) return this.#durable ? false : { miss: true, version: String(reply[1]), pending: await this.readPending(user) };
+    const shard = this.#keys.shardOf(user);
+    const reply = (await this.#eval(S.readSubscribers, this.#keys.subscribers(shard), [user])) as Reply;
+    if (reply[0] === 0) {
+      if (this.#durable) return false;
+      return { miss: true, version: JSON.stringify({ [shard]: String(reply[1]) }), pending: await this.readPending(user) };
+    }
     return reply[1] === 1;
   }
 
   /** Installs a user's newest messages after a miss, unless something was written since the miss. */
   async fillHistory(user: string, version: string, messages: readonly Message[]): Promise<boolean> {
     if (messages.length === 0) return false;
-    const [h, , m] = this.#userKeys(user);
+    const [h, , m] = this.#keys.user(user);
     const items = messages.map((message) => encodeMessage(fromMessage(user, message)));
     return (await this.#eval(S.fillHistory, [h, m], [version, this.#cfg.ttlMs.history, ...items])) === 1;
   }
 
   async fillUser(user: string, version: string, value: UserRecord): Promise<boolean> {
-    const [, d, m] = this.#userKeys(user);
+    const [, d, m] = this.#keys.user(user);
     const fields: string[] = [];
     if (value.phone.value !== null) fields.push('p', value.phone.value, 'pv', value.phone.id);
     if (value.booking.value !== null) fields.push('b', JSON.stringify(value.booking.value), 'bv', value.booking.id);
     return (await this.#eval(S.fillUser, [d, m], [version, this.#cfg.ttlMs.userData, ...fields])) === 1;
   }
 
+  /** Fills the shards a `readSubscribers` miss named, each with its own subscribers. */
   async fillSubscribers(version: string, users: readonly string[]): Promise<boolean> {
-    const keys = [this.#k.subs, this.#k.subsVersion];
-    return (await this.#eval(S.fillSubscribers, keys, [version, this.#cfg.ttlMs.subscribers, ...users])) === 1;
+    const versions = JSON.parse(version) as Record<string, string>;
+    const filled = await Promise.all(
+      Object.entries(versions).map(async ([shard, shardVersion]) => {
+        const members = users.filter((user) => this.#keys.shardOf(user) === Number(shard));
+        const args = [shardVersion, this.#cfg.ttlMs.subscribers, ...members];
+        return (await this.#eval(S.fillSubscribers, this.#keys.subscribers(Number(shard)), args)) === 1;
+      }),
+    );
+    return filled.every(Boolean);
   }
 
   /** Drops hot copies that missed writes (and stops fills in flight from installing old ones). */
   async invalidate(users: Iterable<string>, subscribers: boolean): Promise<void> {
-    const pipeline = this.client.pipeline();
+    const ttl = Math.max(this.#cfg.ttlMs.history, this.#cfg.ttlMs.userData);
+    const calls: Promise<unknown>[] = [];
     for (const user of users) {
-      const [h, d, m] = this.#userKeys(user);
-      pipeline.del(h, d).hincrby(m, 'v', 1);
-      if (this.#cfg.ttlMs.history > 0) pipeline.pexpire(m, Math.max(this.#cfg.ttlMs.history, this.#cfg.ttlMs.userData));
+      const [h, d, m] = this.#keys.user(user);
+      calls.push(this.client.del(h, d), this.client.hincrby(m, 'v', 1));
+      if (ttl > 0) calls.push(this.client.pexpire(m, ttl));
     }
-    if (subscribers) pipeline.del(this.#k.subs).incr(this.#k.subsVersion);
-    await this.#call(pipeline.exec().then(throwFirst));
+    if (subscribers) {
+      for (const shard of this.#keys.shardList()) {
+        const [set, version] = this.#keys.subscribers(shard);
+        calls.push(this.client.del(set), this.client.incr(version));
+      }
+    }
+    await this.#call(Promise.all(calls));
   }
 
   /** Drops every hot copy under the key prefix (SCAN, never KEYS); journals stay. */
@@ -229,27 +333,31 @@ export class RedisAdapter implements StorageAdapter {
         await Promise.all(keys.map((key) => this.#call(node.del(key))));
       } while (cursor !== '0');
     }
-    await this.#call(this.client.del(this.#k.subs));
-    await this.#call(this.client.incr(this.#k.subsVersion));
+    await this.invalidate([], true);
   }
 
   /** The pending journal of one user, oldest first. */
   async readPending(user: string): Promise<Op[]> {
-    const j = this.#userKeys(user)[3];
+    const j = this.#keys.user(user)[3];
     const entries = await this.#call(this.client.lrange(j, 0, -1));
     return entries.map((entry) => decodeOp(user, entry));
   }
 
   /** Up to `count` users with pending entries, picked at random so concurrent syncers spread out. */
   async dirtyUsers(count: number): Promise<string[]> {
-    return this.#call(this.client.srandmember(this.#k.dirty, count));
+    const shards = this.#keys.shardList();
+    const offset = Math.floor(Math.random() * shards.length);
+    const users: string[] = [];
+    for (let i = 0; i < shards.length && users.length < count; i++) {
+      const [set] = this.#keys.dirty(shards[(offset + i) % shards.length] as number);
+      users.push(...(await this.#call(this.client.srandmember(set, count - users.length))));
+    }
+    return users;
   }
 
   /** The first `perUser` (0: all) journal entries of each user, as raw entries (acknowledged by `ack`). */
   async readJournals(users: readonly string[], perUser: number): Promise<Map<string, string[]>> {
-    const pipeline = this.client.pipeline();
-    for (const user of users) pipeline.lrange(this.#userKeys(user)[3], 0, perUser - 1);
-    const replies = throwFirst(await this.#call(pipeline.exec())) as string[][];
+    const replies = await this.#call(Promise.all(users.map((user) => this.client.lrange(this.#keys.user(user)[3], 0, perUser - 1))));
     return new Map(users.map((user, i) => [user, replies[i] ?? []]));
   }
 
@@ -257,23 +365,35 @@ export class RedisAdapter implements StorageAdapter {
     return decodeOp(user, entry);
   }
 
-  /** Removes entries the durable tier now has; returns how many are left for that user. */
+  /**
+   * Removes entries the durable tier now has; returns how many are left for that user. A user
+   * whose journal emptied leaves the dirty set, then is looked at once more: a write may have
+   * marked it between the two steps (they live in different slots on a Cluster).
+   */
   async ack(user: string, entries: readonly string[]): Promise<number> {
-    const keys = [this.#userKeys(user)[3], this.#k.dirty, this.#k.pending];
-    return Number(await this.#eval(S.ack, keys, [user, ...entries]));
+    const j = this.#keys.user(user)[3];
+    const [set, pending] = this.#keys.dirty(this.#keys.shardOf(user));
+    const [popped, left] = (await this.#eval(S.ack, [j], entries as string[])) as [number, number];
+    if (popped > 0) await this.#call(this.client.decrby(pending, popped));
+    if (left > 0) return left;
+    await this.#call(this.client.srem(set, user));
+    const again = await this.#call(this.client.llen(j));
+    if (again > 0) await this.#call(this.client.sadd(set, user));
+    return again;
   }
 
   async pendingCount(): Promise<number> {
-    return Math.max(0, Number(await this.#call(this.client.get(this.#k.pending))) || 0);
+    const counts = await this.#call(Promise.all(this.#keys.shardList().map((shard) => this.client.get(this.#keys.dirty(shard)[1]))));
+    return counts.reduce((sum, count) => sum + Math.max(0, Number(count) || 0), 0);
   }
 
   /** A lease that keeps concurrent background syncers from repeating each other's work. */
   async acquireLock(token: string, ttlMs: number): Promise<boolean> {
-    return (await this.#call(this.client.set(this.#k.lock, token, 'PX', ttlMs, 'NX'))) === 'OK';
+    return (await this.#call(this.client.set(this.#keys.lock, token, 'PX', ttlMs, 'NX'))) === 'OK';
   }
 
   async releaseLock(token: string): Promise<void> {
-    await this.#eval(S.releaseLock, [this.#k.lock], [token]);
+    await this.#eval(S.releaseLock, [this.#keys.lock], [token]);
   }
 
   /** Calls `listener` each time the client (re)connects, so a restart of Redis can be noticed. */
@@ -281,8 +401,9 @@ export class RedisAdapter implements StorageAdapter {
     this.client.on('ready', listener);
   }
 
-  /** The server's run id: it changes when Redis restarts (and may have lost what it held). */
+  /** The server's run id: it changes when Redis restarts (and may have lost what it held); '' on a Cluster. */
   async runId(): Promise<string> {
+    if (this.cluster) return '';
     const info = await this.#call(this.client.info('server'));
     return /run_id:(\w+)/.exec(info)?.[1] ?? '';
   }
@@ -312,7 +433,8 @@ export class RedisAdapter implements StorageAdapter {
   }
 
   async #pendingSubscriptions(): Promise<Op[]> {
-    const users = await this.#call(this.client.smembers(this.#k.dirty));
+    const sets = this.#keys.shardList().map((shard) => this.#keys.dirty(shard)[0]);
+    const users = (await this.#call(Promise.all(sets.map((set) => this.client.smembers(set))))).flat();
     if (users.length === 0) return [];
     const journals = await this.readJournals(users, 0);
     const ops: Op[] = [];
@@ -329,23 +451,6 @@ export class RedisAdapter implements StorageAdapter {
     return { miss: true, version: String(reply[1]), pending: (reply.slice(2) as string[]).map((e) => decodeOp(user, e)) };
   }
 
-  get #k() {
-    const p = this.keyPrefix;
-    return {
-      subs: `${p}:{subs}:s`,
-      subsVersion: `${p}:{subs}:v`,
-      dirty: `${p}:{sync}:dirty`,
-      pending: `${p}:{sync}:pending`,
-      lock: `${p}:{sync}:lock`,
-    };
-  }
-
-  /** history list, data hash, meta hash, journal: one hash tag, so one Cluster slot. */
-  #userKeys(user: string): [string, string, string, string] {
-    const base = `${this.keyPrefix}:{${user}}`;
-    return [`${base}:h`, `${base}:d`, `${base}:m`, `${base}:j`];
-  }
-
   async #eval(s: Script, keys: string[], args: (string | number)[]): Promise<unknown> {
     try {
       return await this.#call(this.client.evalsha(s.sha, keys.length, ...keys, ...args));
@@ -357,10 +462,21 @@ export class RedisAdapter implements StorageAdapter {
 
   // The adapter's own client times out by itself; a client passed in gets a deadline here.
   #call<T>(work: Promise<T>): Promise<T> {
-    const options = (this.client.options as { redisOptions?: RedisOptions } & RedisOptions);
+    const options = this.client.options as { redisOptions?: RedisOptions } & RedisOptions;
     if (this.#owned || (options.redisOptions ?? options).commandTimeout !== undefined) return work;
     return withDeadline(this.name, this.timeoutMs, work);
   }
+}
+
+/** Groups by key, keeping first-seen order of keys and of items. */
+function groupBy<T>(items: readonly T[], key: (item: T) => string): [string, T[]][] {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const list = groups.get(key(item));
+    if (list) list.push(item);
+    else groups.set(key(item), [item]);
+  }
+  return [...groups];
 }
 
 function payload(op: Op): string {

@@ -1,0 +1,117 @@
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions } from '../src/index.js';
+import { runAdapterContract } from '../src/testing.js';
+import { startRedisCluster, type RedisClusterHandle } from './helpers/redis-cluster.js';
+import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
+
+// Issue 6: every guarantee on a real Redis Cluster (3 masters, 3 replicas on loopback), failover included.
+let cluster: RedisClusterHandle;
+const names = isolation('redis_cluster');
+const nodes = () => cluster.nodes.map((n) => `redis://${n.host}:${n.port}`);
+const sql = postgres(databaseUrl(), { onnotice: () => {} });
+
+beforeAll(async () => {
+  cluster = await startRedisCluster();
+}, 60_000);
+afterAll(async () => {
+  await sql.end();
+  await cluster?.stop();
+  await cleanupPostgres(databaseUrl(), names.schema);
+});
+
+/** Whatever a store warned about: a Redis that refuses requests would otherwise be hidden by the fallback. */
+const warnings: string[] = [];
+const logger = { debug: () => {}, info: () => {}, warn: (m: string) => warnings.push(m), error: (m: string) => warnings.push(m) };
+
+function clusterStore(options: TieredStoreOptions = {}): TieredStore {
+  return new TieredStore({
+    logger,
+    probeIntervalMs: 100,
+    ...options,
+    redis: new RedisAdapter({ nodes: nodes(), keyPrefix: names.keyPrefix }),
+    postgres: new PostgresAdapter({ url: databaseUrl(), schema: names.schema }),
+  });
+}
+
+for (const role of ['durable', 'cache'] as const) {
+  runAdapterContract(
+    'RedisAdapter on a Cluster',
+    async () => {
+      const adapter = new RedisAdapter({ nodes: nodes(), keyPrefix: `${names.keyPrefix}c${role}` });
+      return { adapter, cleanup: () => adapter.close() };
+    },
+    { role },
+  );
+}
+
+describe.each(['write-through', 'write-behind'] as const)('a store on a Cluster, %s', (writeMode) => {
+  it('round-trips every method, and spreads the shared keys over the masters', async () => {
+    const store = clusterStore({ writeMode, historyLimit: 5 });
+    const user = `rt_${writeMode}`;
+    for (const text of ['a', 'b', 'c']) await store.addMemory(user, 'user', text);
+    expect((await store.getHistory(user)).map((m) => m.content)).toEqual(['a', 'b', 'c']);
+    await store.setUserPhone(user, '+79991234567');
+    await store.setBookingData(user, { service: 'x' });
+    const subscribers = Array.from({ length: 40 }, (_, i) => `sub_${writeMode}_${i}`);
+    await Promise.all(subscribers.map((s) => store.addEmailSubscriber(s)));
+    expect(await store.getEmailSubscribers()).toEqual(expect.arrayContaining(subscribers));
+    expect(await store.isEmailSubscriber(subscribers[7]!)).toBe(true);
+    await store.removeEmailSubscriber(subscribers[7]!);
+    expect(await store.isEmailSubscriber(subscribers[7]!)).toBe(false);
+    expect(await store.getUserPhone(user)).toBe('+79991234567');
+    await store.syncNow();
+    const owners = new Set<number>();
+    for (let shard = 0; shard < 16; shard++) owners.add((await cluster.masterForKey(`${names.keyPrefix}:{subs:${shard}}:s`)).port);
+    expect(owners.size).toBe(3);
+    await store.deleteUser(user);
+    expect(await store.getHistory(user)).toEqual([]);
+    await store.close();
+  });
+
+  it('keeps 300 concurrent appends from three instances, once each, and syncs them', async () => {
+    const stores = [0, 1, 2].map(() => clusterStore({ writeMode, historyLimit: 1000 }));
+    const user = `conc_${writeMode}`;
+    const written = await Promise.all(Array.from({ length: 300 }, (_, i) => stores[i % 3]!.addMemory(user, 'user', `m${i}`)));
+    await Promise.all(stores.map((s) => s.syncNow()));
+    const rows = await sql`select id from ${sql(`${names.schema}.messages`)} where user_id = ${user} order by id`;
+    expect(rows.map((r) => r.id)).toEqual(written.map((m) => m.id).sort());
+    expect((await stores[1]!.getHistory(user, { limit: 1000 })).map((m) => m.id)).toEqual(written.map((m) => m.id).sort());
+    expect((await stores[2]!.syncNow()).pending).toBe(0);
+    await Promise.all(stores.map((s) => s.close()));
+    expect(warnings).toEqual([]);
+  });
+});
+
+it('a master fails over while writers run: no acknowledged write is lost and reads are complete', async () => {
+  const store = clusterStore({ historyLimit: 50 });
+  const user = 'failover_user';
+  const master = await cluster.masterForKey(`${names.keyPrefix}:{${user}}:h`);
+  const acked: string[] = [];
+  const refused: unknown[] = [];
+  let running = true;
+  const writer = (async () => {
+    for (let i = 0; running; i++) {
+      const message = await store.addMemory(user, 'user', `m${i}`).catch((e: unknown) => void refused.push(e));
+      if (message) acked.push(message.id);
+      if (i % 5 === 0) await store.getHistory(user).catch(() => {});
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  })();
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const { newMasterPort } = await cluster.failover(master.port);
+  expect(newMasterPort).not.toBe(master.port);
+  await new Promise((resolve) => setTimeout(resolve, 800));
+  running = false;
+  await writer;
+  await expect.poll(() => store.health().redis, { timeout: 10_000 }).toBe('up');
+  await store.syncNow();
+  expect(refused).toEqual([]);
+  const rows = await sql`select id from ${sql(`${names.schema}.messages`)} where user_id = ${user} order by id`;
+  expect(rows.map((r) => r.id)).toEqual([...acked].sort());
+  expect((await store.getHistory(user)).map((m) => m.id)).toEqual([...acked].sort().slice(-50));
+  const other = clusterStore({ historyLimit: 50 });
+  expect((await other.getHistory(user)).map((m) => m.id)).toEqual([...acked].sort().slice(-50));
+  await Promise.all([store.close(), other.close()]);
+  await cluster.startNode(master.port);
+}, 60_000);
