@@ -56,10 +56,10 @@ export interface StorageAdapter {
   /** One round trip; rejects when the tier is unreachable. */
   ping(): Promise<void>;
   /**
-   * Applies ops. Idempotent and order-independent; a cache only refreshes copies it already holds,
-   * and may resolve to one flag per op saying whether it changed a copy it holds.
+   * Applies ops. Idempotent and order-independent; a cache only refreshes copies it already holds.
+   * May resolve to one {@link WriteOutcome} per op.
    */
-  write(ops: readonly Op[]): Promise<void | readonly boolean[]>;
+  write(ops: readonly Op[]): Promise<void | readonly WriteOutcome[]>;
   /** The newest `limit` messages, oldest first; a cache may answer with a miss. */
   readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss>;
   /** Phone, booking and subscription (nulls and false for an unknown user); a cache may answer with a miss. */
@@ -74,6 +74,13 @@ export interface StorageAdapter {
   /** Closes what the adapter opened; leaves a client the user passed in open. Idempotent. */
   close(): Promise<void>;
 }
+
+/**
+ * What became of one op: `true`/`false` whether it changed a copy a cache holds, or a string when
+ * the op repeated an earlier message's idempotency key (the string is that message's id; nothing
+ * was written).
+ */
+export type WriteOutcome = boolean | string;
 
 export function isMiss(value: unknown): value is CacheMiss {
   return typeof value === 'object' && value !== null && (value as Partial<CacheMiss>).miss === true;

@@ -12,11 +12,13 @@ interface StoredMessage {
   content: string;
   createdAt: number;
   meta?: JsonObject;
+  key?: string;
 }
 
 export function encodeMessage(op: AppendOp): string {
   const meta = op.meta === undefined ? '' : `,"meta":${JSON.stringify(op.meta)}`;
-  return `{"id":"${op.id}","role":"${op.role}","content":${JSON.stringify(op.content)},"createdAt":${op.createdAt}${meta}}`;
+  const key = op.key === undefined ? '' : `,"key":${JSON.stringify(op.key)}`;
+  return `{"id":"${op.id}","role":"${op.role}","content":${JSON.stringify(op.content)},"createdAt":${op.createdAt}${meta}${key}}`;
 }
 
 export function decodeMessage(text: string): Message {
@@ -49,6 +51,7 @@ export function decodeOp(user: string, text: string): Op {
     case undefined: {
       const op: AppendOp = { kind: 'append', user, id, role: entry.role as Role, content: entry.content as string, createdAt: entry.createdAt as number };
       if (entry.meta !== undefined) op.meta = entry.meta;
+      if (entry.key !== undefined) op.key = entry.key;
       return op;
     }
     case 'phone':

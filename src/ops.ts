@@ -6,7 +6,7 @@ import type { JsonObject, Message, Role } from './types.js';
  * replaying ops more than once or out of order (journals, retries, several syncers) converges.
  */
 export type Op =
-  | { kind: 'append'; user: string; id: string; role: Role; content: string; createdAt: number; meta?: JsonObject }
+  | { kind: 'append'; user: string; id: string; role: Role; content: string; createdAt: number; meta?: JsonObject; key?: string }
   | { kind: 'clear'; user: string; id: string }
   | { kind: 'phone'; user: string; id: string; phone: string | null }
   | { kind: 'booking'; user: string; id: string; booking: JsonObject | null }
@@ -30,10 +30,13 @@ export interface UserState {
   phone: Stamped<string | null>;
   booking: Stamped<JsonObject | null>;
   subscribed: Stamped<boolean>;
+  /** Idempotency keys of stored messages, to the id of the message each first came with. */
+  keys: Map<string, string>;
 }
 
 export function emptyUserState(): UserState {
   return {
+    keys: new Map(),
     messages: [],
     floor: '',
     phone: { value: null, id: '' },
@@ -45,8 +48,13 @@ export function emptyUserState(): UserState {
 /** Applies one op in place; returns the change in the number of stored messages. */
 export function applyOp(state: UserState, op: Op): number {
   switch (op.kind) {
-    case 'append':
-      return op.id > state.floor ? insertMessage(state.messages, op) : 0;
+    case 'append': {
+      if (op.id <= state.floor) return 0;
+      const first = op.key === undefined ? undefined : state.keys.get(op.key);
+      if (first !== undefined && first !== op.id) return 0;
+      if (op.key !== undefined) state.keys.set(op.key, op.id);
+      return insertMessage(state.messages, op);
+    }
     case 'clear':
       return raiseFloor(state, op.id);
     case 'phone':

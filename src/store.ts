@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import type { CacheMiss, StorageAdapter, UserRecord } from './adapter.js';
+import type { CacheMiss, StorageAdapter, UserRecord, WriteOutcome } from './adapter.js';
 import { isMiss } from './adapter.js';
 import { MemoryAdapter } from './adapters/memory.js';
 import type { PostgresAdapter } from './adapters/postgres.js';
@@ -14,7 +14,7 @@ import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredSto
 import { Syncer } from './syncer.js';
 import { isTierUnavailable, Tier } from './tier.js';
 import type { BookingData, Health, JsonObject, Logger, Message, Role, SyncResult, TierState, UserId } from './types.js';
-import { checkBooking, checkContent, checkLimit, checkMeta, checkRole, normalizePhone, userKey } from './validate.js';
+import { checkBooking, checkContent, checkIdempotencyKey, checkLimit, checkMeta, checkRole, normalizePhone, userKey } from './validate.js';
 
 export interface StoreEvents {
   tierDown: [event: { tier: string; error: Error }];
@@ -36,6 +36,12 @@ export interface DeadLetter {
 export interface AddMemoryOptions {
   /** JSON object stored with the message (tool call ids, model name, ...); at most `limits.metaBytes`. */
   meta?: JsonObject;
+  /**
+   * Makes a repeat a no-op: a second addMemory for the same user with the same key (a Telegram
+   * update re-delivered after a crash: pass its update_id) stores nothing and returns the first
+   * message. Kept forever in PostgreSQL, a day (the last 1000 per user) in Redis, for the process in RAM.
+   */
+  idempotencyKey?: string | number;
 }
 
 const MAX_DEAD_LETTERS = 1000;
@@ -130,11 +136,14 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const checkedRole = checkRole(role);
     const checked = checkContent(content, this.#opts.limits);
     const meta = options.meta === undefined ? undefined : checkMeta(options.meta, this.#opts.limits);
+    const key = options.idempotencyKey === undefined ? undefined : checkIdempotencyKey(options.idempotencyKey);
     const id = nextId();
     const op: AppendOp = { kind: 'append', user, id, role: checkedRole, content: checked, createdAt: idTime(id) };
     if (meta !== undefined) op.meta = meta;
-    await this.#write(op);
-    return toMessage(op);
+    if (key !== undefined) op.key = key;
+    const earlier = await this.#write(op);
+    const message = toMessage(op);
+    return earlier === undefined ? message : { ...message, id: earlier, createdAt: new Date(idTime(earlier)) };
   }
 
   /** The newest `limit` messages (default `historyLimit`), oldest first. */
@@ -264,20 +273,21 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   // ---- writes
 
-  async #write(op: Op): Promise<void> {
-    await this.#run((deadline) => this.#route(op, deadline));
+  /** Routes a write; resolves to the id of an earlier message when `op` repeated its idempotency key. */
+  async #write(op: Op): Promise<string | undefined> {
+    return this.#run((deadline) => this.#route(op, deadline));
   }
 
-  async #route(op: Op, deadline: number): Promise<void> {
+  async #route(op: Op, deadline: number): Promise<string | undefined> {
     const durable = this.#durable;
-    if (!durable) return this.#memory.writeSync([op]);
+    if (!durable) return repeated(this.#memory.writeSync([op]));
     if (op.kind === 'delete') this.#erasePending(op.user);
     const cache = this.#cache;
     if (cache?.up && this.#opts.writeMode === 'write-behind') {
       try {
-        await cache.call((c) => c.write([op], { pending: true }), deadline);
+        const outcome = await cache.call((c) => c.write([op], { pending: true }), deadline);
         this.#pendingInCache++;
-        return;
+        return repeated(outcome);
       } catch (error) {
         this.#cacheFailed(error); // PostgreSQL takes the write directly below
       }
@@ -287,10 +297,13 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const [toDurable, cached] = await Promise.allSettled([durable.call((d) => d.write([op]), deadline), toCache]);
     const cacheMissed = cache !== undefined && (toCache === undefined || cached.status === 'rejected');
     if (toDurable.status === 'fulfilled') {
+      const earlier = repeated(toDurable.value);
+      const inCache = cached.status === 'fulfilled' ? cached.value?.[0] : undefined;
       if (cacheMissed) this.#markStale(op);
-      // Redis had no copy to change: one filled from PostgreSQL before this write committed would lack it.
-      else if (cached.status === 'fulfilled' && cached.value?.[0] === false) await this.#invalidateAfter(op, deadline);
-      return;
+      // Redis had no copy to change (so one filled from PostgreSQL before this commit would lack
+      // it), or it kept a message that PostgreSQL knew as a repeat: drop its copies now.
+      else if (inCache === false || (earlier !== undefined && typeof inCache !== 'string')) await this.#invalidateAfter(op, deadline);
+      return earlier ?? repeated(cached.status === 'fulfilled' ? cached.value : undefined);
     }
     if (!isTierUnavailable(toDurable.reason)) {
       if (cache) this.#markStale(op);
@@ -300,27 +313,29 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   }
 
   /** PostgreSQL is unreachable: journal in Redis (atomically with the write), else hold in RAM. */
-  async #writeWithoutDurable(op: Op, deadline: number): Promise<void> {
+  async #writeWithoutDurable(op: Op, deadline: number): Promise<string | undefined> {
     const cache = this.#cache;
     if (cache?.up) {
       try {
-        await cache.call((c) => c.write([op], { pending: true }), deadline);
+        const outcome = await cache.call((c) => c.write([op], { pending: true }), deadline);
         // A copy in RAM too, while there is room: a Redis restart before PostgreSQL is back loses nothing.
-        if (!this.#journal.tryPush(op)) this.#pendingInCache++;
-        return;
+        if (repeated(outcome) === undefined && !this.#journal.tryPush(op)) this.#pendingInCache++;
+        return repeated(outcome);
       } catch (error) {
         this.#cacheFailed(error); // RAM it is
       }
     }
-    this.#hold(op);
+    const earlier = this.#hold(op);
     if (cache) this.#markStale(op);
+    return earlier;
   }
 
   /** Every server is unreachable: RAM and the journal take the write, or both refuse it. */
-  #hold(op: Op): void {
+  #hold(op: Op): string | undefined {
     this.#journal.assertRoom(op);
-    this.#memory.writeSync([op]);
-    this.#journal.push(op);
+    const earlier = repeated(this.#memory.writeSync([op]));
+    if (earlier === undefined) this.#journal.push(op);
+    return earlier;
   }
 
   #erasePending(user: string): void {
@@ -600,6 +615,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     parts.push(this.#durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
     return `tiers: ${parts.join(' -> ')}; ${this.#durable ? this.#opts.writeMode : 'in memory'}`;
   }
+}
+
+/** The earlier message's id when a single-op write repeated its idempotency key. */
+function repeated(outcome: void | readonly WriteOutcome[] | undefined): string | undefined {
+  const first = outcome?.[0];
+  return typeof first === 'string' ? first : undefined;
 }
 
 /** A user record with pending ops laid over it (last writer wins by op id). */

@@ -110,6 +110,16 @@ function isPlainObject(value: unknown): value is Record<string, unknown> {
   return proto === Object.prototype || proto === null;
 }
 
+/** An idempotency key: a safe integer (a Telegram update_id) or a string of 1-200 characters. */
+export function checkIdempotencyKey(key: unknown): string {
+  if (typeof key === 'number' && Number.isSafeInteger(key)) return String(key);
+  if (typeof key === 'string' && key.length >= 1 && key.length <= 200) {
+    checkText(key, ErrorCode.INVALID_OPTION, 'idempotencyKey');
+    return key;
+  }
+  throw invalid(ErrorCode.INVALID_OPTION, `idempotencyKey must be a safe integer or a string of 1-200 characters, got ${describe(key)}`);
+}
+
 export function checkLimit(limit: unknown, max: number): number {
   if (typeof limit === 'number' && Number.isSafeInteger(limit) && limit >= 0 && limit <= max) return limit;
   throw invalid(ErrorCode.INVALID_OPTION, `limit must be an integer from 0 to ${max}, got ${describe(limit)}`);

@@ -1,4 +1,4 @@
-import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord } from '../adapter.js';
+import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
 import { ErrorCode, UnavailableError } from '../errors.js';
 import { positive } from '../options.js';
 import { applyOp, emptyUserState, toMessage, type Op, type UserState } from '../ops.js';
@@ -43,12 +43,12 @@ export class MemoryAdapter implements StorageAdapter {
   async connect(): Promise<void> {}
   async ping(): Promise<void> {}
 
-  async write(ops: readonly Op[]): Promise<void> {
-    this.writeSync(ops);
+  async write(ops: readonly Op[]): Promise<WriteOutcome[]> {
+    return this.writeSync(ops);
   }
 
   /** Applies ops at once; all or nothing when they would pass the bound. */
-  writeSync(ops: readonly Op[]): void {
+  writeSync(ops: readonly Op[]): WriteOutcome[] {
     const adding = ops.filter((op) => op.kind === 'append');
     const bytes = adding.reduce((sum, op) => sum + opBytes(op), 0);
     if (adding.length > 0 && (this.#messages + adding.length > this.maxMessages || this.#bytes + bytes > this.maxBytes)) {
@@ -57,15 +57,17 @@ export class MemoryAdapter implements StorageAdapter {
         `the RAM tier is full (${this.#messages} messages, ${this.#bytes} bytes; limits ${this.maxMessages} and ${this.maxBytes}): write refused`,
       );
     }
-    for (const op of ops) this.#apply(op);
+    return ops.map((op) => this.#apply(op));
   }
 
-  #apply(op: Op): void {
+  #apply(op: Op): WriteOutcome {
     let state = this.#users.get(op.user);
     if (!state) {
       state = emptyUserState();
       this.#users.set(op.user, state);
     }
+    const first = op.kind === 'append' && op.key !== undefined ? state.keys.get(op.key) : undefined;
+    if (first !== undefined && first !== op.id) return first;
     const floorRaised = op.kind === 'clear' || op.kind === 'delete';
     const before = floorRaised ? messageBytes(state) : 0;
     const delta = applyOp(state, op);
@@ -74,6 +76,7 @@ export class MemoryAdapter implements StorageAdapter {
     else if (floorRaised) this.#bytes -= before - messageBytes(state);
     if (state.subscribed.value) this.#subscribers.add(op.user);
     else this.#subscribers.delete(op.user);
+    return true;
   }
 
   async readHistory(user: string, limit: number): Promise<HistoryRead> {

@@ -47,6 +47,13 @@ create table users (
 
 create index users_subscribed on users (user_id) where subscribed;`,
   },
+  {
+    version: 2,
+    name: 'idempotency_keys',
+    sql: `-- A re-delivered update (Telegram retries after a crash) carries the same key: stored once.
+alter table messages add column idempotency_key text;
+create unique index messages_idempotency_key on messages (user_id, idempotency_key) where idempotency_key is not null;`,
+  },
 ];
 
 /** The text run for a migration: the ledger, the change, and its row in the ledger. */

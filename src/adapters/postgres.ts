@@ -1,5 +1,5 @@
 import type { Options, PendingQuery, Row, Sql, TransactionSql } from 'postgres';
-import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord } from '../adapter.js';
+import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
 import { withDeadline } from '../deadline.js';
 import { ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
@@ -106,11 +106,22 @@ export class PostgresAdapter implements StorageAdapter {
     await this.#q(this.#sql`select 1`);
   }
 
-  async write(ops: readonly Op[]): Promise<void> {
+  async write(ops: readonly Op[]): Promise<WriteOutcome[] | undefined> {
     const only = ops.length === 1 ? ops[0] : undefined;
-    if (only?.kind === 'append') return void (await this.#q(this.#insertOne(this.#sql, only)));
-    if (ops.length === 0) return;
+    if (only?.kind === 'append') return [await this.#appendOne(only)];
+    if (ops.length === 0) return undefined;
     await withDeadline(this.name, this.timeoutMs * 5, this.#sql.begin((tx) => this.#writeBatch(tx, ops)));
+    return undefined;
+  }
+
+  /** One message, one statement (the hot path); with an idempotency key, says if it repeated one. */
+  async #appendOne(op: AppendOp): Promise<WriteOutcome> {
+    const inserted = await this.#q(this.#insertOne(this.#sql, op));
+    if (inserted.length > 0 || op.key === undefined) return true;
+    const sql = this.#sql;
+    const [first] = await this.#q(sql`
+      select id from ${sql(this.#t.messages)} where user_id = ${op.user} and idempotency_key = ${op.key}`);
+    return first && first.id !== op.id ? (first.id as string) : true;
   }
 
   async readHistory(user: string, limit: number): Promise<HistoryRead> {
@@ -197,10 +208,11 @@ export class PostgresAdapter implements StorageAdapter {
   #insertOne(sql: Sql, op: AppendOp): PendingQuery<Row[]> {
     const meta = op.meta === undefined ? null : sql.json(op.meta);
     return sql`
-      insert into ${sql(this.#t.messages)} (user_id, id, role, content, meta, created_at)
-      select ${op.user}, ${op.id}, ${op.role}, ${op.content}, ${meta}::jsonb, ${new Date(op.createdAt)}
+      insert into ${sql(this.#t.messages)} (user_id, id, role, content, meta, created_at, idempotency_key)
+      select ${op.user}, ${op.id}, ${op.role}, ${op.content}, ${meta}::jsonb, ${new Date(op.createdAt)}, ${op.key ?? null}::text
       where ${op.id} > coalesce((select history_floor from ${sql(this.#t.users)} where user_id = ${op.user}), '') collate "C"
-      on conflict do nothing`;
+      on conflict do nothing
+      returning id`;
   }
 
   async #writeBatch(tx: Tx, ops: readonly Op[]): Promise<void> {
@@ -241,13 +253,13 @@ export class PostgresAdapter implements StorageAdapter {
   async #insertMany(tx: Tx, appends: AppendOp[]): Promise<void> {
     const col = <T>(pick: (op: AppendOp) => T) => appends.map(pick);
     await tx`
-      insert into ${tx(this.#t.messages)} (user_id, id, role, content, meta, created_at)
-      select t.user_id, t.id, t.role, t.content, t.meta::jsonb, to_timestamp(t.created_at::float8 / 1000)
+      insert into ${tx(this.#t.messages)} (user_id, id, role, content, meta, created_at, idempotency_key)
+      select t.user_id, t.id, t.role, t.content, t.meta::jsonb, to_timestamp(t.created_at::float8 / 1000), t.idempotency_key
       from unnest(
         ${col((op) => op.user)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.role)}::text[],
         ${col((op) => op.content)}::text[], ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[],
-        ${col((op) => String(op.createdAt))}::text[]
-      ) as t(user_id, id, role, content, meta, created_at)
+        ${col((op) => String(op.createdAt))}::text[], ${col((op) => op.key ?? null)}::text[]
+      ) as t(user_id, id, role, content, meta, created_at, idempotency_key)
       left join ${tx(this.#t.users)} f on f.user_id = t.user_id
       where t.id > coalesce(f.history_floor, '') collate "C"
       on conflict do nothing`;

@@ -10,10 +10,10 @@ export class RedisKeys {
     readonly shards: number,
   ) {}
 
-  /** History list, data hash, meta hash (version, floors), pending journal. */
-  user(user: string): [h: string, d: string, m: string, j: string] {
+  /** History list, data hash, meta hash (version, floors), pending journal, idempotency keys. */
+  user(user: string): [h: string, d: string, m: string, j: string, i: string] {
     const base = `${this.prefix}:{${user}}`;
-    return [`${base}:h`, `${base}:d`, `${base}:m`, `${base}:j`];
+    return [`${base}:h`, `${base}:d`, `${base}:m`, `${base}:j`, `${base}:i`];
   }
 
   shardOf(user: string): number {

@@ -10,15 +10,16 @@ local function item_id(item) return string.sub(item, 8, 33) end
 `;
 
 /**
- * Applies a batch of ops. Per op, KEYS: h, d, m, j (the user's slot), then (with 'g' only)
- * subscribers set, its version, dirty set, pending counter (shared keys). ARGV: role ('c' cache, 'd' durable),
- * history limit, ttl history, ttl user data, ttl subscribers, and 'g' to change the shared keys
- * here too (one Redis) or 'l' to leave them to the caller (a Cluster, where they live in other
- * slots); then kind, id, user, payload, journal entry ('' if not pending, '=' for the payload).
- * Returns per op: +1 if it landed in a copy Redis holds (0: no copy to change, or one it deleted;
- * a cache then drops copies again once the durable write is in, so a fill that read the durable
- * tier before that write cannot linger), +2 if it changes the subscription (for the caller's
- * shared-key step).
+ * Applies a batch of ops. Per op, KEYS: h, d, m, j, i (the user's slot: i maps idempotency keys
+ * to message ids), then (with 'g' only) subscribers set, its version, dirty set, pending counter
+ * (shared keys). ARGV: role ('c' cache, 'd' durable), history limit, ttl history, ttl user data,
+ * ttl subscribers, and 'g' to change the shared keys here too (one Redis) or 'l' to leave them to
+ * the caller (a Cluster, where they live in other slots); then kind, id, user, payload, journal
+ * entry ('' if not pending, '=' for the payload), idempotency key ('' for none) per op.
+ * Returns per op: the id of the earlier message if the op repeats its idempotency key; else +1
+ * if it landed in a copy Redis holds (0: no copy to change, or one it deleted; a cache then drops
+ * copies again once the durable write is in, so a fill that read the durable tier before that
+ * write cannot linger), +2 if it changes the subscription (for the caller's shared-key step).
  */
 export const WRITE = `${HELPERS}
 local durable = ARGV[1] == 'd'
@@ -58,13 +59,7 @@ local function raise_floor(h, m, id)
   for i = 1, #keep, 1000 do redis.call('RPUSH', h, unpack(keep, i, math.min(i + 999, #keep))) end
 end
 
-local out = {}
-local per = shared and 8 or 4
-for i = 0, (#ARGV - 6) / 5 - 1 do
-  local a, k = 6 + i * 5, i * per
-  local kind, id, user, payload, entry = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  local h, d, m, j = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4]
-  local s, sv, dirty, pending = KEYS[k + 5], KEYS[k + 6], KEYS[k + 7], KEYS[k + 8]
+local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, dirty, pending)
   local held, subscription = durable and 1 or 0, 0
   if kind == 'append' then
     if durable then
@@ -132,7 +127,29 @@ for i = 0, (#ARGV - 6) / 5 - 1 do
       redis.call('INCR', pending)
     end
   end
-  out[i + 1] = held + subscription
+  return held + subscription
+end
+
+local out = {}
+local per = shared and 9 or 5
+for i = 0, (#ARGV - 6) / 6 - 1 do
+  local a, k = 6 + i * 6, i * per
+  local kind, id, user, payload, entry, key = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local h, d, m, j, ik = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
+  local s, sv, dirty, pending = KEYS[k + 6], KEYS[k + 7], KEYS[k + 8], KEYS[k + 9]
+  -- An idempotency key seen before (within a day, the last 1000 per user) means a re-delivery.
+  local first = key ~= '' and redis.call('HGET', ik, key) or false
+  if first and first ~= id then
+    out[i + 1] = first
+  else
+    if key ~= '' then
+      if redis.call('HLEN', ik) >= 1000 then redis.call('DEL', ik) end
+      redis.call('HSET', ik, key, id)
+      redis.call('PEXPIRE', ik, 86400000)
+    end
+    if kind == 'delete' then redis.call('DEL', ik) end
+    out[i + 1] = apply(kind, id, user, payload, entry, h, d, m, j, s, sv, dirty, pending)
+  end
 end
 return out
 `;

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
-import type { AdapterConfig, CacheMiss, HistoryRead, StorageAdapter, UserRecord } from '../adapter.js';
+import type { AdapterConfig, CacheMiss, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
 import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../codec.js';
 import { withDeadline } from '../deadline.js';
 import { ConfigurationError, ErrorCode, TierError } from '../errors.js';
@@ -165,7 +165,7 @@ export class RedisAdapter implements StorageAdapter {
    * Returns, per op, whether it changed a copy Redis holds (false: none was there to change).
    * On a Cluster a pending user is marked dirty first, and the subscriber shard changes after.
    */
-  async write(ops: readonly Op[], options: { pending?: boolean } = {}): Promise<boolean[]> {
+  async write(ops: readonly Op[], options: { pending?: boolean } = {}): Promise<WriteOutcome[]> {
     if (ops.length === 0) return [];
     if (!this.cluster) return this.#writeScript(ops, options.pending === true, true);
     const byUser = groupBy(ops, (op) => op.user);
@@ -181,11 +181,12 @@ export class RedisAdapter implements StorageAdapter {
     );
     const written = byUser.flatMap(([, list]) => list);
     const outcomes = flags.flat();
-    const held = outcomes.map((flag) => (flag & 1) === 1);
+    const held = outcomes.map(toOutcome);
     await Promise.all(
       written.map(async (op, i) => {
+        const outcome = outcomes[i];
         // Only a subscription change the user's slot accepted (last writer wins there) touches the shard.
-        if (((outcomes[i] as number) & 2) === 0) return;
+        if (typeof outcome !== 'number' || (outcome & 2) === 0) return;
         const present = await this.#applySubscription(op);
         held[i] = present && op.kind === 'subscribe';
       }),
@@ -193,10 +194,10 @@ export class RedisAdapter implements StorageAdapter {
     return ops.map((op) => held[written.indexOf(op)] ?? false);
   }
 
-  async #writeScript(ops: readonly Op[], pending: boolean, shared: true): Promise<boolean[]>;
-  async #writeScript(ops: readonly Op[], pending: boolean, shared: false): Promise<number[]>;
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: true): Promise<WriteOutcome[]>;
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: false): Promise<(number | string)[]>;
   /** One script call; `shared` also changes the shared keys (one Redis). Returns the raw per-op outcomes on a Cluster. */
-  async #writeScript(ops: readonly Op[], pending: boolean, shared: boolean): Promise<boolean[] | number[]> {
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: boolean): Promise<WriteOutcome[] | (number | string)[]> {
     const cfg = this.#cfg;
     const ttl = this.#durable ? { history: 0, userData: 0, subscribers: 0 } : cfg.ttlMs;
     const keys: string[] = [];
@@ -206,10 +207,10 @@ export class RedisAdapter implements StorageAdapter {
       keys.push(...this.#keys.user(op.user));
       if (shared) keys.push(...this.#keys.subscribers(shard), ...this.#keys.dirty(shard));
       const entry = pending ? (op.kind === 'append' ? '=' : encodeOp(op)) : '';
-      args.push(op.kind, op.id, op.user, payload(op), entry);
+      args.push(op.kind, op.id, op.user, payload(op), entry, op.kind === 'append' ? (op.key ?? '') : '');
     }
-    const flags = (await this.#eval(S.write, keys, args)) as number[];
-    return shared ? flags.map((flag) => (flag & 1) === 1) : flags;
+    const flags = (await this.#eval(S.write, keys, args)) as (number | string)[];
+    return shared ? flags.map(toOutcome) : flags;
   }
 
   async #markDirty(user: string, count: number): Promise<void> {
@@ -466,6 +467,11 @@ export class RedisAdapter implements StorageAdapter {
     if (this.#owned || (options.redisOptions ?? options).commandTimeout !== undefined) return work;
     return withDeadline(this.name, this.timeoutMs, work);
   }
+}
+
+/** A script's per-op reply: an earlier message's id (a repeated idempotency key), or flags. */
+function toOutcome(reply: number | string | undefined): WriteOutcome {
+  return typeof reply === 'string' ? reply : ((reply ?? 0) & 1) === 1;
 }
 
 /** Groups by key, keeping first-seen order of keys and of items. */
