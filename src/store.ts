@@ -105,7 +105,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#cache = this.#postgres ? this.#redis : undefined;
     this.#durable = this.#postgres ?? this.#redis;
     this.#budgetMs = Math.max(options.redis?.timeoutMs ?? 0, options.postgres?.timeoutMs ?? 0);
+    this.#started = Promise.all([this.#startRedis(), this.#postgres?.start()]).then(() => {
+      this.#ready = true;
+    });
     this.#syncer = this.#durable && new Syncer({
+      ready: this.#started,
       cache: this.#cache,
       durable: this.#durable,
       journal: this.#journal,
@@ -118,9 +122,6 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     });
 
     this.#log.info(this.#describe(options));
-    this.#started = Promise.all([this.#startRedis(), this.#postgres?.start()]).then(() => {
-      this.#ready = true;
-    });
   }
 
   /** A store configured from the environment (Railway's variables included); memory only when none are set. */
@@ -593,7 +594,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     // A tier that just came back may not have been probed yet: look once more before giving up on it.
     await within(left(), Promise.all([this.#redis?.probe(), this.#postgres?.probe()]));
     if (this.#syncer && (this.#journal.size > 0 || this.#syncer.running || this.#opts.writeMode === 'write-behind')) {
-      await within(left(), this.#syncer.run()).catch((error: unknown) => this.#log.warn(`final sync failed: ${(error as Error).message}`));
+      const final = this.#syncer.run().then((result) => result && this.emit('syncComplete', result));
+      await within(left(), final).catch((error: unknown) => this.#log.warn(`final sync failed: ${(error as Error).message}`));
     }
     if (this.#journal.size > 0 && this.#cache?.up) {
       // PostgreSQL is still away: Redis's journal keeps these for the next process to move.

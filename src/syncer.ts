@@ -8,6 +8,8 @@ import { isTierUnavailable, type Tier } from './tier.js';
 import type { Logger, SyncResult } from './types.js';
 
 export interface SyncerDeps {
+  /** Resolves once the store's tiers have started: no pass runs before (a client still connecting fails fast). */
+  ready: Promise<void>;
   /** Redis in its cache role, whose journal the syncer drains; undefined otherwise. */
   cache: Tier<RedisAdapter> | undefined;
   durable: Tier<StorageAdapter>;
@@ -64,6 +66,7 @@ export class Syncer {
   }
 
   async #pass(background: boolean): Promise<SyncResult | undefined> {
+    await this.deps.ready;
     const started = Date.now();
     const moved = { messages: 0, userData: 0, subscribers: 0 };
     await this.#flushJournal(moved);
