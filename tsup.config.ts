@@ -2,7 +2,14 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import { defineConfig } from 'tsup';
 
 export default defineConfig({
-  entry: { index: 'src/index.ts', grammy: 'src/grammy.ts', testing: 'src/testing.ts' },
+  entry: {
+    index: 'src/index.ts',
+    grammy: 'src/grammy.ts',
+    telegraf: 'src/telegraf.ts',
+    langchain: 'src/langchain.ts',
+    ai: 'src/ai.ts',
+    testing: 'src/testing.ts',
+  },
   format: ['esm', 'cjs'],
   dts: true,
   clean: true,
@@ -12,7 +19,7 @@ export default defineConfig({
   target: 'node20',
   // import.meta.url (used to load optional peers) in the CommonJS build too.
   shims: true,
-  external: ['ioredis', 'postgres', 'grammy', 'vitest'],
+  external: ['ioredis', 'postgres', 'grammy', 'telegraf', 'ai', '@langchain/core', 'vitest'],
   // The migrations as plain SQL, for DBAs who apply schema changes themselves.
   async onSuccess() {
     const { PostgresAdapter } = await import('./src/adapters/postgres.js');
