@@ -8,6 +8,7 @@ export default defineConfig({
     telegraf: 'src/telegraf.ts',
     langchain: 'src/langchain.ts',
     ai: 'src/ai.ts',
+    otel: 'src/otel.ts',
     testing: 'src/testing.ts',
   },
   format: ['esm', 'cjs'],
@@ -19,7 +20,7 @@ export default defineConfig({
   target: 'node20',
   // import.meta.url (used to load optional peers) in the CommonJS build too.
   shims: true,
-  external: ['ioredis', 'postgres', 'grammy', 'telegraf', 'ai', '@langchain/core', 'vitest'],
+  external: ['ioredis', 'postgres', 'grammy', 'telegraf', 'ai', '@langchain/core', '@opentelemetry/api', 'vitest'],
   // The migrations as plain SQL, for DBAs who apply schema changes themselves.
   async onSuccess() {
     const { PostgresAdapter } = await import('./src/adapters/postgres.js');

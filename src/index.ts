@@ -7,6 +7,7 @@ export type { Op, Stamped } from './ops.js';
 export type { TieredStoreOptions, TtlSeconds, WriteMode } from './options.js';
 export type { FromEnvOptions } from './env.js';
 export type { Limits } from './validate.js';
+export type { OperationStats, StoreStats, TierStats } from './stats.js';
 export { ConfigurationError, ErrorCode, StoreError, TierError, UnavailableError, ValidationError, isStoreError } from './errors.js';
 export type {
   BookingData,

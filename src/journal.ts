@@ -64,6 +64,11 @@ export class Journal {
     return out;
   }
 
+  /** The id of the oldest op held (it encodes when it was written). */
+  oldestId(): string | undefined {
+    return this.#ops.keys().next().value;
+  }
+
   forUser(user: string): Op[] {
     const ids = this.#byUser.get(user);
     return ids ? [...ids].map((id) => this.#ops.get(id) as Op) : [];

@@ -4,21 +4,41 @@ const PREFIX = '[tiered-conversation-store]';
 const noop = () => {};
 export const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
 
+/** A logger with `child(bindings)`: pino's own child loggers when given pino, else the same logger. */
+export interface StoreLogger extends Logger {
+  child(bindings: Record<string, string>): StoreLogger;
+}
+
+type ChildCapable = Logger & { child?: (bindings: Record<string, string>) => Logger };
+
 /**
  * The store's logger: every line goes through the secrets mask. `undefined` means console without
- * debug lines; `false` means silence; anything else with debug/info/warn/error is used as given.
+ * debug lines; `false` means silence; anything else with debug/info/warn/error is used as given
+ * (pino directly: the tiers log through `logger.child({ tier })`).
  */
-export function createLogger(logger: Logger | false | undefined, secrets: Secrets): Logger {
-  if (logger === false) return silentLogger;
-  const target: Logger = logger ?? {
-    debug: noop,
-    info: (m: string) => console.info(`${PREFIX} ${m}`),
-    warn: (m: string) => console.warn(`${PREFIX} ${m}`),
-    error: (m: string) => console.error(`${PREFIX} ${m}`),
-  };
+export function createLogger(logger: Logger | false | undefined, secrets: Secrets): StoreLogger {
+  if (logger === false) return wrapLogger(silentLogger, secrets);
+  return wrapLogger(
+    logger ?? {
+      debug: noop,
+      info: (m: string) => console.info(`${PREFIX} ${m}`),
+      warn: (m: string) => console.warn(`${PREFIX} ${m}`),
+      error: (m: string) => console.error(`${PREFIX} ${m}`),
+    },
+    secrets,
+  );
+}
+
+function wrapLogger(target: ChildCapable, secrets: Secrets): StoreLogger {
   const wrap = (level: keyof Logger) => (message: string, ...rest: unknown[]) =>
     target[level](secrets.mask(message), ...rest.map((r) => secrets.maskValue(r)));
-  return { debug: wrap('debug'), info: wrap('info'), warn: wrap('warn'), error: wrap('error') };
+  return {
+    debug: wrap('debug'),
+    info: wrap('info'),
+    warn: wrap('warn'),
+    error: wrap('error'),
+    child: (bindings) => (typeof target.child === 'function' ? wrapLogger(target.child(bindings), secrets) : wrapLogger(target, secrets)),
+  };
 }
 
 const URL_PASSWORD = /(\b[a-z][a-z0-9+.-]*:\/\/[^:/?#@\s]*:)([^@/?#\s]+)@/gi;

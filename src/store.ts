@@ -8,12 +8,13 @@ import { fromEnv, type FromEnvOptions } from './env.js';
 import { ErrorCode, StoreError } from './errors.js';
 import { idTime, nextId } from './ids.js';
 import { Journal } from './journal.js';
-import { createLogger, Secrets } from './logger.js';
+import { createLogger, Secrets, type StoreLogger } from './logger.js';
 import { applyOp, emptyUserState, mergeHistory, toMessage, type AppendOp, type Op } from './ops.js';
 import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredStoreOptions } from './options.js';
+import { Stats, type StoreStats } from './stats.js';
 import { Syncer } from './syncer.js';
 import { isTierUnavailable, Tier } from './tier.js';
-import type { BookingData, Health, JsonObject, Logger, Message, Role, SyncResult, TierState, UserId } from './types.js';
+import type { BookingData, Health, JsonObject, Message, Role, SyncResult, TierState, UserId } from './types.js';
 import { checkBooking, checkContent, checkIdempotencyKey, checkLimit, checkMeta, checkRole, normalizePhone, userKey } from './validate.js';
 
 export interface StoreEvents {
@@ -45,6 +46,14 @@ export interface AddMemoryOptions {
 }
 
 const MAX_DEAD_LETTERS = 1000;
+const OPERATION_OF: Record<Op['kind'], string> = {
+  append: 'addMemory',
+  clear: 'clearHistory',
+  phone: 'setUserPhone',
+  booking: 'setBookingData',
+  subscribe: 'setEmailSubscriber',
+  delete: 'deleteUser',
+};
 const MAX_STALE_USERS = 100_000;
 
 /**
@@ -53,7 +62,7 @@ const MAX_STALE_USERS = 100_000;
  */
 export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #opts: ResolvedOptions;
-  readonly #log: Logger;
+  readonly #log: StoreLogger;
   readonly #memory: MemoryAdapter;
   readonly #redis: Tier<RedisAdapter> | undefined;
   readonly #postgres: Tier<PostgresAdapter> | undefined;
@@ -77,6 +86,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #budgetMs: number;
   #deadLetters: DeadLetter[] = [];
   readonly #warnedAt = new Map<string, number>();
+  readonly #stats = new Stats();
 
   constructor(options: TieredStoreOptions = {}) {
     super();
@@ -89,19 +99,20 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
     const { historyLimit, ttlMs } = this.#opts;
     const config = { historyLimit, ttlMs, logger: this.#log, secrets };
-    const hooks = {
+    const hooks = (tier: string) => ({
       probeIntervalMs: this.#opts.probeIntervalMs,
-      logger: this.#log,
+      logger: this.#log.child({ tier }),
       secrets,
       recover: (tier: Tier) => this.#recover(tier),
       onDown: (tier: Tier, error: Error) => this.emit('tierDown', { tier: tier.name, error }),
+      onError: (tier: Tier) => this.#stats.count(tier.name, 'errors'),
       onUp: (tier: Tier, downForMs: number) => this.#onUp(tier, downForMs),
-    };
+    });
     this.#memory.bind({ ...config, role: 'durable' });
     options.redis?.bind({ ...config, role: options.postgres ? 'cache' : 'durable' });
     options.postgres?.bind({ ...config, role: 'durable' });
-    this.#redis = options.redis && new Tier(options.redis, hooks);
-    this.#postgres = options.postgres && new Tier(options.postgres, hooks);
+    this.#redis = options.redis && new Tier(options.redis, hooks('redis'));
+    this.#postgres = options.postgres && new Tier(options.postgres, hooks('postgres'));
     this.#cache = this.#postgres ? this.#redis : undefined;
     this.#durable = this.#postgres ?? this.#redis;
     this.#budgetMs = Math.max(options.redis?.timeoutMs ?? 0, options.postgres?.timeoutMs ?? 0);
@@ -151,7 +162,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   async getHistory(userId: UserId, options: { limit?: number } = {}): Promise<Message[]> {
     const user = userKey(userId);
     const limit = options.limit === undefined ? this.#opts.historyLimit : checkLimit(options.limit, MAX_HISTORY_LIMIT);
-    return this.#run((deadline) => this.#readHistory(user, limit, deadline));
+    return this.#run('getHistory', (deadline) => this.#readHistory(user, limit, deadline));
   }
 
   async clearHistory(userId: UserId): Promise<void> {
@@ -170,7 +181,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getUserPhone(userId: UserId): Promise<string | null> {
     const user = userKey(userId);
-    return (await this.#run((deadline) => this.#readUser(user, deadline))).phone.value;
+    return (await this.#run('getUserPhone', (deadline) => this.#readUser(user, deadline))).phone.value;
   }
 
   /** Stores a JSON object (at most `limits.bookingBytes` serialised); `null` removes it. */
@@ -182,7 +193,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getBookingData(userId: UserId): Promise<BookingData | null> {
     const user = userKey(userId);
-    return (await this.#run((deadline) => this.#readUser(user, deadline))).booking.value;
+    return (await this.#run('getBookingData', (deadline) => this.#readUser(user, deadline))).booking.value;
   }
 
   // ---- subscribers
@@ -197,12 +208,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async isEmailSubscriber(userId: UserId): Promise<boolean> {
     const user = userKey(userId);
-    return this.#run((deadline) => this.#isSubscriber(user, deadline));
+    return this.#run('isEmailSubscriber', (deadline) => this.#isSubscriber(user, deadline));
   }
 
   /** Every subscriber's user id as a string, in no particular order. */
   async getEmailSubscribers(): Promise<string[]> {
-    return this.#run((deadline) => this.#subscribers(deadline));
+    return this.#run('getEmailSubscribers', (deadline) => this.#subscribers(deadline));
   }
 
   /** Erases the user from every tier, pending writes included; a later replay never brings it back. */
@@ -233,7 +244,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   /** One sync pass now (after any pass already running). */
   async syncNow(): Promise<SyncResult> {
-    return this.#run(async () => {
+    return this.#run('syncNow', async () => {
       if (!this.#syncer) return { messages: 0, userData: 0, subscribers: 0, pending: 0, durationMs: 0 };
       try {
         const result = (await this.#syncer.run()) as SyncResult;
@@ -258,6 +269,23 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     };
   }
 
+  /** Hits, misses, errors and fallbacks per tier, latency per method, pending writes and sync lag. */
+  stats(): StoreStats {
+    const oldest = this.#journal.oldestId();
+    const syncedAt = this.#syncer?.lastSyncAt?.getTime();
+    const now = Date.now();
+    const oldestAges = [oldest ? now - idTime(oldest) : undefined, this.#syncer?.oldestPendingAt ? now - this.#syncer.oldestPendingAt : undefined];
+    const ages = oldestAges.filter((age): age is number => age !== undefined);
+    return {
+      tiers: structuredClone(this.#stats.tiers),
+      operations: this.#stats.operations(),
+      pending: this.health().pending,
+      oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
+      syncLagMs: syncedAt === undefined ? null : now - syncedAt,
+      deadLetters: this.#deadLetters.length,
+    };
+  }
+
   /** Writes PostgreSQL refused for good, newest last (at most 1000 are kept). */
   deadLetters(): readonly DeadLetter[] {
     return this.#deadLetters;
@@ -276,7 +304,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   /** Routes a write; resolves to the id of an earlier message when `op` repeated its idempotency key. */
   async #write(op: Op): Promise<string | undefined> {
-    return this.#run((deadline) => this.#route(op, deadline));
+    return this.#run(OPERATION_OF[op.kind], (deadline) => this.#route(op, deadline));
   }
 
   async #route(op: Op, deadline: number): Promise<string | undefined> {
@@ -315,6 +343,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   /** PostgreSQL is unreachable: journal in Redis (atomically with the write), else hold in RAM. */
   async #writeWithoutDurable(op: Op, deadline: number): Promise<string | undefined> {
+    this.#stats.count(this.#durable?.name ?? 'memory', 'fallbacks');
     const cache = this.#cache;
     if (cache?.up) {
       try {
@@ -354,11 +383,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const cache = this.#usableCache(user);
     let miss: CacheMiss | undefined;
     if (cache && limit <= historyLimit) {
-      const read = await this.#try(cache.call((c) => c.readHistory(user, limit), deadline));
+      const read = this.#counted(await this.#try(cache.call((c) => c.readHistory(user, limit), deadline)));
       if (read && !isMiss(read)) return read.messages;
       miss = read;
     }
     const want = Math.max(limit, historyLimit);
+    if (!durable.up) this.#stats.count(durable.name, 'fallbacks');
     if (durable.up) {
       const [read, cached] = await Promise.all([
         durable.call((d) => d.readHistory(user, want), deadline).catch(this.#unlessDown),
@@ -383,7 +413,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const cache = this.#usableCache(user);
     let miss: CacheMiss | undefined;
     if (cache) {
-      const read = await this.#try(cache.call((c) => c.readUser(user), deadline));
+      const read = this.#counted(await this.#try(cache.call((c) => c.readUser(user), deadline)));
       if (read && !isMiss(read)) return read;
       miss = read;
     }
@@ -403,7 +433,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const cache = this.#staleSubscribers || this.#staleAll ? undefined : this.#usableCache('');
     let miss: CacheMiss | undefined;
     if (cache) {
-      const read = await this.#try(cache.call((c) => c.readSubscribers(), deadline));
+      const read = this.#counted(await this.#try(cache.call((c) => c.readSubscribers(), deadline)));
       if (read && !isMiss(read)) return read;
       miss = read;
     }
@@ -426,7 +456,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   async #isSubscriber(user: string, deadline: number): Promise<boolean> {
     const cache = this.#staleSubscribers || this.#staleAll ? undefined : this.#usableCache(user);
     if (cache) {
-      const read = await this.#try(cache.call((c) => c.isSubscriber(user), deadline));
+      const read = this.#counted(await this.#try(cache.call((c) => c.isSubscriber(user), deadline)));
       if (typeof read === 'boolean') return read;
       if (read) return (await this.#subscribers(deadline)).includes(user);
     }
@@ -443,7 +473,15 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   #usableCache(user: string): Tier<RedisAdapter> | undefined {
     const cache = this.#cache;
-    return cache?.up && !this.#staleAll && !this.#stale.has(user) ? cache : undefined;
+    if (cache?.up && !this.#staleAll && !this.#stale.has(user)) return cache;
+    if (cache) this.#stats.count(cache.name, 'fallbacks');
+    return undefined;
+  }
+
+  /** Counts a cache read as a hit, a miss, or (undefined: it failed) a fallback. */
+  #counted<T>(read: T | CacheMiss | undefined): T | CacheMiss | undefined {
+    this.#stats.count('redis', read === undefined ? 'fallbacks' : isMiss(read) ? 'misses' : 'hits');
+    return read;
   }
 
   // A cache failure is never the caller's problem: treat it as a miss with nothing pending.
@@ -482,6 +520,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   // ---- staleness and recovery
 
   #markStale(op: Op): void {
+    this.#stats.count('redis', 'fallbacks');
     if (op.kind === 'subscribe' || op.kind === 'delete') this.#staleSubscribers = true;
     if (this.#stale.size >= MAX_STALE_USERS) this.#staleAll = true;
     else this.#stale.add(op.user);
@@ -569,15 +608,20 @@ export class TieredStore extends EventEmitter<StoreEvents> {
    * Runs a call once the tiers have started, within one time budget (the slowest tier's deadline)
    * however many tiers it meets, and tracks it so close() can wait for it.
    */
-  async #run<T>(work: (deadline: number) => Promise<T>): Promise<T> {
+  async #run<T>(operation: string, work: (deadline: number) => Promise<T>): Promise<T> {
     this.#assertOpen();
     if (!this.#ready) await this.#started;
+    const started = performance.now();
     const promise = work(Date.now() + this.#budgetMs);
     this.#inflight.add(promise);
+    let failed = true;
     try {
-      return await promise;
+      const result = await promise;
+      failed = false;
+      return result;
     } finally {
       this.#inflight.delete(promise);
+      this.#stats.time(operation, performance.now() - started, failed);
     }
   }
 

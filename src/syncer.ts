@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { StorageAdapter } from './adapter.js';
 import type { MemoryAdapter } from './adapters/memory.js';
 import type { RedisAdapter } from './adapters/redis.js';
+import { idTime } from './ids.js';
 import type { Journal } from './journal.js';
 import type { Op } from './ops.js';
 import { isTierUnavailable, type Tier } from './tier.js';
@@ -35,6 +36,8 @@ export class Syncer {
   #timer: NodeJS.Timeout | undefined;
   #chain: Promise<unknown> = Promise.resolve();
   lastSyncAt: Date | null = null;
+  /** When the oldest entry the last pass saw in Redis's journal was written (undefined: none). */
+  oldestPendingAt: number | undefined;
 
   constructor(private readonly deps: SyncerDeps) {}
 
@@ -68,6 +71,7 @@ export class Syncer {
   async #pass(background: boolean): Promise<SyncResult | undefined> {
     await this.deps.ready;
     const started = Date.now();
+    this.oldestPendingAt = undefined;
     const moved = { messages: 0, userData: 0, subscribers: 0 };
     await this.#flushJournal(moved);
     const { cache, durable } = this.deps;
@@ -82,6 +86,7 @@ export class Syncer {
       }
       const inCache = await cache.call((c) => c.pendingCount());
       this.deps.pendingInCache(inCache);
+      if (inCache === 0) this.oldestPendingAt = undefined;
       pending += inCache;
     }
     this.lastSyncAt = new Date();
@@ -107,6 +112,7 @@ export class Syncer {
       const users = await cache.call((c) => c.dirtyUsers(usersPerRound));
       if (users.length === 0) return;
       const journals = await cache.call((c) => c.readJournals(users, this.deps.batchSize));
+      this.#noteOldest(journals);
       const ops: Op[] = [];
       const entryOf = new Map<Op, string>();
       for (const [user, entries] of journals) {
@@ -135,6 +141,15 @@ export class Syncer {
         await Promise.all(users.map((user) => cache.call((c) => c.ack(user, []))));
       }
     }
+  }
+
+  #noteOldest(journals: Map<string, string[]>): void {
+    let oldest: string | undefined;
+    for (const entries of journals.values()) {
+      const id = entries[0]?.slice(7, 33);
+      if (id && (oldest === undefined || id < oldest)) oldest = id;
+    }
+    if (oldest !== undefined) this.oldestPendingAt = Math.min(this.oldestPendingAt ?? Infinity, idTime(oldest));
   }
 
   #decode(cache: RedisAdapter, user: string, entry: string): Op | undefined {

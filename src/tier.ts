@@ -11,6 +11,8 @@ export interface TierHooks {
   /** Runs after a probe succeeds and before the tier is used again (invalidate stale copies, ...). */
   recover(tier: Tier): Promise<void>;
   onDown(tier: Tier, error: Error): void;
+  /** Every failed call, outage or not (for stats). */
+  onError(tier: Tier): void;
   onUp(tier: Tier, downForMs: number): void;
 }
 
@@ -76,6 +78,7 @@ export class Tier<A extends StorageAdapter = StorageAdapter> {
   }
 
   #fail(error: unknown, always = false): Error {
+    this.hooks.onError(this);
     const masked = error instanceof Error ? this.hooks.secrets.maskError(error) : new Error(String(error));
     if (!always && !this.adapter.isUnavailable(error)) return error instanceof TierError ? error : wrapRejected(this.name, masked);
     if (isTimeout(error)) void this.adapter.reset().catch(() => {});
