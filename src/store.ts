@@ -573,6 +573,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (this.#deadLetters.length > MAX_DEAD_LETTERS) this.#deadLetters.shift();
     this.#log.error(`postgres refused a ${op.kind} of user ${op.user} for good (${error.message}); set aside as a dead letter`);
     this.emit('deadLetter', letter);
+    // Kept where other processes (and the doctor command) can see it.
+    void this.#postgres
+      ?.call((pg) => pg.recordDeadLetter(op, error.message))
+      .catch((e: unknown) => this.#log.warn(`could not record the dead letter in PostgreSQL: ${(e as Error).message}`));
   }
 
   #syncFailed(error: Error): void {

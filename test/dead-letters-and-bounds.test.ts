@@ -35,6 +35,9 @@ describe('a write PostgreSQL refuses for good', () => {
     rig.acked.get('u0'); // 'a' and 'b' only
     const rows = await rig.sql`select content from ${rig.sql(`${rig.names.schema}.messages`)} where user_id = 'u0' order by id`;
     expect(rows.map((r) => r.content)).toEqual(['a', 'b']);
+    await expect
+      .poll(async () => (await rig!.sql`select user_id, kind, entry, error from ${rig!.sql(`${rig!.names.schema}.dead_letters`)}`).map((r) => ({ ...r })))
+      .toEqual([{ user_id: 'u0', kind: 'append', entry: expect.stringContaining('"poison"'), error: expect.stringMatching(/no_poison/) }]);
   });
 
   it('both down: a held write PostgreSQL refuses on replay does not block the others', async () => {

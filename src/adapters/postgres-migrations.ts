@@ -54,6 +54,21 @@ create index users_subscribed on users (user_id) where subscribed;`,
 alter table messages add column idempotency_key text;
 create unique index messages_idempotency_key on messages (user_id, idempotency_key) where idempotency_key is not null;`,
   },
+  {
+    version: 3,
+    name: 'dead_letters',
+    sql: `-- Writes PostgreSQL refused for good, set aside so the rest of a journal moves on; kept for
+-- people to look at (the doctor command counts them), never replayed by the store.
+create table dead_letters (
+  seq bigserial primary key,
+  user_id text not null,
+  op_id text not null,
+  kind text not null,
+  entry text not null,
+  error text not null,
+  at timestamptz not null default now()
+);`,
+  },
 ];
 
 /** The text run for a migration: the ledger, the change, and its row in the ledger. */

@@ -166,6 +166,14 @@ export class PostgresAdapter implements StorageAdapter {
     return row?.subscribed === true;
   }
 
+  /** Keeps a write PostgreSQL refused for good in `dead_letters`, as JSON text (which any row can hold). */
+  async recordDeadLetter(op: Op, error: string): Promise<void> {
+    const sql = this.#sql;
+    await this.#q(sql`
+      insert into ${sql(`${this.schema}.dead_letters`)} (user_id, op_id, kind, entry, error)
+      values (${op.user}, ${op.id}, ${op.kind}, ${JSON.stringify(op)}, ${error})`);
+  }
+
   isUnavailable(error: unknown): boolean {
     if (error instanceof TierError) return error.code === ErrorCode.TIER_TIMEOUT;
     const code = (error as { code?: unknown } | null)?.code;
