@@ -14,6 +14,11 @@ export interface AdapterConfig {
   secrets: Secrets;
 }
 
+export interface ReadOptions {
+  /** Read what is committed on the primary: the result fills a cache. */
+  fresh?: boolean;
+}
+
 export interface HistoryRead {
   /** Oldest first, the newest `limit`. */
   messages: Message[];
@@ -60,12 +65,15 @@ export interface StorageAdapter {
    * May resolve to one {@link WriteOutcome} per op.
    */
   write(ops: readonly Op[]): Promise<void | readonly WriteOutcome[]>;
-  /** The newest `limit` messages, oldest first; a cache may answer with a miss. */
-  readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss>;
+  /**
+   * The newest `limit` messages, oldest first; a cache may answer with a miss. `fresh`: the read
+   * fills a cache, so it must see every committed write (no lagging replica).
+   */
+  readHistory(user: string, limit: number, options?: ReadOptions): Promise<HistoryRead | CacheMiss>;
   /** Phone, booking and subscription (nulls and false for an unknown user); a cache may answer with a miss. */
-  readUser(user: string): Promise<UserRecord | CacheMiss>;
+  readUser(user: string, options?: ReadOptions): Promise<UserRecord | CacheMiss>;
   /** Every subscriber, in no particular order; a cache may answer with a miss. */
-  readSubscribers(): Promise<string[] | CacheMiss>;
+  readSubscribers(options?: ReadOptions): Promise<string[] | CacheMiss>;
   isSubscriber(user: string): Promise<boolean | CacheMiss>;
   /** True when `error` (thrown by this adapter) means the tier cannot be reached or timed out. */
   isUnavailable(error: unknown): boolean;

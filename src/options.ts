@@ -28,6 +28,17 @@ export interface TieredStoreOptions {
   journalLimit?: number;
   /** Ops moved per transaction by the syncer. @default 5000 */
   syncBatchSize?: number;
+  /**
+   * What PostgreSQL keeps, enforced in batches by the syncer: the newest `keepLast` messages of each
+   * user this process wrote to (at least `historyLimit`), and/or messages younger than `maxAgeDays`.
+   * @default keep everything
+   */
+  retention?: Retention;
+}
+
+export interface Retention {
+  keepLast?: number;
+  maxAgeDays?: number;
 }
 
 export type WriteMode = 'write-through' | 'write-behind';
@@ -46,6 +57,7 @@ export interface ResolvedOptions {
   probeIntervalMs: number;
   journalLimit: number;
   syncBatchSize: number;
+  retention: Retention;
 }
 
 export const MAX_HISTORY_LIMIT = 10_000;
@@ -71,7 +83,21 @@ export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
     probeIntervalMs: positive(options.probeIntervalMs, 'probeIntervalMs', 1000),
     journalLimit: positive(options.journalLimit, 'journalLimit', 100_000),
     syncBatchSize: positive(options.syncBatchSize, 'syncBatchSize', 5000),
+    retention: checkRetention(options.retention, historyLimit),
   };
+}
+
+function checkRetention(retention: Retention | undefined, historyLimit: number): Retention {
+  const out: Retention = {};
+  if (retention?.keepLast !== undefined) {
+    const keepLast = positive(retention.keepLast, 'retention.keepLast');
+    if (!Number.isSafeInteger(keepLast) || keepLast < historyLimit) {
+      throw new ConfigurationError(ErrorCode.INVALID_OPTION, `retention.keepLast must be an integer of at least historyLimit (${historyLimit}), got ${keepLast}`);
+    }
+    out.keepLast = keepLast;
+  }
+  if (retention?.maxAgeDays !== undefined) out.maxAgeDays = positive(retention.maxAgeDays, 'retention.maxAgeDays');
+  return out;
 }
 
 /** `value` if it is a positive finite number, `fallback` if undefined; a coded error otherwise. */

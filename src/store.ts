@@ -87,6 +87,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   #deadLetters: DeadLetter[] = [];
   readonly #warnedAt = new Map<string, number>();
   readonly #stats = new Stats();
+  /** Users this process appended to since the last sync pass, for retention.keepLast. */
+  readonly #written = new Set<string>();
 
   constructor(options: TieredStoreOptions = {}) {
     super();
@@ -130,6 +132,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       flushed: (users) => this.#invalidate(users, true),
       deadLetter: (op, error) => this.#deadLetter(op, error),
       pendingInCache: (count) => (this.#pendingInCache = count),
+      retention: this.#opts.retention,
+      takeWrittenUsers: () => {
+        const users = [...this.#written];
+        this.#written.clear();
+        return users;
+      },
     });
 
     this.#log.info(this.#describe(options));
@@ -308,6 +316,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   }
 
   async #route(op: Op, deadline: number): Promise<string | undefined> {
+    if (op.kind === 'append' && this.#opts.retention.keepLast !== undefined && this.#written.size < 100_000) this.#written.add(op.user);
     const durable = this.#durable;
     if (!durable) return repeated(this.#memory.writeSync([op]));
     if (op.kind === 'delete') this.#erasePending(op.user);
@@ -391,7 +400,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (!durable.up) this.#stats.count(durable.name, 'fallbacks');
     if (durable.up) {
       const [read, cached] = await Promise.all([
-        durable.call((d) => d.readHistory(user, want), deadline).catch(this.#unlessDown),
+        durable.call((d) => d.readHistory(user, want, { fresh: miss !== undefined }), deadline).catch(this.#unlessDown),
         this.#pending(user, miss, cache, deadline),
       ]);
       if (read && !isMiss(read)) {
@@ -418,7 +427,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       miss = read;
     }
     const [read, pending] = await Promise.all([
-      durable.up ? durable.call((d) => d.readUser(user), deadline).catch(this.#unlessDown) : undefined,
+      durable.up ? durable.call((d) => d.readUser(user, { fresh: miss !== undefined }), deadline).catch(this.#unlessDown) : undefined,
       this.#pending(user, miss, cache, deadline),
     ]);
     const base = read && !isMiss(read) ? read : await this.#memory.readUser(user);
@@ -437,11 +446,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       if (read && !isMiss(read)) return read;
       miss = read;
     }
-    const list = durable.up ? await durable.call((d) => d.readSubscribers(), deadline).catch(this.#unlessDown) : undefined;
+    const list = durable.up ? await durable.call((d) => d.readSubscribers({ fresh: miss !== undefined }), deadline).catch(this.#unlessDown) : undefined;
     const base = new Set(list && !isMiss(list) ? list : await this.#memory.readSubscribers());
     const pending = [...(miss?.pending ?? []), ...this.#journal.users().flatMap((u) => this.#journal.forUser(u))];
     for (const user of new Set(pending.map((op) => op.user))) {
-      const record = list && durable.up ? await durable.call((d) => d.readUser(user), deadline).catch(this.#unlessDown) : undefined;
+      const record = list && durable.up ? await durable.call((d) => d.readUser(user, { fresh: miss !== undefined }), deadline).catch(this.#unlessDown) : undefined;
       const start = record && !isMiss(record) ? record.subscribed : { value: base.has(user), id: '' };
       const state = { ...emptyUserState(), subscribed: { ...start } };
       for (const op of pending) if (op.user === user) applyOp(state, op);

@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto';
 import type { StorageAdapter } from './adapter.js';
 import type { MemoryAdapter } from './adapters/memory.js';
+import type { PostgresAdapter } from './adapters/postgres.js';
 import type { RedisAdapter } from './adapters/redis.js';
 import { idTime } from './ids.js';
 import type { Journal } from './journal.js';
 import type { Op } from './ops.js';
 import { isTierUnavailable, type Tier } from './tier.js';
+import type { Retention } from './options.js';
 import type { Logger, SyncResult } from './types.js';
 
 export interface SyncerDeps {
@@ -22,6 +24,9 @@ export interface SyncerDeps {
   flushed(users: Set<string>): Promise<void>;
   deadLetter(op: Op, error: Error): void;
   pendingInCache(count: number): void;
+  /** Retention rules, and the users this process wrote messages for since the last pass (taken by the call). */
+  retention: Retention;
+  takeWrittenUsers(): string[];
 }
 
 const LOCK_MS = 60_000;
@@ -89,8 +94,25 @@ export class Syncer {
       if (inCache === 0) this.oldestPendingAt = undefined;
       pending += inCache;
     }
+    await this.#retain();
     this.lastSyncAt = new Date();
     return { ...moved, pending, durationMs: Date.now() - started };
+  }
+
+  async #retain(): Promise<void> {
+    const { durable, retention, batchSize, logger } = this.deps;
+    if (retention.keepLast === undefined && retention.maxAgeDays === undefined) return;
+    const adapter = durable.adapter as StorageAdapter & { enforceRetention?: PostgresAdapter['enforceRetention'] };
+    if (!adapter.enforceRetention || !durable.up) return;
+    const users = this.deps.takeWrittenUsers();
+    const rule = {
+      users,
+      batch: Math.min(batchSize, 1000),
+      ...(retention.keepLast === undefined ? {} : { keepLast: retention.keepLast }),
+      ...(retention.maxAgeDays === undefined ? {} : { before: new Date(Date.now() - retention.maxAgeDays * 86_400_000) }),
+    };
+    const deleted = await durable.call((d) => (d as typeof adapter).enforceRetention!(rule));
+    if (deleted > 0) logger.debug(`retention removed ${deleted} messages`);
   }
 
   /** Writes held in this process (a PostgreSQL outage) go to the durable tier in batches. */

@@ -69,6 +69,12 @@ create table dead_letters (
   at timestamptz not null default now()
 );`,
   },
+  {
+    version: 4,
+    name: 'retention_by_age',
+    sql: `-- Finds messages past retention.maxAgeDays in batches without scanning the table.
+create index messages_created_at on messages (created_at);`,
+  },
 ];
 
 /** The text run for a migration: the ledger, the change, and its row in the ledger. */

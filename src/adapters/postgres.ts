@@ -1,5 +1,5 @@
-import type { Options, PendingQuery, Row, Sql, TransactionSql } from 'postgres';
-import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
+import type { Options, PendingQuery, Row, RowList, Sql, TransactionSql } from 'postgres';
+import type { AdapterConfig, HistoryRead, ReadOptions, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
 import { withDeadline } from '../deadline.js';
 import { ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
@@ -22,6 +22,13 @@ export interface PostgresAdapterOptions {
   connectTimeoutMs?: number;
   /** Connections in the pool the adapter opens. @default 10 */
   max?: number;
+  /**
+   * A read replica (or a read-only pooler). Reads go there, except reads that refill Redis, which
+   * must see every committed write and go to `url`. Reads from a replica may lag behind writes.
+   */
+  readUrl?: string;
+  /** Named prepared statements; turn off behind PgBouncer in transaction mode (before 1.21). @default true */
+  preparedStatements?: boolean;
   /** Extra postgres.js options for the pool the adapter opens (ignored with `sql`). */
   postgresOptions?: Options<Record<string, never>>;
 }
@@ -42,8 +49,11 @@ export class PostgresAdapter implements StorageAdapter {
   readonly timeoutMs: number;
   readonly connectTimeoutMs: number;
   #sql: Sql;
+  #read: Sql | undefined;
   readonly #open: (() => Sql) | undefined;
+  readonly #openRead: (() => Sql) | undefined;
   readonly #url: string | undefined;
+  readonly #readUrl: string | undefined;
   readonly #t: { messages: string; users: string };
   #migrated: Promise<void> | undefined;
   #bound = false;
@@ -60,19 +70,29 @@ export class PostgresAdapter implements StorageAdapter {
     }
     const url = checkUrl(options.url ?? 'postgres://postgres@127.0.0.1:5432/postgres');
     this.#url = url;
+    this.#readUrl = options.readUrl === undefined ? undefined : checkUrl(options.readUrl);
     const postgres = loadPeer<Postgres>('postgres', 'PostgresAdapter');
     const max = positive(options.max, 'PostgresAdapter: max', 10);
-    this.#open = () =>
-      postgres(url, {
+    const open = (target: string) => () =>
+      postgres(target, {
         max,
         connect_timeout: Math.ceil(this.connectTimeoutMs / 1000),
         idle_timeout: 60,
         max_lifetime: 30 * 60,
+        prepare: options.preparedStatements ?? true,
         onnotice: () => {},
         connection: { application_name: 'tiered-conversation-store' },
         ...options.postgresOptions,
       });
+    this.#open = open(url);
+    this.#openRead = this.#readUrl === undefined ? undefined : open(this.#readUrl);
     this.#sql = this.#open();
+    this.#read = this.#openRead?.();
+  }
+
+  /** The pool a read goes to: the replica, unless it must be fresh. */
+  #reader(options: ReadOptions | undefined): Sql {
+    return options?.fresh || !this.#read ? this.#sql : this.#read;
   }
 
   /** The pool in use (it changes when a hung pool is replaced). */
@@ -81,11 +101,12 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   describe(): string {
-    return this.#url ? maskUrl(this.#url) : 'a client passed in';
+    if (!this.#url) return 'a client passed in';
+    return this.#readUrl ? `${maskUrl(this.#url)} (reads: ${maskUrl(this.#readUrl)})` : maskUrl(this.#url);
   }
 
   secrets(): string[] {
-    return this.#url ? [this.#url] : [];
+    return [this.#url, this.#readUrl].filter((url): url is string => url !== undefined);
   }
 
   bind(_config: AdapterConfig): void {
@@ -124,8 +145,8 @@ export class PostgresAdapter implements StorageAdapter {
     return first && first.id !== op.id ? (first.id as string) : true;
   }
 
-  async readHistory(user: string, limit: number): Promise<HistoryRead> {
-    const sql = this.#sql;
+  async readHistory(user: string, limit: number, options?: ReadOptions): Promise<HistoryRead> {
+    const sql = this.#reader(options);
     const rows = await this.#q(sql`
       select f.floor, m.id, m.role, m.content, m.meta, m.created_at
       from (select coalesce((select history_floor from ${sql(this.#t.users)} where user_id = ${user}), '') as floor) f
@@ -142,8 +163,8 @@ export class PostgresAdapter implements StorageAdapter {
     return { messages, floor: (rows[0]?.floor as string | undefined) ?? '' };
   }
 
-  async readUser(user: string): Promise<UserRecord> {
-    const sql = this.#sql;
+  async readUser(user: string, options?: ReadOptions): Promise<UserRecord> {
+    const sql = this.#reader(options);
     const [row] = await this.#q(sql`
       select phone, phone_v, booking, booking_v, subscribed, subscribed_v from ${sql(this.#t.users)} where user_id = ${user}`);
     const stamp = <T>(value: unknown, id: unknown, empty: T) => ({ value: (value ?? empty) as T, id: (id as string | null) ?? '' });
@@ -154,16 +175,43 @@ export class PostgresAdapter implements StorageAdapter {
     };
   }
 
-  async readSubscribers(): Promise<string[]> {
-    const sql = this.#sql;
+  async readSubscribers(options?: ReadOptions): Promise<string[]> {
+    const sql = this.#reader(options);
     const rows = await this.#q(sql`select user_id from ${sql(this.#t.users)} where subscribed`);
     return rows.map((row) => row.user_id as string);
   }
 
   async isSubscriber(user: string): Promise<boolean> {
-    const sql = this.#sql;
+    const sql = this.#reader(undefined);
     const [row] = await this.#q(sql`select subscribed from ${sql(this.#t.users)} where user_id = ${user}`);
     return row?.subscribed === true;
+  }
+
+  /**
+   * Deletes, in batches of `batch`, messages beyond the newest `keepLast` of each of `users` and
+   * messages created before `before`. Returns how many went.
+   */
+  async enforceRetention(rule: { users: readonly string[]; keepLast?: number; before?: Date; batch: number }): Promise<number> {
+    const sql = this.#sql;
+    const messages = sql(this.#t.messages);
+    let deleted = 0;
+    for (let i = 0; rule.keepLast !== undefined && i < rule.users.length; i += rule.batch) {
+      const users = rule.users.slice(i, i + rule.batch);
+      const result = await this.#q(sql`
+        delete from ${messages} m using (
+          select u.user_id, (select id from ${messages} x where x.user_id = u.user_id order by x.id desc offset ${rule.keepLast} limit 1) as cutoff
+          from unnest(${users as string[]}::text[]) as u(user_id)
+        ) c
+        where m.user_id = c.user_id and m.id <= c.cutoff`);
+      deleted += result.count;
+    }
+    for (let count = rule.batch; rule.before !== undefined && count === rule.batch; deleted += count) {
+      const result = await this.#q(sql`
+        with doomed as (select user_id, id from ${messages} where created_at < ${rule.before} order by created_at limit ${rule.batch})
+        delete from ${messages} m using doomed d where m.user_id = d.user_id and m.id = d.id`);
+      count = result.count;
+    }
+    return deleted;
   }
 
   /** Keeps a write PostgreSQL refused for good in `dead_letters`, as JSON text (which any row can hold). */
@@ -183,15 +231,17 @@ export class PostgresAdapter implements StorageAdapter {
   /** Replaces a pool the adapter opened (its connections may hang on a dead server). */
   async reset(): Promise<void> {
     if (!this.#open || this.#closed) return;
-    const old = this.#sql;
+    const old = [this.#sql, this.#read];
     this.#sql = this.#open();
-    await old.end({ timeout: 0 }).catch(() => {});
+    this.#read = this.#openRead?.();
+    await Promise.all(old.map((pool) => pool?.end({ timeout: 0 }).catch(() => {})));
   }
 
   async close(): Promise<void> {
     if (this.#closed || !this.#open) return;
     this.#closed = true;
-    await this.#sql.end({ timeout: Math.ceil(this.timeoutMs / 1000) }).catch(() => {});
+    const timeout = Math.ceil(this.timeoutMs / 1000);
+    await Promise.all([this.#sql, this.#read].map((pool) => pool?.end({ timeout }).catch(() => {})));
   }
 
   /** Every migration as the SQL text it runs, for `dist/sql/` and DBAs. */
@@ -275,7 +325,7 @@ export class PostgresAdapter implements StorageAdapter {
 
   // postgres.js's query.cancel() drops the promise of its cancel request, which then rejects
   // unhandled when the server is unreachable; an abandoned query's pool is replaced instead.
-  #q<T extends readonly Row[]>(query: PendingQuery<T>): Promise<T> {
+  #q<T extends readonly Row[]>(query: PendingQuery<T>): Promise<RowList<T>> {
     return withDeadline(this.name, this.timeoutMs, query.execute());
   }
 }

@@ -1,0 +1,51 @@
+#!/usr/bin/env node
+import { version } from '../package.json';
+import { ConfigurationError } from './errors.js';
+import { BIN, parseCommandLine, type Command, type Flags } from './cli/args.js';
+import { doctor } from './cli/doctor.js';
+import { CliError, Exit } from './cli/errors.js';
+import { commandHelp, mainHelp } from './cli/help.js';
+import { migrate } from './cli/migrate.js';
+import { Output } from './cli/output.js';
+import { sync } from './cli/sync.js';
+
+type Env = Record<string, string | undefined>;
+
+const COMMANDS: Record<Command, (flags: Flags, env: Env, output: Output) => Promise<number>> = { doctor, migrate, sync };
+
+/** Time for output to drain before exiting anyway when a hung server's socket would keep the process alive. */
+const EXIT_GRACE_MS = 200;
+
+async function main(argv: string[], env: Env): Promise<number> {
+  const output = new Output(env);
+  try {
+    const invocation = parseCommandLine(argv, env);
+    if (invocation.kind === 'version') output.out(version);
+    else if (invocation.kind === 'help') output.out(invocation.command ? commandHelp(invocation.command) : mainHelp());
+    else return await COMMANDS[invocation.command](invocation.flags, env, output);
+    return Exit.OK;
+  } catch (error) {
+    return failed(error, output);
+  }
+}
+
+function failed(error: unknown, output: Output): number {
+  if (error instanceof CliError) {
+    output.err(`${BIN}: ${error.message}`);
+    if (error.exitCode === Exit.USAGE) output.err(`Run "${BIN} --help" for usage.`);
+    return error.exitCode;
+  }
+  // Configuration the library refuses (a bad URL variable, a missing ioredis or postgres) is the user's to fix.
+  if (error instanceof ConfigurationError) {
+    output.err(`${BIN}: ${output.describe(error)}`);
+    return Exit.USAGE;
+  }
+  output.err(`${BIN}: unexpected error: ${output.describe(error)}`);
+  return Exit.FAILED;
+}
+
+// No top-level await: the entry builds as CommonJS too.
+void main(process.argv.slice(2), process.env).then((code) => {
+  process.exitCode = code;
+  setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
+});

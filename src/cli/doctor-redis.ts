@@ -1,0 +1,85 @@
+import { RedisAdapter } from '../adapters/redis.js';
+import type { EnvTarget } from '../env.js';
+import { maskUrl } from '../logger.js';
+import { Calls, settleWithin, tierFacts, type TierFacts } from './calls.js';
+import type { Output } from './output.js';
+
+export interface RedisFacts extends TierFacts {
+  /** `redis_version` from INFO. */
+  version: string | null;
+  /** `redis_mode` from INFO: standalone, cluster or sentinel. */
+  mode: string | null;
+  cluster: boolean;
+  /** Writes in the pending journal, waiting for PostgreSQL. */
+  pending: number | null;
+  /** Users with keys under the prefix (their `:m` key), counted with SCAN. */
+  hotUsers: number | null;
+  /** False when the SCAN stopped at its time budget: `hotUsers` is then a lower bound. */
+  hotUsersComplete: boolean;
+  warnings: string[];
+}
+
+export interface CheckOptions {
+  keyPrefix: string;
+  timeoutMs: number;
+  output: Output;
+}
+
+// Policies that may evict keys without a TTL, pending journals included.
+const EVICTS_JOURNALS = /^allkeys-/;
+
+export async function checkRedis(target: EnvTarget, options: CheckOptions): Promise<RedisFacts> {
+  const facts: RedisFacts = {
+    ...tierFacts(maskUrl(target.url), target.source),
+    ...{ version: null, mode: null, cluster: false, pending: null, hotUsers: null, hotUsersComplete: false, warnings: [] },
+  };
+  let adapter: RedisAdapter;
+  try {
+    adapter = new RedisAdapter({ url: target.url, keyPrefix: options.keyPrefix, timeoutMs: options.timeoutMs, connectTimeoutMs: options.timeoutMs });
+  } catch (error) {
+    facts.error = options.output.describe(error);
+    return facts;
+  }
+  const calls = new Calls('redis', options.timeoutMs, facts, (e) => options.output.describe(e), (e) => adapter.isUnavailable(e));
+  try {
+    await calls.reach(() => adapter.connect());
+    facts.latencyMs = await calls.latency(() => adapter.ping());
+    const info = await calls.run('INFO', () => adapter.client.info());
+    if (info !== undefined) describeServer(facts, info, adapter.cluster);
+    facts.pending = (await calls.run('pending journal', () => adapter.pendingCount())) ?? null;
+    await countHotUsers(facts, adapter, calls, options);
+  } finally {
+    await settleWithin(options.timeoutMs, adapter.close());
+  }
+  return facts;
+}
+
+function describeServer(facts: RedisFacts, info: string, clusterClient: boolean): void {
+  facts.version = field(info, 'redis_version');
+  facts.mode = field(info, 'redis_mode');
+  facts.cluster = clusterClient || facts.mode === 'cluster';
+  const policy = field(info, 'maxmemory_policy');
+  if (policy && EVICTS_JOURNALS.test(policy)) {
+    facts.warnings.push(`maxmemory-policy ${policy} may evict pending journals (keys without a TTL): use noeviction or volatile-lru`);
+  }
+}
+
+/** SCAN (never KEYS) over `<prefix>:{*}:m`, within a time budget of five deadlines. */
+async function countHotUsers(facts: RedisFacts, adapter: RedisAdapter, calls: Calls, options: CheckOptions): Promise<void> {
+  const budgetEnds = Date.now() + options.timeoutMs * 5;
+  const pattern = `${adapter.keyPrefix}:{*}:m`;
+  let cursor = '0';
+  let found = 0;
+  do {
+    const reply = await calls.run('SCAN', () => adapter.client.scan(cursor, 'MATCH', pattern, 'COUNT', 1000));
+    if (!reply) return;
+    cursor = reply[0];
+    found += reply[1].length;
+  } while (cursor !== '0' && Date.now() < budgetEnds);
+  facts.hotUsers = found;
+  facts.hotUsersComplete = cursor === '0';
+}
+
+function field(info: string, name: string): string | null {
+  return new RegExp(`^${name}:(.*)$`, 'm').exec(info)?.[1]?.trim() ?? null;
+}

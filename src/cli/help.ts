@@ -1,0 +1,99 @@
+import { BIN, COMMANDS, DEFAULT_TIMEOUT_MS, type Command } from './args.js';
+
+const ENVIRONMENT = `Environment (read as TieredStore.fromEnv reads it):
+  Redis         REDIS_URL, else REDIS_PUBLIC_URL, else REDISHOST + REDISPORT (+ REDISUSER, REDISPASSWORD)
+  PostgreSQL    DATABASE_URL, else DATABASE_PUBLIC_URL, else PGHOST / PGPORT / PGUSER / PGPASSWORD / PGDATABASE
+  STORE_KEY_PREFIX, STORE_SCHEMA   defaults of --key-prefix and --schema
+Passwords are masked in everything the CLI prints.`;
+
+const EXIT_CODES = `Exit codes:
+  0   done (doctor: every configured tier answers; memory only counts as fine)
+  1   a configured tier is unreachable or failed the command
+  2   usage error, or configuration that cannot be used (a bad URL variable, a tier the command
+      needs not configured, ioredis or postgres not installed)`;
+
+const OPTION = {
+  keyPrefix: '  --key-prefix <prefix>  Redis key prefix (default: STORE_KEY_PREFIX, else "tcs")',
+  schema: '  --schema <name>        PostgreSQL schema (default: STORE_SCHEMA, else "tcs")',
+  timeout: (ms: number, what: string) => `  --timeout <ms>         ${what} (default: ${ms})`,
+  json: '  --json                 machine-readable output on stdout',
+  help: '  -h, --help             this help',
+};
+
+const SUMMARY: Record<Command, string> = {
+  doctor: 'report the tiers the environment configures: reachable, versions, migrations, counts',
+  migrate: 'apply the PostgreSQL migrations (--print: print their SQL instead)',
+  sync: "move the writes pending in Redis's journal to PostgreSQL, once",
+};
+
+const DETAIL: Record<Command, string> = {
+  doctor: `Usage: ${BIN} doctor [options]
+
+For each tier the environment configures: its URL (password masked) and the variable it came
+from; whether it answers, with the error if not, and the median round trip of 5 pings; the
+server version (Redis: standalone or cluster); PostgreSQL's migration state against the versions
+this package ships; Redis's pending journal and users with hot copies (SCAN, never KEYS);
+PostgreSQL's users, subscribers and dead letters. Changes nothing. Every call has a deadline,
+so a hung server is reported, not waited for.
+
+Options:
+${OPTION.keyPrefix}
+${OPTION.schema}
+${OPTION.timeout(DEFAULT_TIMEOUT_MS.doctor, 'deadline of every call to a server, in milliseconds')}
+${OPTION.json}
+${OPTION.help}`,
+  migrate: `Usage: ${BIN} migrate [options]
+
+Applies the migrations this package ships to the schema (creating it), under the same advisory
+lock a starting store takes, and prints the versions it applied. A store also applies them on
+first connect: run this to migrate at deploy time, or with --print to hand the SQL to a DBA.
+
+Options:
+${OPTION.schema}
+  --print                print the SQL of every migration (for a fresh schema, wrapped in one
+                         transaction: ${BIN} migrate --print | psql "$DATABASE_URL");
+                         needs no server
+${OPTION.timeout(DEFAULT_TIMEOUT_MS.migrate, 'deadline of connecting and of the migration, in milliseconds')}
+${OPTION.help}`,
+  sync: `Usage: ${BIN} sync [options]
+
+Runs one sync pass, as store.syncNow() does: moves the writes pending in Redis's journal
+(write-behind writes, writes held while PostgreSQL was down) to PostgreSQL, and prints what moved.
+With a large journal it shows progress: a bar on a terminal, plain lines otherwise. Needs both
+Redis and PostgreSQL.
+
+Options:
+${OPTION.keyPrefix}
+${OPTION.schema}
+${OPTION.timeout(DEFAULT_TIMEOUT_MS.sync, 'deadline of every call to a server, in milliseconds')}
+${OPTION.json}
+${OPTION.help}`,
+};
+
+export function mainHelp(): string {
+  const commands = COMMANDS.map((c) => `  ${c.padEnd(9)} ${SUMMARY[c]}`).join('\n');
+  return `${BIN}: check, migrate and sync the stores a bot configures from its environment
+
+Usage: ${BIN} <command> [options]
+
+Commands:
+${commands}
+
+Options:
+  -h, --help     this help; ${BIN} <command> --help for a command's
+  -v, --version  the package's version
+
+${ENVIRONMENT}
+
+${EXIT_CODES}
+`;
+}
+
+export function commandHelp(command: Command): string {
+  return `${DETAIL[command]}
+
+${ENVIRONMENT}
+
+${EXIT_CODES}
+`;
+}
