@@ -83,6 +83,37 @@ describe.each(['write-through', 'write-behind'] as const)('a store on a Cluster,
   });
 });
 
+it('the shared keys do not make one hot slot: 3,000 subscribers spread over the three masters', async () => {
+  const store = clusterStore({ writeMode: 'write-behind' });
+  const users = Array.from({ length: 3000 }, (_, i) => `spread_${i}`);
+  for (let i = 0; i < users.length; i += 100) await Promise.all(users.slice(i, i + 100).map((u) => store.addEmailSubscriber(u)));
+  expect((await store.getEmailSubscribers()).filter((u) => u.startsWith('spread_'))).toHaveLength(3000);
+  const perMaster = new Map<number, { subscribers: number; pendingUsers: number }>();
+  for (let shard = 0; shard < 16; shard++) {
+    const subs = `${names.keyPrefix}:{subs:${shard}}:s`;
+    const dirty = `${names.keyPrefix}:{sync:${shard}}:dirty`;
+    const owner = (await cluster.masterForKey(subs)).port;
+    const { Redis } = await import('ioredis');
+    const node = new Redis({ port: owner, host: '127.0.0.1' });
+    const ownerOfDirty = (await cluster.masterForKey(dirty)).port;
+    const dirtyNode = ownerOfDirty === owner ? node : new Redis({ port: ownerOfDirty, host: '127.0.0.1' });
+    const counts = perMaster.get(owner) ?? { subscribers: 0, pendingUsers: 0 };
+    counts.subscribers += (await node.scard(subs)) - 1; // minus the completeness marker, if filled
+    perMaster.set(owner, counts);
+    const dirtyCounts = perMaster.get(ownerOfDirty) ?? { subscribers: 0, pendingUsers: 0 };
+    dirtyCounts.pendingUsers += await dirtyNode.scard(dirty);
+    perMaster.set(ownerOfDirty, dirtyCounts);
+    node.disconnect();
+    dirtyNode.disconnect();
+  }
+  const shares = [...perMaster.values()].map((c) => c.pendingUsers / 3000);
+  console.info(`shared keys per master (16 shards): ${[...perMaster].map(([port, c]) => `${port}: ${c.subscribers} subscribers, ${c.pendingUsers} pending users`).join("; ")}`);
+  expect(perMaster.size).toBe(3);
+  expect(Math.max(...shares)).toBeLessThan(0.5);
+  await store.syncNow();
+  await store.close();
+});
+
 it('a master fails over while writers run: no acknowledged write is lost and reads are complete', async () => {
   const store = clusterStore({ historyLimit: 50 });
   const user = 'failover_user';
