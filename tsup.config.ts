@@ -10,6 +10,7 @@ export default defineConfig({
     ai: 'src/ai.ts',
     otel: 'src/otel.ts',
     testing: 'src/testing.ts',
+    cli: 'src/cli.ts',
   },
   format: ['esm', 'cjs'],
   dts: true,

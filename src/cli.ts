@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 import { version } from '../package.json';
-import { ConfigurationError } from './errors.js';
+import { ConfigurationError, ErrorCode } from './errors.js';
 import { BIN, parseCommandLine, type Command, type Flags } from './cli/args.js';
 import { doctor } from './cli/doctor.js';
-import { CliError, Exit } from './cli/errors.js';
+import { CliError, Exit, UsageError } from './cli/errors.js';
 import { commandHelp, mainHelp } from './cli/help.js';
 import { migrate } from './cli/migrate.js';
 import { Output } from './cli/output.js';
@@ -32,16 +32,24 @@ async function main(argv: string[], env: Env): Promise<number> {
 function failed(error: unknown, output: Output): number {
   if (error instanceof CliError) {
     output.err(`${BIN}: ${error.message}`);
-    if (error.exitCode === Exit.USAGE) output.err(`Run "${BIN} --help" for usage.`);
+    if (error instanceof UsageError) output.err(`Run "${BIN}${error.command ? ` ${error.command}` : ''} --help" for usage.`);
     return error.exitCode;
   }
-  // Configuration the library refuses (a bad URL variable, a missing ioredis or postgres) is the user's to fix.
+  // Configuration the library refuses (a bad URL variable) is a usage error; a client that is not installed, a tier out of reach.
   if (error instanceof ConfigurationError) {
     output.err(`${BIN}: ${output.describe(error)}`);
-    return Exit.USAGE;
+    return error.code === ErrorCode.MISSING_DEPENDENCY ? Exit.FAILED : Exit.USAGE;
   }
   output.err(`${BIN}: unexpected error: ${output.describe(error)}`);
   return Exit.FAILED;
+}
+
+// A reader that went away (`... | head`) is not an error: stop quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (error: NodeJS.ErrnoException) => {
+    if (error.code !== 'EPIPE') throw error;
+    process.exit(typeof process.exitCode === 'number' ? process.exitCode : Exit.OK);
+  });
 }
 
 // No top-level await: the entry builds as CommonJS too.

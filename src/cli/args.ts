@@ -54,7 +54,11 @@ export function parseCommandLine(argv: readonly string[], env: Env): Invocation 
   const command = asCommand(first);
   const values = parseOptions(command, rest);
   if (values.help) return { kind: 'help', command };
-  return { kind: 'run', command, flags: toFlags(command, values, env) };
+  try {
+    return { kind: 'run', command, flags: toFlags(command, values, env) };
+  } catch (error) {
+    throw error instanceof UsageError ? new UsageError(`${command}: ${error.message}`, command) : error;
+  }
 }
 
 function helpFor(name: string | undefined): Invocation {
@@ -76,7 +80,7 @@ function parseOptions(command: Command, args: string[]): Values {
   try {
     return parseArgs({ args, options, strict: true, allowPositionals: false }).values as Values;
   } catch (error) {
-    throw new UsageError(`${command}: ${describeParseError(error, accepted)}`);
+    throw new UsageError(`${command}: ${describeParseError(error, accepted)}`, command);
   }
 }
 

@@ -82,6 +82,12 @@ export function tierFacts(url: string, source: string): TierFacts {
   return { configured: true, url, source, reachable: false, error: null, latencyMs: null, problems: [] };
 }
 
+/**
+ * How long a command waits for a connection to close before moving on: an idle connection closes
+ * in milliseconds, and a hung one must not hold the report back (the process exits regardless).
+ */
+export const CLOSE_MS = 250;
+
 /** Resolves when `work` settles or `ms` passes, whichever is first; never rejects. */
 export function settleWithin(ms: number, work: Promise<unknown>): Promise<void> {
   let timer: NodeJS.Timeout | undefined;

@@ -1,7 +1,7 @@
 import { PostgresAdapter } from '../adapters/postgres.js';
 import type { EnvTarget } from '../env.js';
 import { maskUrl } from '../logger.js';
-import { Calls, settleWithin, tierFacts, type TierFacts } from './calls.js';
+import { Calls, CLOSE_MS, settleWithin, tierFacts, type TierFacts } from './calls.js';
 import type { Output } from './output.js';
 import { appliedVersions, deadLetterCount, migrationState, serverVersion, shippedMigrations, tablesOf, userCounts, type MigrationState } from './postgres-facts.js';
 
@@ -29,7 +29,12 @@ export async function checkPostgres(target: EnvTarget, options: CheckOptions): P
   const { schema, timeoutMs } = options;
   const facts: PostgresFacts = {
     ...tierFacts(maskUrl(target.url), target.source),
-    ...{ version: null, schema, migrations: null, users: null, subscribers: null, deadLetters: null },
+    version: null,
+    schema,
+    migrations: null,
+    users: null,
+    subscribers: null,
+    deadLetters: null,
   };
   let adapter: PostgresAdapter;
   try {
@@ -53,7 +58,7 @@ export async function checkPostgres(target: EnvTarget, options: CheckOptions): P
     facts.latencyMs = await calls.latency(() => adapter.ping());
     await describeSchema(facts, adapter, calls);
   } finally {
-    await settleWithin(timeoutMs, adapter.close());
+    await settleWithin(CLOSE_MS, adapter.close());
   }
   return facts;
 }

@@ -1,7 +1,7 @@
 import { RedisAdapter } from '../adapters/redis.js';
 import type { EnvTarget } from '../env.js';
 import { maskUrl } from '../logger.js';
-import { Calls, settleWithin, tierFacts, type TierFacts } from './calls.js';
+import { Calls, CLOSE_MS, settleWithin, tierFacts, type TierFacts } from './calls.js';
 import type { Output } from './output.js';
 
 export interface RedisFacts extends TierFacts {
@@ -31,7 +31,13 @@ const EVICTS_JOURNALS = /^allkeys-/;
 export async function checkRedis(target: EnvTarget, options: CheckOptions): Promise<RedisFacts> {
   const facts: RedisFacts = {
     ...tierFacts(maskUrl(target.url), target.source),
-    ...{ version: null, mode: null, cluster: false, pending: null, hotUsers: null, hotUsersComplete: false, warnings: [] },
+    version: null,
+    mode: null,
+    cluster: false,
+    pending: null,
+    hotUsers: null,
+    hotUsersComplete: false,
+    warnings: [],
   };
   let adapter: RedisAdapter;
   try {
@@ -49,7 +55,7 @@ export async function checkRedis(target: EnvTarget, options: CheckOptions): Prom
     facts.pending = (await calls.run('pending journal', () => adapter.pendingCount())) ?? null;
     await countHotUsers(facts, adapter, calls, options);
   } finally {
-    await settleWithin(options.timeoutMs, adapter.close());
+    await settleWithin(CLOSE_MS, adapter.close());
   }
   return facts;
 }

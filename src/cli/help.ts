@@ -8,9 +8,10 @@ Passwords are masked in everything the CLI prints.`;
 
 const EXIT_CODES = `Exit codes:
   0   done (doctor: every configured tier answers; memory only counts as fine)
-  1   a configured tier is unreachable or failed the command
-  2   usage error, or configuration that cannot be used (a bad URL variable, a tier the command
-      needs not configured, ioredis or postgres not installed)`;
+  1   a configured tier is unreachable (or its client, ioredis or postgres, is not installed),
+      or it failed the command
+  2   usage error, or configuration that cannot be used (a variable that is not a usable URL,
+      a tier the command needs that is not configured)`;
 
 const OPTION = {
   keyPrefix: '  --key-prefix <prefix>  Redis key prefix (default: STORE_KEY_PREFIX, else "tcs")',

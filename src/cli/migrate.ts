@@ -3,7 +3,7 @@ import { withDeadline } from '../deadline.js';
 import { postgresFromEnv } from '../env.js';
 import { maskUrl } from '../logger.js';
 import { BIN, type Flags } from './args.js';
-import { settleWithin } from './calls.js';
+import { CLOSE_MS, settleWithin } from './calls.js';
 import { CliError, Exit } from './errors.js';
 import { list, type Output } from './output.js';
 import { appliedVersions, shippedMigrations, tablesOf } from './postgres-facts.js';
@@ -30,7 +30,7 @@ export async function migrate(flags: Flags, env: Env, output: Output): Promise<n
     output.err(`migrate failed: ${output.describe(error)}`);
     return Exit.FAILED;
   } finally {
-    await settleWithin(Math.min(timeoutMs, 2000), adapter.close());
+    await settleWithin(CLOSE_MS, adapter.close());
   }
 }
 

@@ -62,7 +62,7 @@ export function plural(n: number, one: string, many = `${one}s`): string {
 }
 
 export function duration(ms: number): string {
-  if (ms < 10) return `${ms.toFixed(2)} ms`;
+  if (ms < 10 && !Number.isInteger(ms)) return `${ms.toFixed(2)} ms`;
   if (ms < 1000) return `${Math.round(ms)} ms`;
   return `${(ms / 1000).toFixed(1)} s`;
 }

@@ -1,11 +1,11 @@
 import type { PostgresAdapter } from '../adapters/postgres.js';
 import type { RedisAdapter } from '../adapters/redis.js';
 import { withDeadline } from '../deadline.js';
-import { fromEnv } from '../env.js';
+import { fromEnv, postgresFromEnv, redisFromEnv } from '../env.js';
 import { TieredStore } from '../store.js';
 import type { SyncResult } from '../types.js';
 import type { Flags } from './args.js';
-import { settleWithin } from './calls.js';
+import { CLOSE_MS, settleWithin } from './calls.js';
 import { CliError, Exit } from './errors.js';
 import { count, duration, plural, type Output } from './output.js';
 import { Progress } from './progress.js';
@@ -34,14 +34,14 @@ export async function sync(flags: Flags, env: Env, output: Output): Promise<numb
   const options = fromEnv(env, { logger: output.logger(), redis: { ...adapterOptions, keyPrefix }, postgres: { ...adapterOptions, schema } });
   const { redis, postgres } = options;
   if (!redis || !postgres) {
-    await closeAll([redis, postgres], timeoutMs);
+    await closeAll([redis, postgres]);
     throw new CliError(Exit.USAGE, `sync moves writes pending in Redis to PostgreSQL, so it needs both: ${redis ? 'DATABASE_URL (or DATABASE_PUBLIC_URL, PGHOST)' : 'REDIS_URL (or REDIS_PUBLIC_URL, REDISHOST)'} is not set`);
   }
   const report: SyncReport = { ok: false, keyPrefix, schema, pendingBefore: null, result: null, deadLetters: 0, errors: [] };
-  if (!flags.json) output.out(`sync: redis ${redis.describe()} -> postgres ${postgres.describe()}, key prefix "${keyPrefix}", schema "${schema}"`);
+  if (!flags.json) output.out(`sync: ${describeTiers(env, redis, postgres)}, key prefix "${keyPrefix}", schema "${schema}"`);
   report.errors = await reach(redis, postgres, timeoutMs, output);
   if (report.errors.length > 0) {
-    await closeAll([redis, postgres], timeoutMs);
+    await closeAll([redis, postgres]);
     return finish(report, flags, output);
   }
   await pass(new TieredStore(options), redis, report, flags, output);
@@ -88,17 +88,27 @@ function finish(report: SyncReport, flags: Flags, output: Output): number {
   return report.ok ? Exit.OK : Exit.FAILED;
 }
 
+function describeTiers(env: Env, redis: RedisAdapter, postgres: PostgresAdapter): string {
+  const source = (target: { source: string } | undefined) => (target ? ` (from ${target.source})` : '');
+  return `redis ${redis.describe()}${source(redisFromEnv(env))} -> postgres ${postgres.describe()}${source(postgresFromEnv(env))}`;
+}
+
 function describe(report: SyncReport, output: Output): void {
   const result = report.result;
   if (result) {
-    const parts = [plural(result.messages, 'message'), plural(result.userData, 'user data change'), plural(result.subscribers, 'subscription change')];
-    output.out(`moved ${parts[0]}, ${parts[1]} and ${parts[2]} to PostgreSQL in ${duration(result.durationMs)}`);
+    output.out(moved(result));
     output.out(result.pending === 0 ? 'nothing left pending' : `${count(result.pending)} still pending: run sync again`);
   }
   if (report.deadLetters > 0) output.err(`${plural(report.deadLetters, 'write')} refused by PostgreSQL for good (dead letters; see the lines above)`);
   for (const error of report.errors) output.err(`sync: ${error}`);
 }
 
-async function closeAll(adapters: (RedisAdapter | PostgresAdapter | undefined)[], timeoutMs: number): Promise<void> {
-  await settleWithin(timeoutMs, Promise.allSettled(adapters.map((adapter) => adapter?.close())));
+function moved(result: SyncResult): string {
+  if (result.messages + result.userData + result.subscribers === 0) return `nothing to move (${duration(result.durationMs)})`;
+  const parts = [plural(result.messages, 'message'), plural(result.userData, 'user data change'), plural(result.subscribers, 'subscription change')];
+  return `moved ${parts[0]}, ${parts[1]} and ${parts[2]} to PostgreSQL in ${duration(result.durationMs)}`;
+}
+
+async function closeAll(adapters: (RedisAdapter | PostgresAdapter | undefined)[]): Promise<void> {
+  await settleWithin(CLOSE_MS, Promise.allSettled(adapters.map((adapter) => adapter?.close())));
 }

@@ -1,5 +1,6 @@
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -33,6 +34,14 @@ export class BuiltCli {
     const args = ['src/cli.ts', '--no-config', '--format', 'esm', '--target', 'node20', '--platform', 'node', '--out-dir', dir, '--external', 'ioredis', '--external', 'postgres', '--silent'];
     await promisify(execFile)(tsup, args, { cwd: ROOT });
     // The package is "type": "module"; the build directory says so too (node_modules ends the lookup).
+    await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n');
+    return new BuiltCli(dir);
+  }
+
+  /** The same binary copied outside the repository, where neither ioredis nor postgres resolves: a project without the peers. */
+  async withoutPeers(): Promise<BuiltCli> {
+    const dir = await mkdtemp(join(tmpdir(), 'tcs-cli-no-peers-'));
+    await copyFile(this.path, join(dir, 'cli.js'));
     await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n');
     return new BuiltCli(dir);
   }
