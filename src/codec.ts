@@ -22,10 +22,11 @@ export function encodeMessage(op: AppendOp): string {
 }
 
 export function decodeMessage(text: string): Message {
-  const stored = JSON.parse(text) as StoredMessage;
-  const message: Message = { id: stored.id, role: stored.role, content: stored.content, createdAt: new Date(stored.createdAt) };
-  if (stored.meta !== undefined) message.meta = stored.meta;
-  return message;
+  // The parsed object becomes the message (no copy): only createdAt changes type, the key goes.
+  const message = JSON.parse(text) as Omit<StoredMessage, 'createdAt'> & { createdAt: number | Date };
+  message.createdAt = new Date(message.createdAt);
+  if (message.key !== undefined) delete message.key;
+  return message as Message;
 }
 
 /** A journal entry: an append is its message; other ops carry their kind and value. */

@@ -2,12 +2,21 @@ import { ErrorCode, TierError } from './errors.js';
 
 /** Rejects with a `TIER_TIMEOUT` error when `work` takes longer than `ms`; `onTimeout` may cancel it. */
 export function withDeadline<T>(tier: string, ms: number, work: Promise<T>, onTimeout?: () => void): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
+  // One promise and one timer per call (no Promise.race): this wraps every PostgreSQL query.
+  return new Promise<T>((resolve, reject) => {
+    const timer = setTimeout(() => {
       onTimeout?.();
       reject(new TierError(tier, ErrorCode.TIER_TIMEOUT, `${tier} did not answer within ${ms} ms`));
     }, ms);
+    work.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error: unknown) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
   });
-  return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }

@@ -7,6 +7,7 @@ import type { RedisAdapter } from './adapters/redis.js';
 import { fromEnv, type FromEnvOptions } from './env.js';
 import { ErrorCode, StoreError } from './errors.js';
 import { idTime, nextId } from './ids.js';
+import { Batcher } from './batcher.js';
 import { Journal } from './journal.js';
 import { createLogger, Secrets, type StoreLogger } from './logger.js';
 import { applyOp, emptyUserState, mergeHistory, toMessage, type AppendOp, type Op } from './ops.js';
@@ -73,7 +74,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #journal: Journal;
   readonly #syncer: Syncer | undefined;
   readonly #started: Promise<void>;
-  readonly #inflight = new Set<Promise<unknown>>();
+  #inflight = 0;
+  #idle: (() => void) | undefined;
   /** Users whose Redis copies missed a write; dropped before Redis serves them again. */
   #stale = new Set<string>();
   #staleSubscribers = false;
@@ -89,6 +91,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #stats = new Stats();
   /** Users this process appended to since the last sync pass, for retention.keepLast. */
   readonly #written = new Set<string>();
+  readonly #appends = new Batcher<AppendOp, string | undefined>((ops) => this.#routeAppends(ops));
 
   constructor(options: TieredStoreOptions = {}) {
     super();
@@ -312,11 +315,47 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   /** Routes a write; resolves to the id of an earlier message when `op` repeated its idempotency key. */
   async #write(op: Op): Promise<string | undefined> {
-    return this.#run(OPERATION_OF[op.kind], (deadline) => this.#route(op, deadline));
+    if (op.kind === 'append' && this.#opts.retention.keepLast !== undefined && this.#written.size < 100_000) this.#written.add(op.user);
+    return this.#run(OPERATION_OF[op.kind], (deadline) =>
+      op.kind === 'append' && op.key === undefined ? this.#appends.add(op) : this.#route(op, deadline),
+    );
+  }
+
+  /**
+   * Appends that arrived together, routed as one batch where that is the whole story (write-behind
+   * into Redis; write-through into both tiers). Anything else (a tier down, a refusal) goes op by
+   * op through #route, which handles every case; ops are idempotent, so a partial batch is safe to redo.
+   */
+  async #routeAppends(ops: AppendOp[]): Promise<(string | undefined)[]> {
+    const deadline = Date.now() + this.#budgetMs;
+    const single = () => Promise.all(ops.map((op) => this.#route(op, deadline)));
+    const durable = this.#durable;
+    if (ops.length === 1 || !durable) return single();
+    const cache = this.#cache;
+    if (cache?.up && this.#opts.writeMode === 'write-behind') {
+      try {
+        await cache.call((c) => c.write(ops, { pending: true }), deadline);
+        this.#pendingInCache += ops.length;
+        return ops.map(() => undefined);
+      } catch (error) {
+        this.#cacheFailed(error);
+        return single();
+      }
+    }
+    if (!durable.up || this.#opts.writeMode !== 'write-through') return single();
+    const toCache = cache?.up ? cache.call((c) => c.write(ops), deadline) : undefined;
+    const [toDurable, cached] = await Promise.allSettled([durable.call((d) => d.write(ops), deadline), toCache]);
+    if (toDurable.status === 'rejected') return single();
+    if (cache && (toCache === undefined || cached.status === 'rejected')) {
+      for (const op of ops) this.#markStale(op);
+    } else if (cached.status === 'fulfilled' && cached.value) {
+      const cold = new Set(ops.filter((_, i) => cached.value?.[i] === false).map((op) => op.user));
+      if (cold.size > 0) await this.#invalidate(cold, false, deadline).catch(() => ops.forEach((op) => cold.has(op.user) && this.#markStale(op)));
+    }
+    return ops.map(() => undefined);
   }
 
   async #route(op: Op, deadline: number): Promise<string | undefined> {
-    if (op.kind === 'append' && this.#opts.retention.keepLast !== undefined && this.#written.size < 100_000) this.#written.add(op.user);
     const durable = this.#durable;
     if (!durable) return repeated(this.#memory.writeSync([op]));
     if (op.kind === 'delete') this.#erasePending(op.user);
@@ -625,17 +664,29 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#assertOpen();
     if (!this.#ready) await this.#started;
     const started = performance.now();
-    const promise = work(Date.now() + this.#budgetMs);
-    this.#inflight.add(promise);
+    this.#inflight++;
     let failed = true;
     try {
-      const result = await promise;
+      const result = await work(Date.now() + this.#budgetMs);
       failed = false;
       return result;
     } finally {
-      this.#inflight.delete(promise);
       this.#stats.time(operation, performance.now() - started, failed);
+      if (--this.#inflight === 0) this.#idle?.();
     }
+  }
+
+  /** Resolves when no call is in flight. */
+  #settled(): Promise<void> {
+    if (this.#inflight === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = this.#idle;
+      this.#idle = () => {
+        previous?.();
+        this.#idle = undefined;
+        resolve();
+      };
+    });
   }
 
   #assertOpen(): void {
@@ -647,7 +698,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const deadline = Date.now() + timeoutMs;
     const left = () => Math.max(0, deadline - Date.now());
     await within(left(), this.#started);
-    await within(left(), Promise.allSettled(this.#inflight));
+    await within(left(), this.#settled());
     // A tier that just came back may not have been probed yet: look once more before giving up on it.
     await within(left(), Promise.all([this.#redis?.probe(), this.#postgres?.probe()]));
     if (this.#syncer && (this.#journal.size > 0 || this.#syncer.running || this.#opts.writeMode === 'write-behind')) {

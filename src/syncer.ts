@@ -128,41 +128,48 @@ export class Syncer {
     if (journal.size === 0) memory.clear();
   }
 
+  /**
+   * Rounds of dirty users, each cut into chunks that flow through three stages at once: the next
+   * chunk's journals are read while this chunk is written to PostgreSQL and the last one acked.
+   */
   async #drainCache(cache: Tier<RedisAdapter>, moved: Counts, started: number): Promise<void> {
-    const usersPerRound = Math.max(1, Math.floor(this.deps.batchSize / 10));
+    const perChunk = Math.max(1, Math.floor(this.deps.batchSize / 10));
     while (Date.now() - started < MAX_PASS_MS) {
-      const users = await cache.call((c) => c.dirtyUsers(usersPerRound));
+      const users = await cache.call((c) => c.dirtyUsers(perChunk * 4));
       if (users.length === 0) return;
-      const journals = await cache.call((c) => c.readJournals(users, this.deps.batchSize));
-      this.#noteOldest(journals);
-      const ops: Op[] = [];
-      const entryOf = new Map<Op, string>();
-      for (const [user, entries] of journals) {
-        for (const entry of entries) {
-          const op = this.#decode(cache.adapter, user, entry);
-          if (op) {
-            ops.push(op);
-            entryOf.set(op, entry);
-          } else await cache.call((c) => c.ack(user, [entry]));
+      const chunks = Array.from({ length: Math.ceil(users.length / perChunk) }, (_, i) => users.slice(i * perChunk, (i + 1) * perChunk));
+      let reading = quiet(this.#readChunk(cache, chunks[0] as string[]));
+      let acking: Promise<void> = Promise.resolve();
+      for (let i = 0; i < chunks.length; i++) {
+        const chunk = await reading;
+        if (i + 1 < chunks.length) reading = quiet(this.#readChunk(cache, chunks[i + 1] as string[]));
+        for (let j = 0; j < chunk.ops.length; j += this.deps.batchSize) {
+          count(await this.#write(chunk.ops.slice(j, j + this.deps.batchSize)), moved);
         }
+        await acking;
+        acking = quiet(this.#ack(cache, chunk));
       }
-      for (let i = 0; i < ops.length; i += this.deps.batchSize) {
-        const batch = ops.slice(i, i + this.deps.batchSize);
-        const done = await this.#write(batch);
-        count(done, moved);
-        const byUser = new Map<string, string[]>();
-        for (const op of batch) {
-          const list = byUser.get(op.user) ?? [];
-          list.push(entryOf.get(op) as string);
-          byUser.set(op.user, list);
-        }
-        await Promise.all([...byUser].map(([user, entries]) => cache.call((c) => c.ack(user, entries))));
-      }
-      if (ops.length === 0) {
-        // Only users whose journals emptied meanwhile: acking nothing drops them from the dirty set.
-        await Promise.all(users.map((user) => cache.call((c) => c.ack(user, []))));
+      await acking;
+    }
+  }
+
+  async #readChunk(cache: Tier<RedisAdapter>, users: string[]): Promise<Chunk> {
+    const journals = await cache.call((c) => c.readJournals(users, this.deps.batchSize));
+    this.#noteOldest(journals);
+    const chunk: Chunk = { ops: [], entries: new Map() };
+    for (const [user, entries] of journals) {
+      chunk.entries.set(user, entries);
+      for (const entry of entries) {
+        const op = this.#decode(cache.adapter, user, entry);
+        if (op) chunk.ops.push(op);
       }
     }
+    return chunk;
+  }
+
+  /** Removes what was written (or set aside) from each user's journal; an empty one leaves the dirty set. */
+  async #ack(cache: Tier<RedisAdapter>, chunk: Chunk): Promise<void> {
+    await Promise.all([...chunk.entries].map(([user, entries]) => cache.call((c) => c.ack(user, entries))));
   }
 
   #noteOldest(journals: Map<string, string[]>): void {
@@ -204,6 +211,18 @@ export class Syncer {
 }
 
 type Counts = { messages: number; userData: number; subscribers: number };
+
+/** One chunk of users: the ops their journal entries decode to, and the raw entries to acknowledge. */
+interface Chunk {
+  ops: Op[];
+  entries: Map<string, string[]>;
+}
+
+/** The same promise, marked handled: a stage whose failure is awaited later must not warn meanwhile. */
+function quiet<T>(promise: Promise<T>): Promise<T> {
+  promise.catch(() => {});
+  return promise;
+}
 
 function count(ops: readonly Op[], moved: Counts): void {
   for (const op of ops) {

@@ -131,7 +131,12 @@ export class PostgresAdapter implements StorageAdapter {
     const only = ops.length === 1 ? ops[0] : undefined;
     if (only?.kind === 'append') return [await this.#appendOne(only)];
     if (ops.length === 0) return undefined;
-    await withDeadline(this.name, this.timeoutMs * 5, this.#sql.begin((tx) => this.#writeBatch(tx, ops)));
+    const { appends, patches } = foldBatch(ops);
+    const floors = [...patches.values()].some((patch) => patch.floor !== '');
+    // One statement is atomic by itself: a transaction (three round trips) only when a batch needs several.
+    if (patches.size === 0) await this.#q(this.#insertMany(this.#sql, appends));
+    else if (appends.length === 0 && !floors) await this.#q(this.#upsertUsers(this.#sql, patches));
+    else await withDeadline(this.name, this.timeoutMs * 5, this.#sql.begin((tx) => this.#writeBatch(tx, appends, patches)));
     return undefined;
   }
 
@@ -273,8 +278,7 @@ export class PostgresAdapter implements StorageAdapter {
       returning id`;
   }
 
-  async #writeBatch(tx: Tx, ops: readonly Op[]): Promise<void> {
-    const { appends, patches } = foldBatch(ops);
+  async #writeBatch(tx: Tx, appends: AppendOp[], patches: Map<string, Patch>): Promise<void> {
     if (patches.size > 0) await this.#upsertUsers(tx, patches);
     if (appends.length > 0) await this.#insertMany(tx, appends);
     const floors = [...patches].filter(([, p]) => p.floor !== '');
@@ -286,9 +290,9 @@ export class PostgresAdapter implements StorageAdapter {
     }
   }
 
-  async #upsertUsers(tx: Tx, patches: Map<string, Patch>): Promise<void> {
+  #upsertUsers(tx: Sql | Tx, patches: Map<string, Patch>): PendingQuery<Row[]> {
     const col = <T>(pick: (p: Patch) => T) => [...patches.values()].map(pick);
-    await tx`
+    return tx`
       insert into ${tx(this.#t.users)} as u (user_id, phone, phone_v, booking, booking_v, subscribed, subscribed_v, history_floor)
       select t.user_id, t.phone, t.phone_v, t.booking::jsonb, t.booking_v, coalesce(t.subscribed::bool, false), t.subscribed_v, t.history_floor
       from unnest(
@@ -308,9 +312,9 @@ export class PostgresAdapter implements StorageAdapter {
         updated_at = now()`;
   }
 
-  async #insertMany(tx: Tx, appends: AppendOp[]): Promise<void> {
+  #insertMany(tx: Sql | Tx, appends: AppendOp[]): PendingQuery<Row[]> {
     const col = <T>(pick: (op: AppendOp) => T) => appends.map(pick);
-    await tx`
+    return tx`
       insert into ${tx(this.#t.messages)} (user_id, id, role, content, meta, created_at, idempotency_key)
       select t.user_id, t.id, t.role, t.content, t.meta::jsonb, to_timestamp(t.created_at::float8 / 1000), t.idempotency_key
       from unnest(

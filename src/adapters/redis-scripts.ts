@@ -64,11 +64,18 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, dirty, p
   if kind == 'append' then
     if durable then
       if id > (redis.call('HGET', m, 'f') or '') then insert_ordered(h, id, payload) end
-    elseif redis.call('EXISTS', h) == 1 then
-      insert_ordered(h, id, payload)
-      redis.call('LTRIM', h, -limit, -1)
-      expire(h, ttl_h)
-      held = 1
+    else
+      -- The hot path: append to a copy that exists; only an out-of-order id or a repeat is redone.
+      local n = redis.call('RPUSHX', h, payload)
+      if n > 0 then
+        held = 1
+        if n > 1 and item_id(redis.call('LINDEX', h, -2)) >= id then
+          redis.call('RPOP', h)
+          insert_ordered(h, id, payload)
+        end
+        if n > limit then redis.call('LTRIM', h, -limit, -1) end
+        expire(h, ttl_h)
+      end
     end
   elseif kind == 'clear' then
     if durable then raise_floor(h, m, id) else redis.call('DEL', h) end
@@ -118,8 +125,13 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, dirty, p
       if shared then redis.call('DECRBY', pending, dropped) end
     end
   end
-  redis.call('HINCRBY', m, 'v', 1)
-  expire(m, ttl_m)
+  -- A write that found no copy to change bumps the version, so a fill that read the durable tier
+  -- before this write cannot install its copy. One that changed a copy needs no bump: no fill can
+  -- succeed while that copy exists, and a fill outlives the copy's TTL by far only in theory.
+  if held == 0 and not durable then
+    redis.call('HINCRBY', m, 'v', 1)
+    expire(m, ttl_m)
+  end
   if entry ~= '' then
     redis.call('RPUSH', j, entry == '=' and payload or entry)
     if shared then
@@ -230,8 +242,15 @@ return 1
  * user out of the dirty set and looks once more (a write may have marked it meanwhile).
  */
 export const ACK = `
+local n = #ARGV
+-- The usual case in one step: the entries are still the journal's head, in order (entries only
+-- ever leave from the head, so matching ends mean matching middles).
+if n > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[1] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[n] then
+  redis.call('LTRIM', KEYS[1], n, -1)
+  return {n, redis.call('LLEN', KEYS[1])}
+end
 local popped = 0
-for i = 1, #ARGV do
+for i = 1, n do
   if redis.call('LINDEX', KEYS[1], 0) == ARGV[i] then
     redis.call('LPOP', KEYS[1])
     popped = popped + 1

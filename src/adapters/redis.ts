@@ -230,6 +230,9 @@ export class RedisAdapter implements StorageAdapter {
       const [floor, ...items] = (await this.#eval(S.readHistoryDurable, [h, m], [limit])) as string[];
       return { messages: items.map(decodeMessage), floor: floor ?? '' };
     }
+    // A plain LRANGE on the hot path; only a miss pays for the script that reads the version.
+    const items = await this.#call(this.client.lrange(h, -limit, -1));
+    if (items.length > 0) return { messages: items.map(decodeMessage), floor: '' };
     const reply = (await this.#eval(S.readHistory, [h, m, j], [limit])) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
     return { messages: (reply as string[]).map(decodeMessage), floor: '' };
@@ -255,6 +258,11 @@ export class RedisAdapter implements StorageAdapter {
    * the missing shards, which `fillSubscribers` fills.
    */
   async readSubscribers(): Promise<string[] | CacheMiss> {
+    if (this.#keys.shards === 1 && !this.#durable) {
+      // A held copy always has its '' marker, so an empty answer is a miss.
+      const members = await this.#call(this.client.smembers(this.#keys.subscribers(0)[0]));
+      if (members.length > 0) return members.filter((member) => member !== '');
+    }
     const shards = this.#keys.shardList();
     const replies = await Promise.all(shards.map((shard) => this.#eval(S.readSubscribers, this.#keys.subscribers(shard), ['']) as Promise<Reply>));
     const missing = shards.filter((shard) => replies[shard]?.[0] === 0);
