@@ -129,8 +129,9 @@ export class Syncer {
   }
 
   /**
-   * Rounds of dirty users, each cut into chunks that flow through three stages at once: the next
-   * chunk's journals are read while this chunk is written to PostgreSQL and the last one acked.
+   * Rounds of dirty users, each cut into chunks of different users that flow through the stages
+   * at once: the next chunk's journals are read while two chunks are written to PostgreSQL (on two
+   * connections; their users differ, so they never contend) and acknowledged.
    */
   async #drainCache(cache: Tier<RedisAdapter>, moved: Counts, started: number): Promise<void> {
     const perChunk = Math.max(1, Math.floor(this.deps.batchSize / 10));
@@ -139,18 +140,23 @@ export class Syncer {
       if (users.length === 0) return;
       const chunks = Array.from({ length: Math.ceil(users.length / perChunk) }, (_, i) => users.slice(i * perChunk, (i + 1) * perChunk));
       let reading = quiet(this.#readChunk(cache, chunks[0] as string[]));
-      let acking: Promise<void> = Promise.resolve();
+      const moving: Promise<void>[] = [];
       for (let i = 0; i < chunks.length; i++) {
         const chunk = await reading;
         if (i + 1 < chunks.length) reading = quiet(this.#readChunk(cache, chunks[i + 1] as string[]));
-        for (let j = 0; j < chunk.ops.length; j += this.deps.batchSize) {
-          count(await this.#write(chunk.ops.slice(j, j + this.deps.batchSize)), moved);
-        }
-        await acking;
-        acking = quiet(this.#ack(cache, chunk));
+        moving.push(quiet(this.#move(cache, chunk, moved)));
+        if (moving.length >= 2) await moving.shift();
       }
-      await acking;
+      await Promise.all(moving);
     }
+  }
+
+  /** Writes a chunk to the durable tier in batches, then removes it from the journals. */
+  async #move(cache: Tier<RedisAdapter>, chunk: Chunk, moved: Counts): Promise<void> {
+    for (let j = 0; j < chunk.ops.length; j += this.deps.batchSize) {
+      count(await this.#write(chunk.ops.slice(j, j + this.deps.batchSize)), moved);
+    }
+    await this.#ack(cache, chunk);
   }
 
   async #readChunk(cache: Tier<RedisAdapter>, users: string[]): Promise<Chunk> {
