@@ -6,24 +6,11 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { memory, UserMemory, type MemoryFlavor, type MemoryOptions } from '../src/grammy.js';
 import { isStoreError, PostgresAdapter, RedisAdapter, TieredStore, type Message } from '../src/index.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
+import { FAKE_BOT_INFO } from './helpers/fake-bot-api.js';
 
 type MyContext = Context & MemoryFlavor;
 
-const botInfo: UserFromGetMe = {
-  id: 10,
-  is_bot: true,
-  first_name: 'Plugin test bot',
-  username: 'plugin_test_bot',
-  can_join_groups: true,
-  can_read_all_group_messages: false,
-  supports_inline_queries: false,
-  can_connect_to_business: false,
-  has_main_web_app: false,
-  has_topics_enabled: false,
-  allows_users_to_create_topics: false,
-  can_manage_bots: false,
-  supports_join_request_queries: false,
-};
+const botInfo: UserFromGetMe = { ...FAKE_BOT_INFO, id: 10, first_name: 'Plugin test bot', username: 'plugin_test_bot' };
 
 interface Call {
   method: string;
