@@ -55,19 +55,19 @@ export function normalizePhone(phone: unknown): string {
 }
 
 export function checkBooking(booking: unknown, limits: Limits): JsonObject {
-  return checkJsonObject(booking, limits.bookingBytes, ErrorCode.INVALID_BOOKING, ErrorCode.BOOKING_TOO_LARGE, 'booking data');
+  return checkJsonObject(booking, limits.bookingBytes, ErrorCode.INVALID_BOOKING, 'booking data');
 }
 
 export function checkMeta(meta: unknown, limits: Limits): JsonObject {
-  return checkJsonObject(meta, limits.metaBytes, ErrorCode.INVALID_META, ErrorCode.INVALID_META, 'meta');
+  return checkJsonObject(meta, limits.metaBytes, ErrorCode.INVALID_META, 'meta');
 }
 
 /** Validates a plain JSON object and returns a copy, so later changes by the caller change nothing stored. */
-function checkJsonObject(value: unknown, maxBytes: number, code: ErrorCode, sizeCode: ErrorCode, what: string): JsonObject {
+function checkJsonObject(value: unknown, maxBytes: number, code: ErrorCode, what: string): JsonObject {
   if (!isPlainObject(value)) throw invalid(code, `${what} must be a plain JSON object, got ${describe(value)}`);
   checkJson(value, code, what, 0, new Set());
   const json = JSON.stringify(value);
-  if (Buffer.byteLength(json, 'utf8') > maxBytes) throw invalid(sizeCode, `${what} is larger than ${maxBytes} bytes serialised`);
+  if (Buffer.byteLength(json, 'utf8') > maxBytes) throw invalid(code, `${what} is larger than ${maxBytes} bytes serialised`);
   return JSON.parse(json) as JsonObject;
 }
 
