@@ -98,6 +98,7 @@ describe('bad configuration', () => {
     ['a key prefix with a brace', () => new RedisAdapter({ keyPrefix: 'a{b' }), 'INVALID_OPTION'],
     ['a zero Redis timeout', () => new RedisAdapter({ timeoutMs: 0 }), 'INVALID_OPTION'],
     ['a MemoryAdapter bound of 0', () => new MemoryAdapter({ maxMessages: 0 }), 'INVALID_OPTION'],
+    ['a postgres.js client that renames columns', () => new PostgresAdapter({ sql: postgres(databaseUrl(), { transform: postgres.camel }) }), 'INVALID_OPTION'],
   ];
   it.each(config)('%s is refused with its code', (_name, make, code) => {
     expect(make).toThrow(expect.objectContaining({ code }));

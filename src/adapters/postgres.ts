@@ -65,6 +65,11 @@ export class PostgresAdapter implements StorageAdapter {
     this.connectTimeoutMs = positive(options.connectTimeoutMs, 'PostgresAdapter: connectTimeoutMs', 2000);
     this.#t = { messages: `${this.schema}.messages`, users: `${this.schema}.users` };
     if (options.sql) {
+      // The adapter reads columns by their SQL names: a client that renames them would break it.
+      const transform = (options.sql.options as { transform?: { column?: { from?: unknown }; row?: { from?: unknown } } }).transform;
+      if (transform?.column?.from || transform?.row?.from) {
+        throw new ConfigurationError(ErrorCode.INVALID_OPTION, 'PostgresAdapter: pass a postgres.js sql without column or row transforms (e.g. postgres.camel), or a url');
+      }
       this.#sql = options.sql;
       return;
     }
