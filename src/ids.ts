@@ -4,7 +4,6 @@ import { randomFillSync } from 'node:crypto';
 const ALPHABET = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 const TIME_CHARS = 10;
 const RANDOM_CHARS = 16;
-export const ID_LENGTH = TIME_CHARS + RANDOM_CHARS;
 
 /**
  * Makes ULID-style ids (26 characters, time first): lexicographic order is creation order, and

@@ -191,7 +191,8 @@ export class RedisAdapter implements StorageAdapter {
         held[i] = present && op.kind === 'subscribe';
       }),
     );
-    return ops.map((op) => held[written.indexOf(op)] ?? false);
+    const position = new Map(written.map((op, i) => [op, i]));
+    return ops.map((op) => held[position.get(op) as number] ?? false);
   }
 
   async #writeScript(ops: readonly Op[], pending: boolean, shared: true): Promise<WriteOutcome[]>;

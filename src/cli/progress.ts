@@ -1,7 +1,7 @@
 import { count, type Stream } from './output.js';
 
 /** Below this many pending writes a pass is quick: no progress is shown. */
-export const LARGE_JOURNAL = 1000;
+const LARGE_JOURNAL = 1000;
 const BAR_WIDTH = 30;
 const LINE_EVERY_MS = 1000;
 
