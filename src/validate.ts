@@ -1,4 +1,5 @@
-import { ErrorCode, ValidationError } from './errors.js';
+import { ConfigurationError, ErrorCode, ValidationError } from './errors.js';
+import { maskUrl } from './logger.js';
 import { ROLES, type JsonObject, type Role, type UserId } from './types.js';
 
 export interface Limits {
@@ -134,4 +135,22 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`;
+}
+
+/**
+ * A connection URL with one of `protocols` (e.g. 'redis:'); `owner` names where it came from
+ * (an option or a variable). The error masks any password.
+ */
+export function checkUrl(url: string, owner: string, protocols: readonly string[]): string {
+  const expected = protocols.map((p) => `${p}//`).join(' or ');
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigurationError(ErrorCode.INVALID_URL, `${owner} is not a URL: "${maskUrl(url)}" (expected ${expected}[user:password@]host:port)`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigurationError(ErrorCode.INVALID_URL, `${owner} must start with ${expected}, got ${maskUrl(url)}`);
+  }
+  return url;
 }

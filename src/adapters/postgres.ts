@@ -1,11 +1,12 @@
 import type { Options, PendingQuery, Row, RowList, Sql, TransactionSql } from 'postgres';
-import type { AdapterConfig, HistoryRead, ReadOptions, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
+import type { AdapterConfig, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
 import { withDeadline } from '../deadline.js';
-import { ConfigurationError, ErrorCode, TierError } from '../errors.js';
+import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
 import type { AppendOp, Op } from '../ops.js';
 import { positive } from '../options.js';
+import { checkUrl } from '../validate.js';
 import type { JsonObject, Message, Role } from '../types.js';
 import { migrations, migrationText } from './postgres-migrations.js';
 
@@ -36,6 +37,7 @@ export interface PostgresAdapterOptions {
 type Postgres = typeof import('postgres');
 type Tx = TransactionSql;
 
+const POSTGRES_PROTOCOLS = ['postgres:', 'postgresql:'];
 const UNREACHABLE_CODES = new Set([
   'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN',
@@ -73,9 +75,9 @@ export class PostgresAdapter implements StorageAdapter {
       this.#sql = options.sql;
       return;
     }
-    const url = checkUrl(options.url ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+    const url = checkUrl(options.url ?? 'postgres://postgres@127.0.0.1:5432/postgres', 'PostgresAdapter: url', POSTGRES_PROTOCOLS);
     this.#url = url;
-    this.#readUrl = options.readUrl === undefined ? undefined : checkUrl(options.readUrl);
+    this.#readUrl = options.readUrl === undefined ? undefined : checkUrl(options.readUrl, 'PostgresAdapter: readUrl', POSTGRES_PROTOCOLS);
     const postgres = loadPeer<Postgres>('postgres', 'PostgresAdapter');
     const max = positive(options.max, 'PostgresAdapter: max', 10);
     const open = (target: string) => () =>
@@ -106,8 +108,8 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   describe(): string {
-    if (!this.#url) return 'a client passed in';
-    return this.#readUrl ? `${maskUrl(this.#url)} (reads: ${maskUrl(this.#readUrl)})` : maskUrl(this.#url);
+    const target = !this.#url ? 'a client passed in' : this.#readUrl ? `${maskUrl(this.#url)} (reads: ${maskUrl(this.#readUrl)})` : maskUrl(this.#url);
+    return `${target} (schema ${this.schema})`;
   }
 
   secrets(): string[] {
@@ -115,7 +117,7 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   bind(_config: AdapterConfig): void {
-    if (this.#bound) throw new Error('this PostgresAdapter already belongs to a store');
+    if (this.#bound) throw adapterInUse('PostgresAdapter');
     this.#bound = true;
   }
 
@@ -201,7 +203,7 @@ export class PostgresAdapter implements StorageAdapter {
    * Deletes, in batches of `batch`, messages beyond the newest `keepLast` of each of `users` and
    * messages created before `before`. Returns how many went.
    */
-  async enforceRetention(rule: { users: readonly string[]; keepLast?: number; before?: Date; batch: number }): Promise<number> {
+  async enforceRetention(rule: RetentionRule): Promise<number> {
     const sql = this.#sql;
     const messages = sql(this.#t.messages);
     let deleted = 0;
@@ -225,11 +227,11 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   /** Keeps a write PostgreSQL refused for good in `dead_letters`, as JSON text (which any row can hold). */
-  async recordDeadLetter(op: Op, error: string): Promise<void> {
+  async recordDeadLetter(letter: DeadLetterRecord): Promise<void> {
     const sql = this.#sql;
     await this.#q(sql`
       insert into ${sql(`${this.schema}.dead_letters`)} (user_id, op_id, kind, entry, error)
-      values (${op.user}, ${op.id}, ${op.kind}, ${JSON.stringify(op)}, ${error})`);
+      values (${letter.user}, ${letter.id}, ${letter.kind}, ${letter.entry}, ${letter.error})`);
   }
 
   isUnavailable(error: unknown): boolean {
@@ -386,19 +388,6 @@ function toMessage(row: Row): Message {
   const message: Message = { id: row.id as string, role: row.role as Role, content: row.content as string, createdAt: row.created_at as Date };
   if (row.meta !== null) message.meta = row.meta as JsonObject;
   return message;
-}
-
-function checkUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new ConfigurationError(ErrorCode.INVALID_URL, `PostgresAdapter: "${maskUrl(url)}" is not a URL (expected postgres://user:password@host:port/database)`);
-  }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new ConfigurationError(ErrorCode.INVALID_URL, `PostgresAdapter: ${maskUrl(url)} must start with postgres:// or postgresql://`);
-  }
-  return url;
 }
 
 function checkSchema(schema: string): string {
