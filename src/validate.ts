@@ -12,6 +12,7 @@ export interface Limits {
 }
 
 export const DEFAULT_LIMITS: Limits = { contentBytes: 1024 * 1024, bookingBytes: 64 * 1024, metaBytes: 64 * 1024 };
+const JSON_ONLY: Limits = { ...DEFAULT_LIMITS, metaBytes: Number.POSITIVE_INFINITY };
 
 const USER_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const MAX_DEPTH = 64;
@@ -153,4 +154,9 @@ export function checkUrl(url: string, owner: string, protocols: readonly string[
     throw new ConfigurationError(ErrorCode.INVALID_URL, `${owner} must start with ${expected}, got ${maskUrl(url)}`);
   }
   return url;
+}
+
+/** JSON checks only, for integrations: the store applies its size limit when the message is written. */
+export function checkMetaJson(meta: unknown): JsonObject {
+  return checkMeta(meta, JSON_ONLY);
 }

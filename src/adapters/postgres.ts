@@ -4,7 +4,7 @@ import { withDeadline } from '../deadline.js';
 import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
-import type { AppendOp, Op } from '../ops.js';
+import { applyOp, emptyUserState, type AppendOp, type Op, type UserState } from '../ops.js';
 import { positive } from '../options.js';
 import { checkUrl } from '../validate.js';
 import type { JsonObject, Message, Role } from '../types.js';
@@ -303,9 +303,9 @@ export class PostgresAdapter implements StorageAdapter {
       insert into ${tx(this.#t.users)} as u (user_id, phone, phone_v, booking, booking_v, subscribed, subscribed_v, history_floor)
       select t.user_id, t.phone, t.phone_v, t.booking::jsonb, t.booking_v, coalesce(t.subscribed::bool, false), t.subscribed_v, t.history_floor
       from unnest(
-        ${[...patches.keys()]}::text[], ${col((p) => p.phone?.value ?? null)}::text[], ${col((p) => p.phone?.id ?? null)}::text[],
-        ${col((p) => (p.booking?.value == null ? null : JSON.stringify(p.booking.value)))}::text[], ${col((p) => p.booking?.id ?? null)}::text[],
-        ${col((p) => (p.subscribed ? String(p.subscribed.value) : null))}::text[], ${col((p) => p.subscribed?.id ?? null)}::text[],
+        ${[...patches.keys()]}::text[], ${col((p) => p.phone.value)}::text[], ${col((p) => p.phone.id || null)}::text[],
+        ${col((p) => (p.booking.value === null ? null : JSON.stringify(p.booking.value)))}::text[], ${col((p) => p.booking.id || null)}::text[],
+        ${col((p) => (p.subscribed.id ? String(p.subscribed.value) : null))}::text[], ${col((p) => p.subscribed.id || null)}::text[],
         ${col((p) => p.floor)}::text[]
       ) as t(user_id, phone, phone_v, booking, booking_v, subscribed, subscribed_v, history_floor)
       on conflict (user_id) do update set
@@ -341,45 +341,21 @@ export class PostgresAdapter implements StorageAdapter {
   }
 }
 
-interface Stamp<T> {
-  value: T;
-  id: string;
-}
+/** One user's changes in a batch: the fold of its ops (appends aside), last writer wins by op id. */
+type Patch = Pick<UserState, 'phone' | 'booking' | 'subscribed' | 'floor'>;
 
-interface Patch {
-  phone?: Stamp<string | null>;
-  booking?: Stamp<JsonObject | null>;
-  subscribed?: Stamp<boolean>;
-  floor: string;
-}
-
-/** Splits a batch into messages and one last-writer-wins patch per user. */
+/** Splits a batch into messages and one patch per user (a field with id '' was not written). */
 function foldBatch(ops: readonly Op[]): { appends: AppendOp[]; patches: Map<string, Patch> } {
   const appends: AppendOp[] = [];
-  const patches = new Map<string, Patch>();
-  const patchOf = (user: string) => {
-    let patch = patches.get(user);
-    if (!patch) patches.set(user, (patch = { floor: '' }));
-    return patch;
-  };
-  const stamp = <T>(current: Stamp<T> | undefined, value: T, id: string) => (current && current.id >= id ? current : { value, id });
+  const patches = new Map<string, UserState>();
   for (const op of ops) {
     if (op.kind === 'append') {
       appends.push(op);
       continue;
     }
-    const p = patchOf(op.user);
-    if (op.kind === 'phone') p.phone = stamp(p.phone, op.phone, op.id);
-    else if (op.kind === 'booking') p.booking = stamp(p.booking, op.booking, op.id);
-    else if (op.kind === 'subscribe') p.subscribed = stamp(p.subscribed, op.subscribed, op.id);
-    else {
-      if (op.id > p.floor) p.floor = op.id;
-      if (op.kind === 'delete') {
-        p.phone = stamp(p.phone, null, op.id);
-        p.booking = stamp(p.booking, null, op.id);
-        p.subscribed = stamp(p.subscribed, false, op.id);
-      }
-    }
+    let state = patches.get(op.user);
+    if (!state) patches.set(op.user, (state = emptyUserState()));
+    applyOp(state, op);
   }
   return { appends, patches };
 }

@@ -13,6 +13,7 @@ import { checkUrl } from '../validate.js';
 import type { JsonObject, Message } from '../types.js';
 import { RedisKeys } from './redis-keys.js';
 import * as lua from './redis-scripts.js';
+import { FLAG } from './redis-scripts.js';
 
 export interface RedisAdapterOptions {
   /** `redis://` or `rediss://` (TLS) URL. @default 'redis://127.0.0.1:6379' when no client or nodes are given */
@@ -150,6 +151,10 @@ export class RedisAdapter implements CacheAdapter {
     return this.#cfg.role === 'durable';
   }
 
+  get #role(): string {
+    return this.#durable ? FLAG.durable : FLAG.cache;
+  }
+
   async connect(): Promise<void> {
     const status = this.client.status;
     if (status === 'ready') return;
@@ -213,12 +218,12 @@ export class RedisAdapter implements CacheAdapter {
     const cfg = this.#cfg;
     const ttl = this.#durable ? { history: 0, userData: 0, subscribers: 0 } : cfg.ttlMs;
     const keys: string[] = [];
-    const args: (string | number)[] = [this.#durable ? 'd' : 'c', cfg.historyLimit, ttl.history, ttl.userData, ttl.subscribers, shared ? 'g' : 'l'];
+    const args: (string | number)[] = [this.#role, cfg.historyLimit, ttl.history, ttl.userData, ttl.subscribers, shared ? FLAG.sharedHere : FLAG.sharedByCaller];
     for (const op of ops) {
       const shard = this.#keys.shardOf(op.user);
       keys.push(...this.#keys.user(op.user));
       if (shared) keys.push(...this.#keys.subscribers(shard), ...this.#keys.pending(shard).slice(0, 2));
-      const entry = pending ? (op.kind === 'append' ? '=' : encodeOp(op)) : '';
+      const entry = pending ? (op.kind === 'append' ? FLAG.entryIsPayload : encodeOp(op)) : '';
       args.push(op.kind, op.id, op.user, payload(op), entry, op.kind === 'append' ? (op.key ?? '') : '');
     }
     const flags = (await this.#eval(S.write, keys, args)) as (number | string)[];
@@ -233,7 +238,7 @@ export class RedisAdapter implements CacheAdapter {
     const ttl = this.#durable ? 0 : this.#cfg.ttlMs.subscribers;
     const add = op.kind === 'subscribe' && op.subscribed ? '1' : '0';
     const keys = this.#keys.subscribers(this.#keys.shardOf(op.user));
-    return (await this.#eval(S.applySubscription, keys, [this.#durable ? 'd' : 'c', ttl, op.user, add])) === 1;
+    return (await this.#eval(S.applySubscription, keys, [this.#role, ttl, op.user, add])) === 1;
   }
 
   async readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss> {
