@@ -137,3 +137,19 @@ function callerFile(): string {
 }
 
 export const tmpRoot = (): string => os.tmpdir();
+
+/** `it`, or, when `missing` says why it cannot run here, an `it` that reports (or under TCS_TEST_REQUIRE_ALL=1 fails). */
+export function itIfAble(missing: string | undefined): typeof it {
+  if (!missing) return it;
+  const file = callerFile();
+  const replacement = (name: string, ...rest: unknown[]) => {
+    if (process.env[REQUIRE_ALL_VAR] === '1') {
+      return it(name, () => {
+        throw new Error(`cannot run: ${missing} (${REQUIRE_ALL_VAR}=1 makes this a failure)`);
+      });
+    }
+    recordNotRunnable(`${file}: ${name}`, missing);
+    return (it.skip as (...args: unknown[]) => unknown)(name, ...rest);
+  };
+  return replacement as unknown as typeof it;
+}
