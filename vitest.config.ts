@@ -27,7 +27,7 @@ export default defineConfig({
           name: 'unit',
           include: UNIT,
           globalSetup: ['test/helpers/run-setup.ts'],
-          typecheck: { enabled: true, include: TYPE_TESTS },
+          typecheck: { enabled: true, include: TYPE_TESTS, tsconfig: 'test/tsconfig.typecheck.json' },
         },
       },
       {
