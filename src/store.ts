@@ -458,7 +458,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (options.redis) parts.push(`redis ${options.redis.describe?.() ?? ''} (${options.postgres ? 'cache' : 'system of record, nothing expires'})`);
     if (options.postgres) parts.push(`postgres ${options.postgres.describe?.() ?? ''}`);
     parts.push(this.#durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
-    return `tiers: ${parts.join(' -> ')}; ${this.#durable ? this.#opts.writeMode : 'in memory'}`;
+    return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}`;
   }
 }
 

@@ -1,5 +1,5 @@
 import { afterAll } from 'vitest';
-import { MemoryAdapter, PostgresAdapter, RedisAdapter } from '../src/index.js';
+import { PostgresAdapter, RedisAdapter } from '../src/index.js';
 import { runAdapterContract } from '../src/testing.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 
@@ -9,8 +9,7 @@ afterAll(async () => {
   await cleanupPostgres(databaseUrl(), schema);
 });
 
-runAdapterContract('MemoryAdapter', async () => ({ adapter: new MemoryAdapter() }));
-
+// MemoryAdapter: test/contract-memory.test.ts (no server needed).
 runAdapterContract('PostgresAdapter', async () => {
   const adapter = new PostgresAdapter({ url: databaseUrl(), schema });
   return { adapter, cleanup: () => adapter.close() };

@@ -5,6 +5,7 @@ import { PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
 import { BuiltCli, type CliRun } from './helpers/cli.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl, type Isolation } from './helpers/services.js';
+import { findProgram, itIfAble } from './helpers/run-registry.js';
 
 // Issue 7: `npx tiered-conversation-store doctor | migrate | sync`, run as the built binary against the real servers.
 
@@ -395,7 +396,8 @@ describe('sync', () => {
     expect(JSON.parse(json.stdout)).toMatchObject({ ok: true, pendingBefore: 0, result: { messages: 0, userData: 0, subscribers: 0, pending: 0 }, errors: [] });
   });
 
-  it('on a terminal, a large journal gets a progress bar', async () => {
+  // A pseudo-terminal comes from util-linux's script(1).
+  itIfAble(findProgram('script') ? undefined : 'script (util-linux) is not installed; apt-get install bsdutils')('on a terminal, a large journal gets a progress bar', async () => {
     const n = names('sync_tty');
     await writeJournal(n);
     const { code, stdout } = await cli.runOnTty(['sync'], both(n));

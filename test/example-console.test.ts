@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -130,6 +131,7 @@ describe('console mode: the same bot in the terminal, without a token', () => {
     expect(tiers).toHaveLength(1);
     expect(tiers[0]).toMatch(/memory/);
     expect(tiers[0]).not.toMatch(/redis|postgres/);
+    expect(tiers[0]).toMatch(/tiers: memory \(only tier: data is lost on restart\)$/);
     expectInOrder(out, [
       /console mode \(no BOT_TOKEN set\)/,
       'BOT_TOKEN=',
@@ -184,6 +186,24 @@ describe('console mode: the same bot in the terminal, without a token', () => {
       'you: still there?',
       'bot: I have 1 message from our chat',
     ]);
-    expectInOrder(r.stderr(), ['CONTENT_TOO_LARGE', 'INVALID_PHONE']);
+    // Answered well: the user's bad input is not a failure of the bot, so nothing on stderr mid-chat.
+    expect(r.stderr()).not.toMatch(/failed|CONTENT_TOO_LARGE|INVALID_PHONE/);
+  });
+
+  it('with BOT_TOKEN and no way to reach the Bot API, says within 10 s what it tries and why it fails, token masked', async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const server = net.createServer().listen(0, '127.0.0.1', () => {
+        const { port } = server.address() as net.AddressInfo;
+        server.close(() => resolve(port));
+      });
+    });
+    const started = Date.now();
+    const r = runScript([], newcomerEnv({ BOT_TOKEN: '123456:SECRET-token-value', TELEGRAM_API_ROOT: `http://127.0.0.1:${closed}` }));
+    expect(await exited(r)).toEqual({ code: 1, signal: null });
+    expect(Date.now() - started).toBeLessThan(10_000);
+    expect(r.stdout()).toContain(`Connecting to the Telegram Bot API at http://127.0.0.1:${closed}`);
+    expect(r.stderr()).toMatch(/Cannot reach the Telegram Bot API at .*ECONNREFUSED/);
+    expect(r.stderr()).toContain('--console');
+    expect(`${r.stdout()}${r.stderr()}`).not.toContain('SECRET-token-value');
   });
 });

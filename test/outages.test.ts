@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MARGIN_MS, OutageRig, PG_TIMEOUT_MS, REDIS_TIMEOUT_MS } from './helpers/outage.js';
 import { PrivateRedis } from './helpers/private-redis.js';
+import { describeIfAble, missingRedisServer } from './helpers/run-registry.js';
 
 // Guarantees 4, 5 and 6 with real faults: a TCP proxy refuses, cuts or hangs each server.
 
@@ -140,7 +141,7 @@ describe('a connection that hung is replaced', () => {
   });
 });
 
-describe('Redis restarted empty (a private redis-server, killed and started again)', () => {
+describeIfAble('Redis restarted empty (a private redis-server, killed and started again)', missingRedisServer(), () => {
   it('write-through: journaled writes survive even a Redis that forgot them (this process kept a copy); reads refill', async () => {
     const server = await PrivateRedis.start();
     try {

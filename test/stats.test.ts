@@ -46,11 +46,5 @@ describe('store.stats()', () => {
     expect(stats.pending).toBe(0);
     expect(stats.syncLagMs).toBeGreaterThanOrEqual(0);
   });
-
-  it('a memory-only store reports an empty picture', async () => {
-    const store = new TieredStore({ logger: false });
-    await store.addMemory(1, 'user', 'x');
-    expect(store.stats()).toMatchObject({ pending: 0, syncLagMs: null, oldestPendingAgeMs: null, tiers: { redis: { hits: 0 } } });
-    await store.close();
-  });
+  // A memory-only store's empty picture: test/memory-store.test.ts.
 });

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, it } from 'vitest';
-import { MemoryAdapter, TieredStore } from '../src/index.js';
+import { TieredStore } from '../src/index.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 import { makeStore, TOPOLOGIES } from './helpers/stores.js';
 
@@ -117,22 +117,7 @@ describe.each(TOPOLOGIES)('every method round-trips (%s)', (topology) => {
 });
 
 describe('lifecycle', () => {
-  it('close() makes later calls fail with STORE_CLOSED and is idempotent', async () => {
-    const store = new TieredStore({ logger: false });
-    await store.addMemory(1, 'user', 'x');
-    await Promise.all([store.close(), store.close()]);
-    await expect(store.addMemory(1, 'user', 'y')).rejects.toMatchObject({ code: 'STORE_CLOSED' });
-    await expect(store.getHistory(1)).rejects.toMatchObject({ code: 'STORE_CLOSED' });
-  });
-
-  it('a memory-only store keeps data for the life of the process and refuses writes past its bound', async () => {
-    const store = new TieredStore({ logger: false, memory: new MemoryAdapter({ maxMessages: 3 }) });
-    for (const text of ['1', '2', '3']) await store.addMemory('u', 'user', text);
-    await expect(store.addMemory('u', 'user', '4')).rejects.toMatchObject({ code: 'STORE_FULL' });
-    expect((await store.getHistory('u')).map((m) => m.content)).toEqual(['1', '2', '3']);
-    await store.close();
-  });
-
+  // close() and the memory-only bound: test/memory-store.test.ts (no server needed).
   it('leaves a client the user passed in open, and closes what it opened', async () => {
     const { default: postgres } = await import('postgres');
     const { Redis } = await import('ioredis');

@@ -12,6 +12,7 @@ const env = process.env;
 const token = env.BOT_TOKEN?.trim();
 const consoleMode = !token || process.argv.includes('--console');
 const stopping = new AbortController();
+const CONNECT_TIMEOUT_MS = 6_000;
 
 if (consoleMode) {
   console.log(
@@ -65,6 +66,11 @@ process.exit(code);
 async function poll(botToken: string): Promise<number> {
   const apiRoot = env.TELEGRAM_API_ROOT?.trim().replace(/\/+$/, '');
   const bot = createBot(botToken, store, apiRoot ? { apiRoot } : {});
+  // Say what we are doing before the first network call: without network it would otherwise be silent.
+  const target = apiRoot ?? 'https://api.telegram.org';
+  console.log(`Connecting to the Telegram Bot API at ${target} (getMe with BOT_TOKEN ${maskToken(botToken)})...`);
+  const connected = await connect(bot, target, botToken);
+  if (connected !== undefined) return connected;
   const running = bot.start({
     onStart: (me) => {
       console.log(`@${me.username} is running (long polling${apiRoot ? ` on ${apiRoot}` : ''}). Ctrl+C stops it.`);
@@ -84,6 +90,49 @@ async function poll(botToken: string): Promise<number> {
   await within(5000, bot.stop()).catch((error: unknown) => console.warn(`Could not confirm the last updates: ${String(error)}`));
   await within(5000, running).catch(() => undefined);
   return 0;
+}
+
+/** getMe with a deadline; undefined when connected, else the exit code after saying why it failed. */
+async function connect(bot: ReturnType<typeof createBot>, target: string, botToken: string): Promise<number | undefined> {
+  const deadline = AbortSignal.timeout(CONNECT_TIMEOUT_MS);
+  try {
+    // One getMe, not bot.init(): that one retries network errors quietly, for as long as they last.
+    // grammY types its signal as the abort-controller polyfill's; the platform one is what it uses at run time.
+    bot.botInfo = await bot.api.getMe(AbortSignal.any([deadline, stopping.signal]) as Parameters<typeof bot.api.getMe>[0]);
+    return undefined;
+  } catch (error) {
+    if (stopping.signal.aborted) return 0;
+    const why = deadline.aborted
+      ? `no answer within ${CONNECT_TIMEOUT_MS / 1000} s (is this machine offline, or is ${new URL(target).host} blocked?)`
+      : error instanceof GrammyError && error.error_code === 401
+        ? 'Telegram rejected BOT_TOKEN (401 Unauthorized): copy it again from @BotFather, or unset it to try the console mode'
+        : rootCause(error);
+    console.error(`Cannot reach the Telegram Bot API at ${target}: ${why.split(botToken).join(maskToken(botToken))}`);
+    console.error('Without network access, run the bot in this terminal instead: npm run example -- --console');
+    return 1;
+  }
+}
+
+/** The innermost cause of a failed request (grammY wraps fetch errors, which wrap the socket error). */
+function rootCause(error: unknown): string {
+  const messages: string[] = [];
+  let current: unknown = error;
+  for (let depth = 0; current && depth < 6; depth++) {
+    if (current instanceof Error) {
+      const code = (current as NodeJS.ErrnoException).code;
+      messages.push(code && !current.message.includes(code) ? `${code}: ${current.message}` : current.message);
+      current = (current as { error?: unknown }).error ?? current.cause;
+    } else {
+      messages.push(String(current));
+      break;
+    }
+  }
+  return messages.at(-1) ?? 'unknown error';
+}
+
+function maskToken(botToken: string): string {
+  const colon = botToken.indexOf(':');
+  return colon > 0 ? `${botToken.slice(0, colon)}:***` : '***';
 }
 
 function storeOptions(): FromEnvOptions {

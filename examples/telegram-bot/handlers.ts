@@ -1,7 +1,7 @@
 import { Bot, InlineKeyboard, Keyboard, type BotConfig, type BotError, type Context } from 'grammy';
 import type { UserFromGetMe } from 'grammy/types';
 import { memory, type MemoryFlavor } from '../../src/grammy.js';
-import { isStoreError, type Message, type TieredStore } from '../../src/index.js';
+import { isStoreError, ValidationError, type Message, type TieredStore } from '../../src/index.js';
 import { booking } from './booking.js';
 
 export type BotContext = Context & MemoryFlavor;
@@ -135,7 +135,11 @@ function phoneKeyboard(): Keyboard {
 /** Logs a failed update and tells the user something useful instead of going silent. */
 export async function handleError(err: BotError<BotContext>): Promise<void> {
   const { ctx, error } = err;
-  console.error(`update ${ctx.update.update_id} failed: ${isStoreError(error) ? `${error.code}: ${error.message}` : String(error)}`);
+  // Bad input (an invalid phone, an oversized message) is the user's, and the reply below explains it:
+  // not a failure of the bot, so nothing on stderr. Everything else is logged.
+  if (!(error instanceof ValidationError)) {
+    console.error(`update ${ctx.update.update_id} failed: ${isStoreError(error) ? `${error.code}: ${error.message}` : String(error)}`);
+  }
   const chat = ctx.chat?.id ?? ctx.from?.id;
   if (chat === undefined) return;
   await ctx.api.sendMessage(chat, friendly(error)).catch((e: unknown) => console.error(`could not send the error reply either: ${String(e)}`));

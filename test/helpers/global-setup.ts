@@ -1,6 +1,7 @@
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import type { TestProject } from 'vitest/node';
+import { abortRun } from './run-setup.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -48,7 +49,16 @@ const POSTGRES: ServiceSpec = {
 };
 
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const { redis, database } = await resolveBoth();
+  let resolved: { redis: ResolvedService; database: ResolvedService };
+  try {
+    resolved = await resolveBoth();
+  } catch (error) {
+    // Said plainly and first, not after "No test files found", the include lists and a stack trace.
+    console.error(`\n${errorMessage(error)}\n\nTests that need no server: npm run test:unit\n`);
+    await abortRun();
+    process.exit(1);
+  }
+  const { redis, database } = resolved;
   project.provide('redisUrl', redis.url);
   project.provide('databaseUrl', database.url);
   console.log(

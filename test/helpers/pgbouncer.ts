@@ -4,8 +4,17 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { answers, freePort } from './ports.js';
+import { findProgram, isRoot, trackProcess } from './run-registry.js';
 
-/** A PgBouncer of the test's own in transaction pooling mode, in front of the test PostgreSQL. */
+/** Why PgBouncer cannot run here, or undefined when it can. */
+export function missingPgBouncer(): string | undefined {
+  return findProgram('pgbouncer') ? undefined : 'pgbouncer is not installed; apt-get install pgbouncer as root';
+}
+
+/**
+ * A PgBouncer of the test's own in transaction pooling mode, in front of the test PostgreSQL.
+ * Runs as the current user; as root (which pgbouncer refuses) it drops to the postgres user.
+ */
 export class PgBouncer {
   private constructor(
     readonly port: number,
@@ -19,7 +28,7 @@ export class PgBouncer {
     const database = target.pathname.slice(1) || 'postgres';
     const port = await freePort();
     const dir = mkdtempSync(path.join(os.tmpdir(), 'tcs-pgbouncer-'));
-    chmodSync(dir, 0o777); // pgbouncer refuses to run as root and drops to the postgres user
+    if (isRoot()) chmodSync(dir, 0o777); // pgbouncer refuses to run as root and drops to the postgres user
     const config = path.join(dir, 'pgbouncer.ini');
     writeFileSync(
       config,
@@ -39,7 +48,8 @@ export class PgBouncer {
         `pidfile = ${path.join(dir, 'pgbouncer.pid')}`,
       ].join('\n'),
     );
-    const child = spawn('pgbouncer', ['-u', 'postgres', config], { stdio: 'ignore' });
+    const child = spawn('pgbouncer', isRoot() ? ['-u', 'postgres', config] : [config], { stdio: 'ignore' });
+    trackProcess(child.pid, 'pgbouncer');
     const bouncer = new PgBouncer(port, database, child, dir);
     for (let i = 0; i < 100; i++) {
       if (await answers(port)) return bouncer;
@@ -54,7 +64,7 @@ export class PgBouncer {
       }
     })();
     await bouncer.stop();
-    throw new Error(`pgbouncer did not start on port ${port} (is it installed? apt-get install pgbouncer)\n${log}`);
+    throw new Error(`pgbouncer did not start on port ${port}${child.exitCode === null ? '' : ` (it exited with ${child.exitCode})`}\n${log}`);
   }
 
   get url(): string {

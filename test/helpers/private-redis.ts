@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { answers, freePort } from './ports.js';
+import { trackProcess } from './run-registry.js';
 
 /** A redis-server of the test's own (nothing on disk), to crash and restart empty. */
 export class PrivateRedis {
@@ -30,6 +31,7 @@ export class PrivateRedis {
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.#dir];
     if (this.password) args.push('--requirepass', this.password);
     this.#process = spawn('redis-server', args, { stdio: 'ignore' });
+    trackProcess(this.#process.pid, 'private redis-server', 'SIGKILL');
     for (let i = 0; i < 100; i++) {
       if (await answers(this.port)) return;
       await sleep(50);

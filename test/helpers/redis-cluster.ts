@@ -21,6 +21,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Redis } from 'ioredis';
+import { trackProcess } from './run-registry.js';
 
 export interface RedisNodeAddress {
   host: string;
@@ -395,6 +396,7 @@ class RedisNodeProcess {
       '--proc-title-template', `{title} {listen-addr} {server-mode} cluster-config-file=${this.configFile}`,
     ];
     const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    trackProcess(child.pid, 'Redis Cluster node', 'SIGKILL');
     this.child = child;
     child.stdout?.on('data', (c: Buffer) => this.appendLog(c));
     child.stderr?.on('data', (c: Buffer) => this.appendLog(c));

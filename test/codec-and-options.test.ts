@@ -1,0 +1,96 @@
+import { describe, expect, it, vi } from 'vitest';
+import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../src/codec.js';
+import { ErrorCode, MemoryAdapter, TierError } from '../src/index.js';
+import { createIdGenerator } from '../src/ids.js';
+import { Secrets, silentLogger } from '../src/logger.js';
+import type { AppendOp, Op } from '../src/ops.js';
+import { MAX_HISTORY_LIMIT, resolveOptions } from '../src/options.js';
+import { Breaker } from '../src/breaker.js';
+
+const next = createIdGenerator();
+
+describe('codec', () => {
+  it('round-trips messages and every kind of op; the encoding starts with the id for Lua', () => {
+    const append: AppendOp = { kind: 'append', user: 'u', id: next(), role: 'assistant', content: 'héllo "quoted"\n', createdAt: 1_700_000_000_000, meta: { a: [1, null] }, key: 'k1' };
+    const ops: Op[] = [
+      append,
+      { kind: 'phone', user: 'u', id: next(), phone: '+79991234567' },
+      { kind: 'phone', user: 'u', id: next(), phone: null },
+      { kind: 'booking', user: 'u', id: next(), booking: { service: 'cut', at: '10:00' } },
+      { kind: 'subscribe', user: 'u', id: next(), subscribed: false },
+      { kind: 'clear', user: 'u', id: next() },
+      { kind: 'delete', user: 'u', id: next() },
+    ];
+    for (const op of ops) {
+      const text = encodeOp(op);
+      expect(text.startsWith(`{"id":"${op.id}"`)).toBe(true);
+      expect(decodeOp('u', text)).toEqual(op);
+    }
+    const message = decodeMessage(encodeMessage(append));
+    expect(message).toEqual({ id: append.id, role: 'assistant', content: append.content, createdAt: new Date(append.createdAt), meta: { a: [1, null] } });
+    expect('key' in message).toBe(false);
+  });
+});
+
+describe('options', () => {
+  it('has documented defaults', () => {
+    const resolved = resolveOptions({});
+    expect(resolved).toMatchObject({ historyLimit: 50, writeMode: 'write-through', probeIntervalMs: 1000, journalLimit: 100_000, syncBatchSize: 5000, retention: {} });
+    expect(resolved.ttlMs).toEqual({ history: 3_600_000, userData: 3_600_000, subscribers: 86_400_000 });
+  });
+
+  it.each([
+    ['historyLimit above the maximum', { historyLimit: MAX_HISTORY_LIMIT + 1 }],
+    ['a fractional historyLimit', { historyLimit: 2.5 }],
+    ['a negative probe interval', { probeIntervalMs: -1 }],
+    ['a NaN journal limit', { journalLimit: Number.NaN }],
+    ['keepLast below historyLimit', { historyLimit: 20, retention: { keepLast: 10 } }],
+    ['a zero maxAgeDays', { retention: { maxAgeDays: 0 } }],
+    ['a limit of 0 bytes', { limits: { contentBytes: 0 } }],
+  ])('refuses %s with INVALID_OPTION', (_name, options) => {
+    expect(() => resolveOptions(options)).toThrow(expect.objectContaining({ code: ErrorCode.INVALID_OPTION }));
+  });
+});
+
+describe('breaker', () => {
+  /** A tier over a MemoryAdapter whose calls can be made to fail as if unreachable. */
+  function tierWithOutage() {
+    const adapter = new MemoryAdapter();
+    let reachable = true;
+    const unreachable = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:6379'), { code: 'ECONNREFUSED' });
+    vi.spyOn(adapter as { isUnavailable(error: unknown): boolean }, 'isUnavailable').mockImplementation((error: unknown) => error === unreachable);
+    vi.spyOn(adapter, 'ping').mockImplementation(async () => {
+      if (!reachable) throw unreachable;
+    });
+    const hooks = { probeIntervalMs: 10, logger: silentLogger, secrets: new Secrets(), recover: vi.fn(async () => {}), onDown: vi.fn(), onError: vi.fn(), onUp: vi.fn() };
+    const tier = new Breaker(adapter, hooks);
+    const call = vi.fn(async () => {
+      if (!reachable) throw unreachable;
+      return 'ok';
+    });
+    return { tier, hooks, call, setReachable: (value: boolean) => (reachable = value) };
+  }
+
+  it('an unreachable tier is marked down, later calls fail at once without touching it, and a probe takes it back up', async () => {
+    const { tier, hooks, call, setReachable } = tierWithOutage();
+    setReachable(false);
+    await expect(tier.call(call)).rejects.toMatchObject({ code: ErrorCode.STORE_UNAVAILABLE });
+    expect(tier.up).toBe(false);
+    expect(hooks.onDown).toHaveBeenCalledTimes(1);
+    await expect(tier.call(call)).rejects.toBeInstanceOf(TierError);
+    expect(call).toHaveBeenCalledTimes(1);
+    setReachable(true);
+    expect(await tier.probe()).toBe(true);
+    expect(hooks.recover).toHaveBeenCalledTimes(1);
+    expect(hooks.onUp).toHaveBeenCalledTimes(1);
+    expect(await tier.call(call)).toBe('ok');
+    tier.stop();
+  });
+
+  it('an error that is not an outage passes through as TIER_ERROR and leaves the tier up', async () => {
+    const { tier } = tierWithOutage();
+    await expect(tier.call(async () => Promise.reject(new Error('WRONGTYPE')))).rejects.toMatchObject({ code: ErrorCode.TIER_ERROR });
+    expect(tier.up).toBe(true);
+    tier.stop();
+  });
+});
