@@ -1,15 +1,14 @@
 import { afterAll } from 'vitest';
-import { MemoryAdapter, PostgresAdapter, RedisAdapter } from '../src/index.js';
+import { PostgresAdapter, RedisAdapter } from '../src/index.js';
 import { runAdapterContract } from '../src/testing.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 
+// The contract on the servers; MemoryAdapter's run needs none (adapter-contract-memory.test.ts).
 const { keyPrefix, schema } = isolation('adapter_contract');
 afterAll(async () => {
   await cleanupRedis(redisUrl(), keyPrefix);
   await cleanupPostgres(databaseUrl(), schema);
 });
-
-runAdapterContract('MemoryAdapter', async () => ({ adapter: new MemoryAdapter() }));
 
 runAdapterContract('PostgresAdapter', async () => {
   const adapter = new PostgresAdapter({ url: databaseUrl(), schema });
