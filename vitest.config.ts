@@ -10,7 +10,7 @@ const UNIT = [
   'test/ids-and-ops.test.ts',
   'test/validation.test.ts',
   'test/codec-and-options.test.ts',
-  'test/contract-memory.test.ts',
+  'test/adapter-contract-memory.test.ts',
   'test/memory-store.test.ts',
   'test/example-console.test.ts',
 ];

@@ -1,27 +1,45 @@
 import { afterAll } from 'vitest';
 import { PostgresAdapter, RedisAdapter } from '../src/index.js';
-import { runAdapterContract } from '../src/testing.js';
+import { runAdapterContract, type DeadLetterRecord } from '../src/testing.js';
+import { REDIS_KNOWN_FAILURES, redisContractOptions } from './helpers/redis-contract.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 
+// The contract on the servers; MemoryAdapter's run needs none (adapter-contract-memory.test.ts).
 const { keyPrefix, schema } = isolation('adapter_contract');
 afterAll(async () => {
   await cleanupRedis(redisUrl(), keyPrefix);
   await cleanupPostgres(databaseUrl(), schema);
 });
 
-// MemoryAdapter: test/contract-memory.test.ts (no server needed).
-runAdapterContract('PostgresAdapter', async () => {
-  const adapter = new PostgresAdapter({ url: databaseUrl(), schema });
-  return { adapter, cleanup: () => adapter.close() };
-});
-
-for (const role of ['durable', 'cache'] as const) {
-  runAdapterContract(
-    'RedisAdapter',
-    async () => {
-      const adapter = new RedisAdapter({ url: redisUrl(), keyPrefix: `${keyPrefix}${role}` });
-      return { adapter, cleanup: () => adapter.close() };
+runAdapterContract(
+  'PostgresAdapter',
+  async () => {
+    const adapter = new PostgresAdapter({ url: databaseUrl(), schema });
+    return { adapter, cleanup: () => adapter.close() };
+  },
+  {
+    groups: ['durable'],
+    // Bug, reported: a batch's INSERT ... SELECT from unnest has no order, so of two appends with one
+    // idempotency key ON CONFLICT DO NOTHING may keep the second (src/adapters/postgres.ts, #insertMany).
+    knownFailures: ['keeps the first of two appends with one idempotency key in a batch'],
+    async deadLetters(adapter, user) {
+      const sql = (adapter as PostgresAdapter).sql;
+      const rows = await sql`select user_id, op_id, kind, entry, error from ${sql(`${schema}.dead_letters`)} where user_id = ${user} order by seq`;
+      return rows.map((r): DeadLetterRecord => ({ user: r.user_id, id: r.op_id, kind: r.kind, entry: r.entry, error: r.error }));
     },
-    { role },
-  );
-}
+  },
+);
+
+// Every adapter gets a key prefix of its own: the journal tests count what is pending under it.
+let n = 0;
+const redis = (role: string) => async () => {
+  const adapter = new RedisAdapter({ url: redisUrl(), keyPrefix: `${keyPrefix}${role}${n++}` });
+  return { adapter, cleanup: () => adapter.close() };
+};
+
+runAdapterContract('RedisAdapter alone', redis('durable'), { groups: ['durable'] });
+runAdapterContract('RedisAdapter in front of PostgreSQL', redis('cache'), {
+  groups: ['cache', 'journal'],
+  knownFailures: REDIS_KNOWN_FAILURES,
+  ...redisContractOptions,
+});
