@@ -4,6 +4,9 @@ import { ErrorCode, TierError } from './errors.js';
 import type { Logger } from './types.js';
 import type { Secrets } from './logger.js';
 
+/** The first probe after a tier is marked down comes this soon, then one every `probeIntervalMs`. */
+const FIRST_PROBE_MS = 100;
+
 export interface BreakerHooks {
   probeIntervalMs: number;
   logger: Logger;
@@ -95,6 +98,9 @@ export class Breaker<A extends StorageAdapter = StorageAdapter> {
     this.hooks.onDown(this, error);
     this.#probe = setInterval(() => void this.probe(), this.hooks.probeIntervalMs);
     this.#probe.unref();
+    // A blip (one timed-out call) is over by then: what missed this tier while it was down (other
+    // processes may read its stale copies) is repaired in a fraction of the interval.
+    setTimeout(() => void this.probe(), Math.min(FIRST_PROBE_MS, this.hooks.probeIntervalMs)).unref();
   }
 
   /** One probe: connect, ping, recover, then up. Resolves true when the tier is up. */

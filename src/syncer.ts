@@ -27,9 +27,10 @@ export interface SyncerDeps {
   takeWrittenUsers(): string[];
 }
 
-const LOCK_MS = 60_000;
+/** The sync lease: short, and renewed each round, so a process that dies holding it blocks others for seconds only. */
+const LEASE_MS = 5_000;
 const MAX_PASS_MS = 60_000;
-const DRAIN_BACKOFF_MS = { first: 100, max: 5_000 };
+const DRAIN_BACKOFF_MS = { first: 100, max: 2_000 };
 
 /**
  * Moves pending writes to the durable tier: this process's journal first, then Redis's journal
@@ -136,10 +137,11 @@ export class Syncer {
     let pending = this.deps.journal.size;
     if (cache?.up && durable.up) {
       const token = this.#token;
-      if (background && !(await cache.acquireLease(token, LOCK_MS))) return undefined;
+      const renew = background ? () => cache.acquireLease(token, LEASE_MS) : undefined;
+      if (renew && !(await renew())) return undefined;
       try {
         await this.#indexJournals(cache);
-        await this.#drainCache(cache, moved, started);
+        await this.#drainCache(cache, moved, started, renew);
       } finally {
         if (background) await cache.releaseLease(token);
       }
@@ -194,16 +196,21 @@ export class Syncer {
    * at once: the next chunk's journals are read while two chunks are written to PostgreSQL (on two
    * connections; their users differ, so they never contend) and acknowledged.
    */
-  async #drainCache(cache: HotCache, moved: Counts, started: number): Promise<void> {
+  async #drainCache(cache: HotCache, moved: Counts, started: number, renew: (() => Promise<boolean>) | undefined): Promise<void> {
     const perChunk = Math.max(1, Math.floor(this.deps.batchSize / 10));
+    // Users counted in the index with nothing journaled (a Cluster write between its two steps, or
+    // one that died there): looked at once per pass, which also lets the index heal them.
+    const idle = new Set<string>();
     while (Date.now() - started < MAX_PASS_MS) {
-      const users = await cache.pendingUsers(perChunk * 4);
+      if (renew && !(await renew())) return;
+      const users = (await cache.pendingUsers(perChunk * 4)).filter((user) => !idle.has(user));
       if (users.length === 0) return;
       const chunks = Array.from({ length: Math.ceil(users.length / perChunk) }, (_, i) => users.slice(i * perChunk, (i + 1) * perChunk));
       let reading = quiet(this.#readChunk(cache, chunks[0] as string[]));
       const moving: Promise<void>[] = [];
       for (let i = 0; i < chunks.length; i++) {
         const chunk = await reading;
+        for (const [user, entries] of chunk.entries) if (entries.length === 0) idle.add(user);
         if (i + 1 < chunks.length) reading = quiet(this.#readChunk(cache, chunks[i + 1] as string[]));
         moving.push(quiet(this.#move(cache, chunk, moved)));
         if (moving.length >= 2) await moving.shift();

@@ -19,9 +19,6 @@ runAdapterContract(
   },
   {
     groups: ['durable'],
-    // Bug, reported: a batch's INSERT ... SELECT from unnest has no order, so of two appends with one
-    // idempotency key ON CONFLICT DO NOTHING may keep the second (src/adapters/postgres.ts, #insertMany).
-    knownFailures: ['keeps the first of two appends with one idempotency key in a batch'],
     async deadLetters(adapter, user) {
       const sql = (adapter as PostgresAdapter).sql;
       const rows = await sql`select user_id, op_id, kind, entry, error from ${sql(`${schema}.dead_letters`)} where user_id = ${user} order by seq`;

@@ -344,12 +344,19 @@ export class PostgresAdapter implements StorageAdapter {
 /** One user's changes in a batch: the fold of its ops (appends aside), last writer wins by op id. */
 type Patch = Pick<UserState, 'phone' | 'booking' | 'subscribed' | 'floor'>;
 
-/** Splits a batch into messages and one patch per user (a field with id '' was not written). */
+/** Splits a batch into messages (the first per idempotency key) and one patch per user (a field with id '' was not written). */
 function foldBatch(ops: readonly Op[]): { appends: AppendOp[]; patches: Map<string, Patch> } {
   const appends: AppendOp[] = [];
   const patches = new Map<string, UserState>();
+  const keys = new Map<string, AppendOp>();
   for (const op of ops) {
     if (op.kind === 'append') {
+      // One message per idempotency key: the earliest (an INSERT of several rows keeps no order).
+      const key = op.key === undefined ? undefined : `${op.user}\n${op.key}`;
+      const first = key === undefined ? undefined : keys.get(key);
+      if (first && first.id < op.id) continue;
+      if (key !== undefined) keys.set(key, op);
+      if (first) appends.splice(appends.indexOf(first), 1);
       appends.push(op);
       continue;
     }

@@ -60,8 +60,12 @@ const S = {
   releaseLock: script(lua.RELEASE_LOCK),
 };
 
-/** On a Cluster, how long a pending count with no journal entry behind it may last: a write's two steps take far less. */
-const IDLE_COUNT_MS = 60_000;
+/**
+ * On a Cluster, how long a pending count with no journal entry behind it may last before it is
+ * taken as a write whose second step never ran: a write's two steps take at most a few command
+ * deadlines (a socket that stops answering is destroyed at twice the deadline, unsent commands with it).
+ */
+const IDLE_COUNT_MS = 10_000;
 const REDIS_PROTOCOLS = ['redis:', 'rediss:'];
 
 const UNREACHABLE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Socket timeout|Command timed out|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready|Too many Cluster redirections/;
@@ -193,8 +197,10 @@ export class RedisAdapter implements CacheAdapter {
     const outcomes = flags.flat();
     await Promise.all(
       written.map(async (op, i) => {
-        const dropped = Math.floor(Number(outcomes[i]) / 4);
-        if (op.kind === 'delete' && dropped > 0) await this.#countPending(op.user, -dropped);
+        const outcome = outcomes[i];
+        // Counted before the script, which journaled nothing for a repeat, or dropped older entries.
+        const uncount = typeof outcome === 'string' ? 1 : op.kind === 'delete' ? Math.floor(Number(outcome) / 4) : 0;
+        if (options.pending && uncount > 0) await this.#countPending(op.user, -uncount);
       }),
     );
     const held = outcomes.map(toOutcome);
@@ -355,8 +361,9 @@ export class RedisAdapter implements CacheAdapter {
       do {
         const [next, keys] = await this.#call(node.scan(cursor, 'MATCH', `${this.keyPrefix}:{*}:[hdm]`, 'COUNT', 1000));
         cursor = next;
-        // One DEL per key: in a Cluster the keys of one batch live in different slots.
-        await Promise.all(keys.map((key) => this.#call(node.del(key))));
+        // One call per key: in a Cluster the keys of one batch live in different slots. A version
+        // moves rather than goes (a fill whose miss saw it must fail).
+        await Promise.all(keys.map((key) => this.#call(key.endsWith(':m') ? node.hincrby(key, 'v', 1) : node.del(key))));
       } while (cursor !== '0');
     }
     await this.invalidate([], true);
@@ -425,7 +432,7 @@ export class RedisAdapter implements CacheAdapter {
     const [index, count, idle] = this.#keys.pending(this.#keys.shardOf(user));
     if (!this.cluster) return ((await this.#eval(S.ack, [j, index, count], [user, ...entries])) as [number, number])[1];
     const [popped, left] = (await this.#eval(S.ackJournal, [j], entries as string[])) as [number, number];
-    await this.#eval(S.ackIndex, [index, count, idle], [user, popped, left, Date.now(), IDLE_COUNT_MS]);
+    await this.#eval(S.ackIndex, [index, count, idle], [user, popped, left, Date.now(), Math.max(IDLE_COUNT_MS, 20 * this.timeoutMs)]);
     return left;
   }
 
