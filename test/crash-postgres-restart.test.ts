@@ -1,6 +1,5 @@
 import { afterEach, expect, it } from 'vitest';
-import { RedisAdapter } from '../src/index.js';
-import { checkStored, CrashChild, killAllChildren, recover } from './helpers/crash.js';
+import { checkStored, CrashChild, drainedOnItsOwn, killAllChildren, leaseOf, logsOf, recover } from './helpers/crash.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { MARGIN_MS } from './helpers/outage.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
@@ -55,17 +54,9 @@ it('PostgreSQL restarted under writers, Redis cut as it returns: the journal dra
   }
 
   // On its own: nobody calls syncNow or startSync. Redis's pending count must fall to zero.
-  const observer = new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix });
-  let left = -1;
-  try {
-    await observer.connect();
-    const until = Date.now() + 15_000;
-    while (Date.now() < until && (left = await observer.pendingCount()) !== 0) await new Promise((resolve) => setTimeout(resolve, 100));
-  } finally {
-    await observer.close();
-  }
-  const journaled = child.lines.filter((l) => l.startsWith('LOG')).slice(-12).join('\n');
-  expect(left, `Redis still holds ${left} pending writes 15 s after PostgreSQL returned; last logs:\n${journaled}`).toBe(0);
+  const left = await drainedOnItsOwn(redisUrl(), names.keyPrefix);
+  const journaled = logsOf(child);
+  expect(left, `Redis still holds ${left} pending writes 15 s after PostgreSQL returned (${await leaseOf(redisUrl(), names.keyPrefix)}); last logs:\n${journaled}`).toBe(0);
   await expect.poll(() => child.lines.findLast((l) => l.startsWith('PENDING ')), { timeout: 5000 }).toBe('PENDING 0');
   await child.kill();
 

@@ -184,3 +184,45 @@ export async function recover(
   }
   return { pending, moved };
 }
+
+/**
+ * Waits, without syncing anything itself, until Redis's pending count under `keyPrefix` is zero;
+ * returns the last count seen (0: drained within `timeoutMs`).
+ */
+export async function drainedOnItsOwn(url: string, keyPrefix: string, timeoutMs = 15_000): Promise<number> {
+  const observer = new RedisAdapter({ url, keyPrefix });
+  let left = -1;
+  try {
+    await observer.connect();
+    const until = Date.now() + timeoutMs;
+    while (Date.now() < until) {
+      left = await observer.pendingCount().catch(() => -1);
+      if (left === 0) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  } finally {
+    await observer.close();
+  }
+  return left;
+}
+
+/** The child's last few log lines, for a failure message. */
+export function logsOf(child: CrashChild, lines = 12): string {
+  return child.lines.filter((l) => l.startsWith('LOG')).slice(-lines).join('\n');
+}
+
+/** For a failure message only: the background-sync lease as the store named it when these tests were written. */
+export async function leaseOf(url: string, keyPrefix: string): Promise<string> {
+  const { Redis } = await import('ioredis');
+  const client = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    const ttl = await client.pttl(`${keyPrefix}:{sync}:lock`);
+    return ttl === -2 ? 'no sync lease held' : `the sync lease is held for another ${ttl} ms`;
+  } catch (error) {
+    return `lease unknown (${(error as Error).message})`;
+  } finally {
+    client.disconnect();
+  }
+}
