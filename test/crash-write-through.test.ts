@@ -1,0 +1,69 @@
+import { afterEach, expect, it } from 'vitest';
+import { checkStored, CrashChild, killAllChildren, recover } from './helpers/crash.js';
+import { FaultProxy } from './helpers/fault-proxy.js';
+import { MARGIN_MS } from './helpers/outage.js';
+import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
+
+// Crash test (b): a write-through process whose PostgreSQL is cut (the proxy drops every connection
+// and refuses new ones), so its writes are journaled in Redis; then it is SIGKILLed, either while
+// PostgreSQL is still away or while it drains the journal after PostgreSQL came back. A fresh
+// process must move every write the killed one acknowledged to PostgreSQL, exactly once.
+const REDIS_TIMEOUT_MS = 500;
+const PG_TIMEOUT_MS = 1000;
+let proxy: FaultProxy | undefined;
+let names = isolation('crash_wt');
+afterEach(async () => {
+  await killAllChildren();
+  await proxy?.close();
+  proxy = undefined;
+  await cleanupRedis(redisUrl(), names.keyPrefix).catch(() => {});
+  await cleanupPostgres(databaseUrl(), names.schema);
+});
+
+async function cutThenKill(when: 'while PostgreSQL is away' | 'while the journal drains'): Promise<void> {
+  names = isolation('crash_wt');
+  proxy = await FaultProxy.start(databaseUrl());
+  const tag = when === 'while PostgreSQL is away' ? 'wta' : 'wtd';
+  const child = CrashChild.start({
+    mode: 'stream',
+    redis: { url: redisUrl() },
+    databaseUrl: proxy.url(databaseUrl()),
+    ...names,
+    writeMode: 'write-through',
+    redisTimeoutMs: REDIS_TIMEOUT_MS,
+    pgTimeoutMs: PG_TIMEOUT_MS,
+    writers: 8,
+    users: ['wt0', 'wt1', 'wt2', 'wt3'],
+    tag,
+    count: 0,
+    pauseMs: 4,
+  });
+  await child.acks(200);
+  await proxy.refuse();
+  await child.acks(child.acked.size + 800, 20_000);
+  if (when === 'while the journal drains') {
+    await proxy.pass();
+    await child.waitFor((l) => /postgres is up again/.test(l), 10_000, '"postgres is up again"');
+    await new Promise((resolve) => setTimeout(resolve, Math.random() * 100));
+  }
+  await child.kill();
+  await proxy.pass();
+
+  const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 8000);
+  const stored = await checkStored(databaseUrl(), names.schema, child.acked, tag);
+  console.info(`write-through, killed ${when}: ${stored.acked} acknowledged, ${stored.missing.length} lost, ${stored.duplicated.length} doubled, ` +
+    `pending ${pending} after ${moved.length} recovery passes (moved ${moved.reduce((a, b) => a + b, 0)}), slowest call ${child.slowest} ms`);
+  expect(stored.missing).toEqual([]);
+  expect(stored.duplicated).toEqual([]);
+  expect(pending).toBe(0);
+  expect(child.failures).toEqual([]);
+  expect(child.slowest).toBeLessThan(PG_TIMEOUT_MS + MARGIN_MS);
+}
+
+it('PostgreSQL cut, then SIGKILL while it is still away: the journal in Redis brings every acknowledged write to PostgreSQL once', async () => {
+  await cutThenKill('while PostgreSQL is away');
+}, 60_000);
+
+it('PostgreSQL cut and back, then SIGKILL while the journal drains: every acknowledged write reaches PostgreSQL once', async () => {
+  await cutThenKill('while the journal drains');
+}, 60_000);
