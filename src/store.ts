@@ -110,6 +110,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#appends = new Batcher((ops) => this.#writes.appends(ops));
     this.#started = Promise.all([this.#startRedis(), postgres?.start()]).then(() => {
       this.#ready = true;
+      void this.#drainLeftovers();
     });
     const durable = this.#tiers.durable;
     this.#syncer = durable && new Syncer({
@@ -321,8 +322,16 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.emit('tierUp', { tier: tier.name, downForMs });
     // What waited for PostgreSQL (here and in Redis's journal) moves now, without waiting for startSync.
     if (tier === this.#tiers.durable || (tier === this.#tiers.cache && this.#tiers.durable?.up)) {
-      this.#syncer?.run(true).catch((error: unknown) => this.#syncFailed(error as Error));
+      this.#syncer?.drain((error) => this.#syncFailed(error));
     }
+  }
+
+  /** Writes another process left pending (it crashed, or closed while PostgreSQL was away) move at start, without startSync. */
+  async #drainLeftovers(): Promise<void> {
+    const { cache, durable } = this.#tiers;
+    if (!cache?.up || !durable?.up) return;
+    const pending = await cache.call((c) => c.pendingCount()).catch(() => 0);
+    if (pending > 0) this.#syncer?.drain((error) => this.#syncFailed(error));
   }
 
   #deadLetter(op: Op, error: Error): void {
@@ -403,7 +412,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async #shutdown(timeoutMs: number): Promise<void> {
     const { redis, postgres, cache, durable, journal } = this.#tiers;
-    this.#syncer?.stop();
+    this.#syncer?.halt();
     const deadline = Date.now() + timeoutMs;
     const left = () => Math.max(0, deadline - Date.now());
     await within(left(), this.#started);

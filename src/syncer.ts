@@ -31,6 +31,7 @@ export interface SyncerDeps {
 
 const LOCK_MS = 60_000;
 const MAX_PASS_MS = 60_000;
+const DRAIN_BACKOFF_MS = { first: 100, max: 5_000 };
 
 /**
  * Moves pending writes to the durable tier: this process's journal first, then Redis's journal
@@ -40,6 +41,11 @@ const MAX_PASS_MS = 60_000;
 export class Syncer {
   #timer: NodeJS.Timeout | undefined;
   #chain: Promise<unknown> = Promise.resolve();
+  /** This process's lease token: a pass that failed before releasing the lease can take it again. */
+  readonly #token = randomUUID();
+  #draining = false;
+  #halted = false;
+  #indexed = false;
   lastSyncAt: Date | null = null;
   /** When the oldest entry the last pass saw in Redis's journal was written (undefined: none). */
   oldestPendingAt: number | undefined;
@@ -66,6 +72,52 @@ export class Syncer {
     this.#timer = undefined;
   }
 
+  /** Stops everything for good (the store is closing): the timer and any drain. */
+  halt(): void {
+    this.#halted = true;
+    this.stop();
+  }
+
+  /**
+   * After an outage (or at start, with writes left pending): passes until what was pending is
+   * moved, retrying with backoff through failures of either tier (a Redis client being replaced,
+   * a lease held by a process that died) and logging once per streak of failures. Ends when
+   * nothing is pending, when a pass moves nothing (a tier is down again: its recovery drains
+   * anew), or once it has moved the backlog it started with (later writes are the syncer's).
+   */
+  drain(onError: (error: Error) => void): void {
+    if (this.#draining || this.#halted) return;
+    this.#draining = true;
+    void this.#drainLoop(onError).finally(() => (this.#draining = false));
+  }
+
+  async #drainLoop(onError: (error: Error) => void): Promise<void> {
+    let wait = DRAIN_BACKOFF_MS.first;
+    let failing = false;
+    let backlog: number | undefined;
+    let total = 0;
+    while (!this.#halted) {
+      try {
+        const result = await this.run(true);
+        failing = false;
+        if (result) {
+          const moved = result.messages + result.userData + result.subscribers;
+          total += moved;
+          backlog ??= moved + result.pending;
+          if (result.pending === 0 || moved === 0 || total >= backlog) return;
+          wait = DRAIN_BACKOFF_MS.first;
+          continue;
+        }
+      } catch (error) {
+        if (!failing) onError(error as Error);
+        else this.deps.logger.debug(`sync retry failed: ${(error as Error).message}`);
+        failing = true;
+      }
+      await new Promise((resolve) => setTimeout(resolve, wait).unref());
+      wait = Math.min(wait * 2, DRAIN_BACKOFF_MS.max);
+    }
+  }
+
   /** One pass, after any pass already running; `background` passes yield to another process's. */
   run(background = false): Promise<SyncResult | undefined> {
     const next = this.#chain.then(() => this.#pass(background));
@@ -82,9 +134,10 @@ export class Syncer {
     const { cache, durable } = this.deps;
     let pending = this.deps.journal.size;
     if (cache?.up && durable.up) {
-      const token = randomUUID();
+      const token = this.#token;
       if (background && !(await cache.call((c) => c.acquireLock(token, LOCK_MS)))) return undefined;
       try {
+        await this.#indexJournals(cache);
         await this.#drainCache(cache, moved, started);
       } finally {
         if (background) await cache.call((c) => c.releaseLock(token)).catch(() => {});
@@ -97,6 +150,14 @@ export class Syncer {
     await this.#retain();
     this.lastSyncAt = new Date();
     return { ...moved, pending, durationMs: Date.now() - started };
+  }
+
+  /** Once per process: the backstop that finds journals the pending index does not point to. */
+  async #indexJournals(cache: Tier<RedisAdapter>): Promise<void> {
+    if (this.#indexed) return;
+    const found = await cache.call((c) => c.indexJournals());
+    this.#indexed = true;
+    if (found > 0) this.deps.logger.warn(`found ${found} pending journals missing from the index (written by 0.1, or left by a crash); they sync now`);
   }
 
   async #retain(): Promise<void> {

@@ -91,7 +91,7 @@ it('the shared keys do not make one hot slot: 3,000 subscribers spread over the 
   const perMaster = new Map<number, { subscribers: number; pendingUsers: number }>();
   for (let shard = 0; shard < 16; shard++) {
     const subs = `${names.keyPrefix}:{subs:${shard}}:s`;
-    const dirty = `${names.keyPrefix}:{sync:${shard}}:dirty`;
+    const dirty = `${names.keyPrefix}:{sync:${shard}}:queue`;
     const owner = (await cluster.masterForKey(subs)).port;
     const { Redis } = await import('ioredis');
     const node = new Redis({ port: owner, host: '127.0.0.1' });
@@ -101,7 +101,7 @@ it('the shared keys do not make one hot slot: 3,000 subscribers spread over the 
     counts.subscribers += (await node.scard(subs)) - 1; // minus the completeness marker, if filled
     perMaster.set(owner, counts);
     const dirtyCounts = perMaster.get(ownerOfDirty) ?? { subscribers: 0, pendingUsers: 0 };
-    dirtyCounts.pendingUsers += await dirtyNode.scard(dirty);
+    dirtyCounts.pendingUsers += await dirtyNode.hlen(dirty);
     perMaster.set(ownerOfDirty, dirtyCounts);
     node.disconnect();
     dirtyNode.disconnect();

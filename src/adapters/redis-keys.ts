@@ -30,10 +30,24 @@ export class RedisKeys {
     return [`${base}:s`, `${base}:v`];
   }
 
-  /** Users with pending writes and their count, of one shard. */
-  dirty(shard: number): [set: string, pending: string] {
+  /**
+   * The pending index of one shard: a hash of user -> journal entries not yet acknowledged, their
+   * sum, and (on a Cluster) when a count with no entries behind it was first seen. 0.1 kept a set
+   * under `dirty` and a counter under `pending`; the syncer's backstop indexes journals it left.
+   */
+  pending(shard: number): [index: string, count: string, idle: string] {
     const base = `${this.prefix}:{sync:${shard}}`;
-    return [`${base}:dirty`, `${base}:pending`];
+    return [`${base}:queue`, `${base}:queued`, `${base}:idle`];
+  }
+
+  /** The pattern of every user's journal key, for the backstop's SCAN. */
+  get journals(): string {
+    return `${this.prefix}:{*}:j`;
+  }
+
+  /** The user whose journal `key` is (see `journals`). */
+  userOfJournal(key: string): string {
+    return key.slice(this.prefix.length + 2, -3);
   }
 
   /** The background sync lease (one key: it changes once per pass, not per write). */

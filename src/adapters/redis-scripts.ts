@@ -10,8 +10,25 @@ local function item_id(item) return string.sub(item, 8, 33) end
 `;
 
 /**
+ * The pending index of a shard is a hash: user -> journal entries not yet acknowledged, counted
+ * when they are marked (before or with the entry's write) and uncounted when acknowledged. A user
+ * leaves it only when the count says nothing is left, so an unmark can never erase a concurrent
+ * mark (a set's SADD of a member already there could be). The counter key is the sum of the counts.
+ */
+const PENDING = `
+local function set_pending(index, pending, user, count)
+  local was = tonumber(redis.call('HGET', index, user) or '0')
+  if count > 0 then redis.call('HSET', index, user, count) else redis.call('HDEL', index, user) end
+  if count ~= was then redis.call('INCRBY', pending, math.max(count, 0) - was) end
+end
+local function count_pending(index, pending, user, n)
+  set_pending(index, pending, user, tonumber(redis.call('HGET', index, user) or '0') + n)
+end
+`;
+
+/**
  * Applies a batch of ops. Per op, KEYS: h, d, m, j, i (the user's slot: i maps idempotency keys
- * to message ids), then (with 'g' only) subscribers set, its version, dirty set, pending counter
+ * to message ids), then (with 'g' only) subscribers set, its version, pending index, pending counter
  * (shared keys). ARGV: role ('c' cache, 'd' durable), history limit, ttl history, ttl user data,
  * ttl subscribers, and 'g' to change the shared keys here too (one Redis) or 'l' to leave them to
  * the caller (a Cluster, where they live in other slots); then kind, id, user, payload, journal
@@ -19,9 +36,10 @@ local function item_id(item) return string.sub(item, 8, 33) end
  * Returns per op: the id of the earlier message if the op repeats its idempotency key; else +1
  * if it landed in a copy Redis holds (0: no copy to change, or one it deleted; a cache then drops
  * copies again once the durable write is in, so a fill that read the durable tier before that
- * write cannot linger), +2 if it changes the subscription (for the caller's shared-key step).
+ * write cannot linger), +2 if it changes the subscription (for the caller's shared-key step), plus
+ * 4 x the journal entries a delete dropped (with 'l': the caller takes them off the pending index).
  */
-export const WRITE = `${HELPERS}
+export const WRITE = `${HELPERS}${PENDING}
 local durable = ARGV[1] == 'd'
 local limit, ttl_h, ttl_u, ttl_s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local shared = ARGV[6] == 'g'
@@ -59,8 +77,8 @@ local function raise_floor(h, m, id)
   for i = 1, #keep, 1000 do redis.call('RPUSH', h, unpack(keep, i, math.min(i + 999, #keep))) end
 end
 
-local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, dirty, pending)
-  local held, subscription = durable and 1 or 0, 0
+local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, pending)
+  local held, subscription, dropped = durable and 1 or 0, 0, 0
   if kind == 'append' then
     if durable then
       if id > (redis.call('HGET', m, 'f') or '') then insert_ordered(h, id, payload) end
@@ -115,14 +133,14 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, dirty, p
       raise_floor(h, m, id)
     end
     -- Erased means erased: pending entries older than the delete go too.
-    local kept, dropped = {}, 0
+    local kept = {}
     for _, e in ipairs(redis.call('LRANGE', j, 0, -1)) do
       if item_id(e) > id then kept[#kept + 1] = e else dropped = dropped + 1 end
     end
     if dropped > 0 then
       redis.call('DEL', j)
       for x = 1, #kept, 1000 do redis.call('RPUSH', j, unpack(kept, x, math.min(x + 999, #kept))) end
-      if shared then redis.call('DECRBY', pending, dropped) end
+      if shared then count_pending(index, pending, user, -dropped) end
     end
   end
   -- A write that found no copy to change bumps the version, so a fill that read the durable tier
@@ -134,12 +152,9 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, dirty, p
   end
   if entry ~= '' then
     redis.call('RPUSH', j, entry == '=' and payload or entry)
-    if shared then
-      redis.call('SADD', dirty, user)
-      redis.call('INCR', pending)
-    end
+    if shared then count_pending(index, pending, user, 1) end
   end
-  return held + subscription
+  return held + subscription + (shared and 0 or 4 * dropped)
 end
 
 local out = {}
@@ -148,7 +163,7 @@ for i = 0, (#ARGV - 6) / 6 - 1 do
   local a, k = 6 + i * 6, i * per
   local kind, id, user, payload, entry, key = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
   local h, d, m, j, ik = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
-  local s, sv, dirty, pending = KEYS[k + 6], KEYS[k + 7], KEYS[k + 8], KEYS[k + 9]
+  local s, sv, index, pending = KEYS[k + 6], KEYS[k + 7], KEYS[k + 8], KEYS[k + 9]
   -- An idempotency key seen before (within a day, the last 1000 per user) means a re-delivery.
   local first = key ~= '' and redis.call('HGET', ik, key) or false
   if first and first ~= id then
@@ -160,7 +175,7 @@ for i = 0, (#ARGV - 6) / 6 - 1 do
       redis.call('PEXPIRE', ik, 86400000)
     end
     if kind == 'delete' then redis.call('DEL', ik) end
-    out[i + 1] = apply(kind, id, user, payload, entry, h, d, m, j, s, sv, dirty, pending)
+    out[i + 1] = apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, pending)
   end
 end
 return out
@@ -178,10 +193,12 @@ expire(KEYS[2], tonumber(ARGV[2]))
 return present and 1 or 0
 `;
 
-/** KEYS: dirty set, pending counter. ARGV: user, count. Marks a user dirty before its journal entry is written. */
-export const MARK_DIRTY = `
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('INCRBY', KEYS[2], ARGV[2])
+/**
+ * KEYS: pending index, pending counter. ARGV: user, n. On a Cluster: counts n entries for the user
+ * before they are journaled in its slot (mark before write), or takes back entries a delete dropped.
+ */
+export const COUNT_PENDING = `${PENDING}
+count_pending(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 return 1
 `;
 
@@ -235,28 +252,98 @@ if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 `;
 
-/**
- * KEYS: j. ARGV: entries the durable tier now has. Pops each entry only while it is at the head
- * (so an entry another syncer already removed, or one written since, is safe). Returns
- * {popped, left}; the caller then lowers the pending count and, if nothing is left, takes the
- * user out of the dirty set and looks once more (a write may have marked it meanwhile).
- */
-export const ACK = `
-local n = #ARGV
--- The usual case in one step: the entries are still the journal's head, in order (entries only
--- ever leave from the head, so matching ends mean matching middles).
-if n > 0 and redis.call('LINDEX', KEYS[1], 0) == ARGV[1] and redis.call('LINDEX', KEYS[1], n - 1) == ARGV[n] then
-  redis.call('LTRIM', KEYS[1], n, -1)
-  return {n, redis.call('LLEN', KEYS[1])}
+const POP = `
+local function pop(j, entries, n)
+  -- The usual case in one step: the entries are still the journal's head, in order (entries only
+  -- ever leave from the head, so matching ends mean matching middles).
+  if n > 0 and redis.call('LINDEX', j, 0) == entries[1] and redis.call('LINDEX', j, n - 1) == entries[n] then
+    redis.call('LTRIM', j, n, -1)
+    return n
+  end
+  local popped = 0
+  for i = 1, n do
+    if redis.call('LINDEX', j, 0) == entries[i] then
+      redis.call('LPOP', j)
+      popped = popped + 1
+    end
+  end
+  return popped
 end
-local popped = 0
-for i = 1, n do
-  if redis.call('LINDEX', KEYS[1], 0) == ARGV[i] then
-    redis.call('LPOP', KEYS[1])
-    popped = popped + 1
+`;
+
+const ENTRIES_FROM = (first: number) => `
+local entries = {}
+for i = ${first}, #ARGV do entries[#entries + 1] = ARGV[i] end
+`;
+
+/**
+ * One Redis. KEYS: j, pending index, pending counter. ARGV: user, then the entries the durable
+ * tier now has. Pops each entry only while it is at the head (an entry another syncer already
+ * removed, or one written since, is safe) and sets the user's count to what is left, all at once:
+ * no crash or concurrent write can leave an entry that the index does not point to. Returns
+ * {popped, left}.
+ */
+export const ACK = `${PENDING}${POP}${ENTRIES_FROM(2)}
+local popped = pop(KEYS[1], entries, #entries)
+local left = redis.call('LLEN', KEYS[1])
+set_pending(KEYS[2], KEYS[3], ARGV[1], left)
+return {popped, left}
+`;
+
+/** A Cluster's first ack step, in the user's slot. KEYS: j. ARGV: entries. Returns {popped, left}. */
+export const ACK_JOURNAL = `${POP}${ENTRIES_FROM(1)}
+local popped = pop(KEYS[1], entries, #entries)
+return {popped, redis.call('LLEN', KEYS[1])}
+`;
+
+/**
+ * A Cluster's second ack step, in the index's slot. KEYS: pending index, pending counter, idle
+ * marks. ARGV: user, popped, left (what the first step saw), now (ms), idle limit (ms).
+ * Uncounts what was popped, never below what was left: a write marked since the first step keeps
+ * the user in the index. A count with nothing journaled behind it is a write between its two
+ * steps, or one whose second step never ran (its process died): after the idle limit with the
+ * count unchanged, it is the latter and is dropped.
+ */
+export const ACK_INDEX = `${PENDING}
+local index, pending, idle, user = KEYS[1], KEYS[2], KEYS[3], ARGV[1]
+local popped, left, now, limit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local was = tonumber(redis.call('HGET', index, user) or '0')
+local count = math.max(was - popped, left)
+if count > 0 and left == 0 and popped == 0 then
+  local seen = redis.call('HGET', idle, user)
+  local at, seen_count = string.match(seen or '', '^(%d+):(%d+)$')
+  if not at or tonumber(seen_count) ~= count then
+    redis.call('HSET', idle, user, ARGV[4] .. ':' .. count)
+  elseif now - tonumber(at) > limit then
+    count = 0
   end
 end
-return {popped, redis.call('LLEN', KEYS[1])}
+if count == 0 or left > 0 then redis.call('HDEL', idle, user) end
+set_pending(index, pending, user, count)
+return count
+`;
+
+/**
+ * The backstop for journals the index does not point to (written by 0.1, which kept a set). KEYS:
+ * j, pending index, pending counter (one Redis); ARGV: user. On a Cluster KEYS are the index and
+ * counter only and ARGV[2] is the journal's length.
+ */
+export const INDEX_JOURNAL = `${PENDING}
+local cluster = #KEYS == 2
+local index, pending = KEYS[cluster and 1 or 2], KEYS[cluster and 2 or 3]
+if redis.call('HEXISTS', index, ARGV[1]) == 1 then return 0 end
+local left = cluster and tonumber(ARGV[2]) or redis.call('LLEN', KEYS[1])
+if left == 0 then return 0 end
+set_pending(index, pending, ARGV[1], left)
+return left
+`;
+
+/** KEYS: lock. ARGV: token, ttl. Takes the lease if it is free or already this holder's (a pass that failed could not release it). */
+export const ACQUIRE_LOCK = `
+local holder = redis.call('GET', KEYS[1])
+if holder and holder ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
 `;
 
 /** KEYS: lock. ARGV: token. Deletes the lock only if this holder still owns it. */

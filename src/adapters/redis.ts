@@ -41,7 +41,7 @@ const script = (source: string): Script => ({ lua: source, sha: createHash('sha1
 const S = {
   write: script(lua.WRITE),
   applySubscription: script(lua.APPLY_SUBSCRIPTION),
-  markDirty: script(lua.MARK_DIRTY),
+  countPending: script(lua.COUNT_PENDING),
   readHistory: script(lua.READ_HISTORY),
   readHistoryDurable: script(lua.READ_HISTORY_DURABLE),
   readUser: script(lua.READ_USER),
@@ -50,8 +50,15 @@ const S = {
   fillUser: script(lua.FILL_USER),
   fillSubscribers: script(lua.FILL_SUBSCRIBERS),
   ack: script(lua.ACK),
+  ackJournal: script(lua.ACK_JOURNAL),
+  ackIndex: script(lua.ACK_INDEX),
+  indexJournal: script(lua.INDEX_JOURNAL),
+  acquireLock: script(lua.ACQUIRE_LOCK),
   releaseLock: script(lua.RELEASE_LOCK),
 };
+
+/** On a Cluster, how long a pending count with no journal entry behind it may last: a write's two steps take far less. */
+const IDLE_COUNT_MS = 60_000;
 
 const UNREACHABLE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Socket timeout|Command timed out|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready|Too many Cluster redirections/;
 
@@ -163,24 +170,25 @@ export class RedisAdapter implements StorageAdapter {
   /**
    * Writes ops; with `pending`, journals them in the same atomic step for the syncer to move.
    * Returns, per op, whether it changed a copy Redis holds (false: none was there to change).
-   * On a Cluster a pending user is marked dirty first, and the subscriber shard changes after.
+   * On a Cluster a pending user is counted in the index first (so a crash between the steps
+   * leaves a count the syncer heals, never an entry it cannot find), and the subscriber shard
+   * changes after.
    */
   async write(ops: readonly Op[], options: { pending?: boolean } = {}): Promise<WriteOutcome[]> {
     if (ops.length === 0) return [];
     if (!this.cluster) return this.#writeScript(ops, options.pending === true, true);
     const byUser = groupBy(ops, (op) => op.user);
-    if (options.pending) await Promise.all(byUser.map(([user, list]) => this.#markDirty(user, list.length)));
-    const flags = await Promise.all(
-      byUser.map(([user, list]) =>
-        this.#writeScript(list, options.pending === true, false).catch(async (error: unknown) => {
-          // Marked but not journaled: take the count back (the dirty mark alone is harmless).
-          if (options.pending) await this.#markDirty(user, -list.length).catch(() => {});
-          throw error;
-        }),
-      ),
-    );
+    // A failed write keeps its count: the script may have run all the same (a timeout).
+    if (options.pending) await Promise.all(byUser.map(([user, list]) => this.#countPending(user, list.length)));
+    const flags = await Promise.all(byUser.map(([, list]) => this.#writeScript(list, options.pending === true, false)));
     const written = byUser.flatMap(([, list]) => list);
     const outcomes = flags.flat();
+    await Promise.all(
+      written.map(async (op, i) => {
+        const dropped = Math.floor(Number(outcomes[i]) / 4);
+        if (op.kind === 'delete' && dropped > 0) await this.#countPending(op.user, -dropped);
+      }),
+    );
     const held = outcomes.map(toOutcome);
     await Promise.all(
       written.map(async (op, i) => {
@@ -206,7 +214,7 @@ export class RedisAdapter implements StorageAdapter {
     for (const op of ops) {
       const shard = this.#keys.shardOf(op.user);
       keys.push(...this.#keys.user(op.user));
-      if (shared) keys.push(...this.#keys.subscribers(shard), ...this.#keys.dirty(shard));
+      if (shared) keys.push(...this.#keys.subscribers(shard), ...this.#keys.pending(shard).slice(0, 2));
       const entry = pending ? (op.kind === 'append' ? '=' : encodeOp(op)) : '';
       args.push(op.kind, op.id, op.user, payload(op), entry, op.kind === 'append' ? (op.key ?? '') : '');
     }
@@ -214,8 +222,8 @@ export class RedisAdapter implements StorageAdapter {
     return shared ? flags.map(toOutcome) : flags;
   }
 
-  async #markDirty(user: string, count: number): Promise<void> {
-    await this.#eval(S.markDirty, this.#keys.dirty(this.#keys.shardOf(user)), [user, count]);
+  async #countPending(user: string, count: number): Promise<void> {
+    await this.#eval(S.countPending, this.#keys.pending(this.#keys.shardOf(user)).slice(0, 2), [user, count]);
   }
 
   async #applySubscription(op: Op): Promise<boolean> {
@@ -359,10 +367,37 @@ export class RedisAdapter implements StorageAdapter {
     const offset = Math.floor(Math.random() * shards.length);
     const users: string[] = [];
     for (let i = 0; i < shards.length && users.length < count; i++) {
-      const [set] = this.#keys.dirty(shards[(offset + i) % shards.length] as number);
-      users.push(...(await this.#call(this.client.srandmember(set, count - users.length))));
+      const [index] = this.#keys.pending(shards[(offset + i) % shards.length] as number);
+      users.push(...((await this.#call(this.client.hrandfield(index, count - users.length))) as string[]));
     }
     return users;
+  }
+
+  /**
+   * The backstop: finds journals the pending index does not point to (left by 0.1, which kept a
+   * set, or by anything else that went wrong) and indexes them, in SCAN pages. Returns how many.
+   */
+  async indexJournals(): Promise<number> {
+    const nodes = 'nodes' in this.client ? this.client.nodes('master') : [this.client];
+    let indexed = 0;
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await this.#call(node.scan(cursor, 'MATCH', this.#keys.journals, 'COUNT', 1000));
+        cursor = next;
+        const found = await Promise.all(keys.map((key) => this.#indexJournal(key)));
+        indexed += found.filter(Boolean).length;
+      } while (cursor !== '0');
+    }
+    return indexed;
+  }
+
+  async #indexJournal(key: string): Promise<boolean> {
+    const user = this.#keys.userOfJournal(key);
+    const [index, count] = this.#keys.pending(this.#keys.shardOf(user));
+    if (!this.cluster) return ((await this.#eval(S.indexJournal, [key, index, count], [user])) as number) > 0;
+    const length = await this.#call(this.client.llen(key));
+    return length > 0 && ((await this.#eval(S.indexJournal, [index, count], [user, length])) as number) > 0;
   }
 
   /** The first `perUser` (0: all) journal entries of each user, as raw entries (acknowledged by `ack`). */
@@ -376,30 +411,29 @@ export class RedisAdapter implements StorageAdapter {
   }
 
   /**
-   * Removes entries the durable tier now has; returns how many are left for that user. A user
-   * whose journal emptied leaves the dirty set, then is looked at once more: a write may have
-   * marked it between the two steps (they live in different slots on a Cluster).
+   * Removes entries the durable tier now has and uncounts them in the pending index; returns how
+   * many are left for that user. One script on one Redis. On a Cluster the journal and the index
+   * live in different slots: the journal step runs first and the index step never counts below
+   * what that step left, so a crash between them leaves a count too high (healed by the next
+   * pass), never an entry the index does not point to.
    */
   async ack(user: string, entries: readonly string[]): Promise<number> {
     const j = this.#keys.user(user)[3];
-    const [set, pending] = this.#keys.dirty(this.#keys.shardOf(user));
-    const [popped, left] = (await this.#eval(S.ack, [j], entries as string[])) as [number, number];
-    if (popped > 0) await this.#call(this.client.decrby(pending, popped));
-    if (left > 0) return left;
-    await this.#call(this.client.srem(set, user));
-    const again = await this.#call(this.client.llen(j));
-    if (again > 0) await this.#call(this.client.sadd(set, user));
-    return again;
+    const [index, count, idle] = this.#keys.pending(this.#keys.shardOf(user));
+    if (!this.cluster) return ((await this.#eval(S.ack, [j, index, count], [user, ...entries])) as [number, number])[1];
+    const [popped, left] = (await this.#eval(S.ackJournal, [j], entries as string[])) as [number, number];
+    await this.#eval(S.ackIndex, [index, count, idle], [user, popped, left, Date.now(), IDLE_COUNT_MS]);
+    return left;
   }
 
   async pendingCount(): Promise<number> {
-    const counts = await this.#call(Promise.all(this.#keys.shardList().map((shard) => this.client.get(this.#keys.dirty(shard)[1]))));
+    const counts = await this.#call(Promise.all(this.#keys.shardList().map((shard) => this.client.get(this.#keys.pending(shard)[1]))));
     return counts.reduce((sum, count) => sum + Math.max(0, Number(count) || 0), 0);
   }
 
-  /** A lease that keeps concurrent background syncers from repeating each other's work. */
+  /** A lease that keeps concurrent background syncers from repeating each other's work; a holder may take its own lease again. */
   async acquireLock(token: string, ttlMs: number): Promise<boolean> {
-    return (await this.#call(this.client.set(this.#keys.lock, token, 'PX', ttlMs, 'NX'))) === 'OK';
+    return (await this.#eval(S.acquireLock, [this.#keys.lock], [token, ttlMs])) === 1;
   }
 
   async releaseLock(token: string): Promise<void> {
@@ -443,8 +477,8 @@ export class RedisAdapter implements StorageAdapter {
   }
 
   async #pendingSubscriptions(): Promise<Op[]> {
-    const sets = this.#keys.shardList().map((shard) => this.#keys.dirty(shard)[0]);
-    const users = (await this.#call(Promise.all(sets.map((set) => this.client.smembers(set))))).flat();
+    const indexes = this.#keys.shardList().map((shard) => this.#keys.pending(shard)[0]);
+    const users = (await this.#call(Promise.all(indexes.map((index) => this.client.hkeys(index))))).flat();
     if (users.length === 0) return [];
     const journals = await this.readJournals(users, 0);
     const ops: Op[] = [];
@@ -515,14 +549,6 @@ function record(phone: string | null, booking: string | null, phoneId: string, b
     booking: { value: booking === null ? null : (JSON.parse(booking) as JsonObject), id: bookingId },
     subscribed: { value: subscribed, id: '' },
   };
-}
-
-function throwFirst(results: [Error | null, unknown][] | null): unknown[] {
-  if (!results) throw new Error('pipeline aborted');
-  return results.map(([error, value]) => {
-    if (error) throw error;
-    return value;
-  });
 }
 
 function checkUrl(url: string): string {
