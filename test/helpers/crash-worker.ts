@@ -161,6 +161,10 @@ async function syncSteps(): Promise<void> {
   postgres.write = (ops) => step('pg-commit', ops[0]?.user, () => pgWrite(ops));
 
   const syncer = new TieredStore({ logger, redis: redisAdapter({ client, timeoutMs: 10_000 }), postgres });
+  // Both stores started (and done with any start-up work, such as draining leftovers: none here)
+  // before anything is written, so the only pass that runs is the tapped one.
+  await Promise.all([syncer.getHistory('warm-up'), writer.getHistory('warm-up')]);
+  await sleep(200);
   const union: { kind: string; inject: string | undefined }[] = [];
   const runPass = async (p: StepPlan) => {
     await stream(config.count ?? 3, `p${pass}-`);
