@@ -55,12 +55,14 @@ async function killAt(where: CrashConfig['redis'], step: Step, n: number): Promi
     await child.kill();
     const window = [...child.acked].filter(([content]) => content.includes(':window:'));
     if (window.length !== 1) return `expected one write in the window, got ${window.length}`;
-    const { pending, moved } = await recover(where, databaseUrl(), names, 8000);
+    const { pending, moved, slowestPassMs } = await recover(where, databaseUrl(), names, 8000);
     const stored = await checkStored(databaseUrl(), names.schema, child.acked, tag);
     const problems: string[] = [];
     if (stored.missing.length > 0) problems.push(`lost ${stored.missing.length}/${stored.acked} acknowledged: ${stored.missing.slice(0, 3).join(', ')}`);
     if (stored.duplicated.length > 0) problems.push(`duplicated: ${stored.duplicated.slice(0, 3).join(', ')}`);
     if (pending !== 0) problems.push(`pending stays ${pending} after ${moved.length} passes (they moved ${moved.reduce((a, b) => a + b, 0)} messages)`);
+    // A handful of entries moves in milliseconds: a pass that takes seconds is spinning on something.
+    if (slowestPassMs > 5000) problems.push(`a recovery pass took ${slowestPassMs} ms`);
     return problems.join('; ');
   } finally {
     await killAllChildren();
@@ -75,9 +77,15 @@ async function everyStep(where: CrashConfig['redis']): Promise<void> {
   expect(steps.some((s) => s.kind === 'pg-commit')).toBe(true);
   expect(steps.length).toBeGreaterThanOrEqual(4);
   const results: Record<string, string> = {};
+  const timings: string[] = [];
   for (const [n, step] of steps.entries()) {
-    results[`${step.kind}${step.inject && step.inject !== step.kind ? ` after a write before ${step.inject}` : ''}`] = await killAt(where, step, n);
+    const began = performance.now();
+    const problem = await killAt(where, step, n);
+    const name = `${step.kind}${step.inject && step.inject !== step.kind ? ` after a write before ${step.inject}` : ''}`;
+    results[name] = problem;
+    timings.push(`${name} ${Math.round(performance.now() - began)} ms`);
   }
+  console.info(`time per kill point: ${timings.join(', ')}`);
   console.info(`kill points: ${JSON.stringify(results, null, 1)}`);
   const failed = Object.fromEntries(Object.entries(results).filter(([, problem]) => problem !== ''));
   expect(failed).toEqual({});

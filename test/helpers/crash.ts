@@ -31,7 +31,7 @@ export interface CrashConfig {
   /** startSync(interval) in stream mode. */
   startSync?: number;
   reportPendingMs?: number;
-  steps?: { enumerate?: boolean; plan?: StepPlan };
+  steps?: { enumerate?: boolean; plan?: StepPlan } | undefined;
 }
 
 const children = new Set<CrashChild>();
@@ -153,14 +153,15 @@ export async function checkStored(databaseUrl: string, schema: string, acked: Ma
 
 /**
  * A fresh process's view: a store (no hooks, no startSync) with the same names runs syncNow until
- * nothing is pending or `timeoutMs` passes. Returns the last pending count and what each pass moved.
+ * nothing is pending or `timeoutMs` passes. Returns the last pending count, what each pass moved and
+ * how long the slowest pass took.
  */
 export async function recover(
   where: { url: string } | { nodes: string[] },
   databaseUrl: string,
   names: { keyPrefix: string; schema: string },
   timeoutMs = 10_000,
-): Promise<{ pending: number; moved: number[] }> {
+): Promise<{ pending: number; moved: number[]; slowestPassMs: number }> {
   const store = new TieredStore({
     logger: false,
     redis: new RedisAdapter({ ...where, keyPrefix: names.keyPrefix }),
@@ -169,9 +170,12 @@ export async function recover(
   const moved: number[] = [];
   const deadline = Date.now() + timeoutMs;
   let pending = -1;
+  let slowestPassMs = 0;
   try {
     while (Date.now() < deadline) {
+      const began = performance.now();
       const result = await store.syncNow().catch(() => undefined);
+      slowestPassMs = Math.max(slowestPassMs, Math.round(performance.now() - began));
       if (result) {
         moved.push(result.messages);
         pending = result.pending;
@@ -182,7 +186,7 @@ export async function recover(
   } finally {
     await store.close({ timeoutMs: 2000 });
   }
-  return { pending, moved };
+  return { pending, moved, slowestPassMs };
 }
 
 /**
