@@ -45,8 +45,8 @@ export interface CacheMiss {
 }
 
 /**
- * The contract every tier implements; `runAdapterContract` in `tiered-conversation-store/testing`
- * checks it. Methods reject only when the tier fails; `isUnavailable` says whether that failure
+ * The durable contract (PostgreSQL, Redis alone, memory); the cache role adds `CacheAdapter`.
+ * `runAdapterContract` in `tiered-conversation-store/testing` checks both. Methods reject only when the tier fails; `isUnavailable` says whether that failure
  * means the tier cannot be reached (the store then marks it down) or refused the request.
  */
 export interface StorageAdapter {
@@ -66,7 +66,7 @@ export interface StorageAdapter {
    */
   write(ops: readonly Op[]): Promise<void | readonly WriteOutcome[]>;
   /**
-   * The newest `limit` messages, oldest first; a cache may answer with a miss. `fresh`: the read
+   * The newest `limit` messages, oldest first; only a cache answers with a miss. `fresh`: the read
    * fills a cache, so it must see every committed write (no lagging replica).
    */
   readHistory(user: string, limit: number, options?: ReadOptions): Promise<HistoryRead | CacheMiss>;
@@ -75,12 +75,42 @@ export interface StorageAdapter {
   /** Every subscriber, in no particular order; a cache may answer with a miss. */
   readSubscribers(options?: ReadOptions): Promise<string[] | CacheMiss>;
   isSubscriber(user: string): Promise<boolean | CacheMiss>;
+  /**
+   * Optional: deletes, in batches of `batch`, messages beyond the newest `keepLast` of each of
+   * `users` and messages created before `before`; resolves how many went. The syncer calls it when
+   * `retention` is set.
+   */
+  enforceRetention?(rule: RetentionRule): Promise<number>;
+  /** Optional: keeps a dead letter where every process (and the doctor command) can see it. */
+  recordDeadLetter?(letter: DeadLetterRecord): Promise<void>;
+  /** Optional: the connection target, secrets masked, for the store's start-up line. */
+  describe?(): string;
+  /** Optional: strings (URLs with passwords) the store masks in every log line and error. */
+  secrets?(): string[];
   /** True when `error` (thrown by this adapter) means the tier cannot be reached or timed out. */
   isUnavailable(error: unknown): boolean;
   /** Drops connections that may be hung so the next call opens fresh ones; no-op for a client the user passed. */
   reset(): Promise<void>;
   /** Closes what the adapter opened; leaves a client the user passed in open. Idempotent. */
   close(): Promise<void>;
+}
+
+export interface RetentionRule {
+  users: readonly string[];
+  keepLast?: number;
+  before?: Date;
+  batch: number;
+}
+
+/** A write the durable tier refused for good, or a journal entry that could not be read ('unreadable'). */
+export interface DeadLetterRecord {
+  user: string;
+  kind: Op['kind'] | 'unreadable';
+  /** The op's id ('' when unreadable). */
+  id: string;
+  /** The op as JSON, or the raw journal entry. */
+  entry: string;
+  error: string;
 }
 
 /**

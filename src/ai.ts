@@ -2,12 +2,11 @@ import type { ModelMessage } from 'ai';
 import { ErrorCode, ValidationError } from './errors.js';
 import type { TieredStore } from './store.js';
 import type { JsonObject, JsonValue, Message, Role, UserId } from './types.js';
-import { checkMeta, DEFAULT_LIMITS } from './validate.js';
+import { checkMetaJson } from './validate.js';
+import { dropLeadingToolResults } from './window.js';
 
 // Types only from ai: this module never loads the AI SDK, the app that imports it does.
 
-/** JSON checks only: the store applies its own size limit when the message is written. */
-const JSON_ONLY = { ...DEFAULT_LIMITS, metaBytes: Number.POSITIVE_INFINITY };
 
 /** The key of `Message.meta` under which the AI SDK's message parts are kept. */
 export const AI_SDK_META_KEY = 'aiSdk';
@@ -35,7 +34,7 @@ export function fromModelMessage(message: ModelMessage, meta?: JsonObject): Stor
   if (typeof message.content !== 'string') saved.content = toJson(message.content) as JsonValue[];
   if (message.providerOptions !== undefined) saved.providerOptions = toJson(message.providerOptions) as JsonObject;
   const extra = Object.keys(saved).length > 0 ? { ...meta, [AI_SDK_META_KEY]: saved } : meta;
-  const merged = extra === undefined ? undefined : checkMeta(extra, JSON_ONLY);
+  const merged = extra === undefined ? undefined : checkMetaJson(extra);
   const content = typeof message.content === 'string' ? message.content : readable(saved.content as Part[]);
   return merged === undefined ? { role: message.role, content } : { role: message.role, content, meta: merged };
 }
@@ -46,8 +45,7 @@ export function fromModelMessage(message: ModelMessage, meta?: JsonObject): Stor
  * @throws ValidationError `INVALID_META` for a `tool` message stored without AI SDK parts
  */
 export function toModelMessages(messages: readonly Message[]): ModelMessage[] {
-  const start = messages.findIndex((message) => message.role !== 'tool');
-  return start < 0 ? [] : messages.slice(start).map(toModelMessage);
+  return dropLeadingToolResults(messages).map(toModelMessage);
 }
 
 /**

@@ -1,3 +1,4 @@
+import { ErrorCode, StoreError } from './errors.js';
 import type { AppendOp, Op } from './ops.js';
 import type { JsonObject, Message, Role } from './types.js';
 
@@ -65,6 +66,6 @@ export function decodeOp(user: string, text: string): Op {
     case 'delete':
       return { kind: entry.kind, user, id };
     default:
-      throw new Error(`unknown journal entry kind ${String(entry.kind)}`);
+      throw new StoreError(ErrorCode.UNREADABLE_ENTRY, `unknown journal entry kind ${String(entry.kind)}`);
   }
 }

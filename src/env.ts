@@ -4,6 +4,7 @@ import { RedisAdapter, type RedisAdapterOptions } from './adapters/redis.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
 import { maskUrl } from './logger.js';
 import type { TieredStoreOptions } from './options.js';
+import { checkUrl } from './validate.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -48,7 +49,8 @@ export function postgresFromEnv(env: Env): EnvTarget | undefined {
 }
 
 /** Store options with adapters for whatever the environment names. */
-export function fromEnv(env: Env, options: FromEnvOptions): TieredStoreOptions {
+/** The store's options with the adapters the environment names (the CLI reaches into them). */
+export function fromEnv(env: Env, options: FromEnvOptions): TieredStoreOptions & { redis?: RedisAdapter | undefined; postgres?: PostgresAdapter | undefined } {
   const { redis: redisOptions, postgres: postgresOptions, ...rest } = options;
   const redis = redisFromEnv(env);
   const postgres = postgresFromEnv(env);
@@ -73,19 +75,6 @@ function credentials(user: string | undefined, password: string | undefined): st
 // IPv6 literals need brackets in a URL.
 function hostPart(host: string): string {
   return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
-}
-
-function checkUrl(url: string, name: string, protocols: string[]): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new ConfigurationError(ErrorCode.INVALID_URL, `${name} is not a URL: "${maskUrl(url)}"`);
-  }
-  if (!protocols.includes(parsed.protocol)) {
-    throw new ConfigurationError(ErrorCode.INVALID_URL, `${name} must start with ${protocols.map((p) => `${p}//`).join(' or ')}, got ${maskUrl(url)}`);
-  }
-  return url;
 }
 
 function checkPort(port: string, name: string): string {

@@ -15,6 +15,9 @@ export const ErrorCode = {
   STORE_CLOSED: 'STORE_CLOSED',
   TIER_TIMEOUT: 'TIER_TIMEOUT',
   TIER_ERROR: 'TIER_ERROR',
+  ADAPTER_IN_USE: 'ADAPTER_IN_USE',
+  ADAPTER_NOT_BOUND: 'ADAPTER_NOT_BOUND',
+  UNREADABLE_ENTRY: 'UNREADABLE_ENTRY',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -44,6 +47,15 @@ export class TierError extends StoreError {
     super(code, message, options);
     this.tier = tier;
   }
+}
+
+/** An adapter belongs to one store: bound once, and never used before. */
+export function adapterInUse(adapter: string): ConfigurationError {
+  return new ConfigurationError(ErrorCode.ADAPTER_IN_USE, `this ${adapter} already belongs to a store: give each store its own adapter`);
+}
+
+export function adapterNotBound(adapter: string): ConfigurationError {
+  return new ConfigurationError(ErrorCode.ADAPTER_NOT_BOUND, `${adapter} used before a store bound it: pass it to new TieredStore({ ... }) first`);
 }
 
 export function isStoreError(error: unknown): error is StoreError {

@@ -4,7 +4,8 @@ import { ConfigurationError, ErrorCode, ValidationError } from './errors.js';
 import { MAX_HISTORY_LIMIT } from './options.js';
 import type { TieredStore } from './store.js';
 import type { JsonObject, Message, Role, UserId } from './types.js';
-import { checkLimit, checkMeta, DEFAULT_LIMITS, userKey } from './validate.js';
+import { checkLimit, checkMetaJson, userKey } from './validate.js';
+import { dropLeadingToolResults } from './window.js';
 
 // The base class and message classes must be loaded at run time: only this subpath loads LangChain.
 
@@ -21,8 +22,6 @@ export interface TieredChatMessageHistoryInput {
   limit?: number;
 }
 
-/** JSON checks only: the store applies its own size limit when the message is written. */
-const JSON_ONLY = { ...DEFAULT_LIMITS, metaBytes: Number.POSITIVE_INFINITY };
 
 /** The key of `Message.meta` under which LangChain's own fields are kept. */
 export const LANGCHAIN_META_KEY = 'langchain';
@@ -76,8 +75,7 @@ export class TieredChatMessageHistory extends BaseListChatMessageHistory {
    */
   async getMessages(): Promise<BaseMessage[]> {
     const history = await this.store.getHistory(this.userId, this.#limit === undefined ? {} : { limit: this.#limit });
-    const start = history.findIndex((message) => message.role !== 'tool');
-    return start < 0 ? [] : history.slice(start).map(toLangChain);
+    return dropLeadingToolResults(history).map(toLangChain);
   }
 
   /** Appends one message. @throws ValidationError `INVALID_ROLE` for types other than human, ai, system, tool; `INVALID_META` for fields JSON cannot hold */
@@ -116,7 +114,7 @@ function fromLangChain(message: BaseMessage): { role: Role; content: string; met
   if (typeof message.content !== 'string') fields.content = message.content;
   const text = typeof message.content === 'string' ? message.content : message.text;
   if (Object.keys(fields).length === 0) return { role, content: text };
-  return { role, content: text, meta: checkMeta({ [LANGCHAIN_META_KEY]: fields }, JSON_ONLY) };
+  return { role, content: text, meta: checkMetaJson({ [LANGCHAIN_META_KEY]: fields }) };
 }
 
 /** A stored message as the LangChain message it was written from (or a plain one for others' writes). */

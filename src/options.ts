@@ -1,15 +1,15 @@
+import type { StorageAdapter } from './adapter.js';
 import type { MemoryAdapter } from './adapters/memory.js';
-import type { PostgresAdapter } from './adapters/postgres.js';
-import type { RedisAdapter } from './adapters/redis.js';
+import type { CacheAdapter } from './cache-adapter.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
 import type { Logger } from './types.js';
 import { DEFAULT_LIMITS, type Limits } from './validate.js';
 
 export interface TieredStoreOptions {
-  /** The fast tier. */
-  redis?: RedisAdapter | undefined;
-  /** The durable tier. */
-  postgres?: PostgresAdapter | undefined;
+  /** The fast tier: a `RedisAdapter`, or any `CacheAdapter` (alone, it is the durable tier). */
+  redis?: CacheAdapter | undefined;
+  /** The durable tier: a `PostgresAdapter`, or any `StorageAdapter`. */
+  postgres?: StorageAdapter | undefined;
   /** The RAM tier: the fallback when the others are down (the whole store when none is given). @default new MemoryAdapter() */
   memory?: MemoryAdapter | undefined;
   /** Messages per user kept hot and returned by `getHistory` without a limit. @default 50 */

@@ -7,8 +7,8 @@ const DB_SYSTEM: Record<string, string> = { redis: 'redis', postgres: 'postgresq
 // Adapter methods that reach a server; bind/describe/isUnavailable and friends are not worth a span.
 const TRACED = new Set([
   'connect', 'ping', 'write', 'readHistory', 'readUser', 'readSubscribers', 'isSubscriber', 'fillHistory', 'fillUser',
-  'fillSubscribers', 'invalidate', 'invalidateAll', 'readPending', 'dirtyUsers', 'readJournals', 'ack', 'pendingCount',
-  'acquireLock', 'releaseLock', 'runId',
+  'fillSubscribers', 'invalidate', 'invalidateAll', 'readPending', 'pendingUsers', 'readJournals', 'ack', 'indexJournals', 'pendingCount',
+  'acquireLease', 'releaseLease', 'runId',
 ]);
 
 /**

@@ -1,86 +1,99 @@
-import type { CacheMiss, UserRecord } from './adapter.js';
+import type { CacheMiss, StorageAdapter, UserRecord } from './adapter.js';
 import { isMiss } from './adapter.js';
-import type { RedisAdapter } from './adapters/redis.js';
+import type { MemoryAdapter } from './adapters/memory.js';
+import { isTierUnavailable, type Breaker } from './breaker.js';
+import type { HotCache } from './hot-cache.js';
+import type { Journal } from './journal.js';
 import { applyOp, emptyUserState, mergeHistory, type Op } from './ops.js';
-import type { Tier } from './tier.js';
-import type { Tiers } from './tiers.js';
+import type { Stats } from './stats.js';
 import type { Message } from './types.js';
 
+export interface ReadsDeps {
+  /** Redis in front of PostgreSQL; undefined in other layouts. */
+  cache: HotCache | undefined;
+  /** PostgreSQL, else Redis alone; undefined when memory is the whole store. */
+  durable: Breaker<StorageAdapter> | undefined;
+  memory: MemoryAdapter;
+  /** This process's pending writes. */
+  journal: Journal;
+  stats: Stats;
+  historyLimit: number;
+}
+
 /**
- * Where a read is served from: Redis's copy when it holds one, else the durable tier with the
- * writes still pending laid over it (then Redis is refilled), else, with no durable tier up,
- * the best this process has: Redis's journal and RAM.
+ * Where a read is served from: the cache's copy when it holds one, else the durable tier with the
+ * writes still pending laid over it (then the cache is refilled), else, with no durable tier up,
+ * the best this process has: the cache's journal and RAM.
  */
 export class Reads {
-  constructor(private readonly t: Tiers) {}
+  constructor(private readonly d: ReadsDeps) {}
 
   async history(user: string, limit: number, deadline: number): Promise<Message[]> {
-    const { durable, memory, opts } = this.t;
+    const { cache, durable, memory, historyLimit } = this.d;
     if (limit === 0) return [];
     if (!durable) return (await memory.readHistory(user, limit)).messages;
-    const cache = this.t.usableCache(user);
     let miss: CacheMiss | undefined;
-    if (cache && limit <= opts.historyLimit) {
-      const read = this.t.counted(await this.t.try(cache.call((c) => c.readHistory(user, limit), deadline)));
+    if (cache && limit <= historyLimit) {
+      const read = await cache.readHistory(user, limit, deadline);
       if (read && !isMiss(read)) return read.messages;
       miss = read;
+    } else if (cache && !cache.usable(user)) {
+      this.d.stats.count('redis', 'fallbacks');
     }
-    const want = Math.max(limit, opts.historyLimit);
+    const want = Math.max(limit, historyLimit);
     if (durable.up) {
       const [read, pending] = await Promise.all([
-        durable.call((d) => d.readHistory(user, want, { fresh: miss !== undefined }), deadline).catch(this.t.unlessDown),
-        this.#pending(user, miss, cache, deadline),
+        durable.call((t) => t.readHistory(user, want, { fresh: miss !== undefined }), deadline).catch(unlessDown),
+        this.#pending(user, miss, deadline),
       ]);
       if (read && !isMiss(read)) {
         const merged = mergeHistory(read.messages, read.floor, user, pending, want);
-        if (miss && cache) this.t.fill(cache.call((c) => c.fillHistory(user, miss.version, merged.slice(-opts.historyLimit))));
+        if (miss) cache?.fillHistory(user, miss, merged.slice(-historyLimit));
         return merged.length > limit ? merged.slice(-limit) : merged;
       }
     }
-    this.t.stats.count(durable.name, 'fallbacks');
-    const pending = await this.#pending(user, miss, cache, deadline);
-    const hot = !miss && cache ? await this.t.try(cache.call((c) => c.readHistory(user, Math.min(limit, opts.historyLimit)), deadline)) : undefined;
+    this.d.stats.count(durable.name, 'fallbacks');
+    const pending = await this.#pending(user, miss, deadline);
+    const hot = !miss && cache?.usable(user) ? await cache.readHistory(user, Math.min(limit, historyLimit), deadline) : undefined;
     const base = hot && !isMiss(hot) ? hot.messages : (await memory.readHistory(user, limit)).messages;
     return mergeHistory(base, '', user, [...(isMiss(hot) ? hot.pending : []), ...pending], limit);
   }
 
   async user(user: string, deadline: number): Promise<UserRecord> {
-    const { durable, memory } = this.t;
+    const { cache, durable, memory } = this.d;
     if (!durable) return memory.readUser(user);
-    const cache = this.t.usableCache(user);
     let miss: CacheMiss | undefined;
     if (cache) {
-      const read = this.t.counted(await this.t.try(cache.call((c) => c.readUser(user), deadline)));
+      const read = await cache.readUser(user, deadline);
       if (read && !isMiss(read)) return read;
       miss = read;
     }
     const [read, pending] = await Promise.all([
-      durable.up ? durable.call((d) => d.readUser(user, { fresh: miss !== undefined }), deadline).catch(this.t.unlessDown) : undefined,
-      this.#pending(user, miss, cache, deadline),
+      durable.up ? durable.call((t) => t.readUser(user, { fresh: miss !== undefined }), deadline).catch(unlessDown) : undefined,
+      this.#pending(user, miss, deadline),
     ]);
     const base = read && !isMiss(read) ? read : await memory.readUser(user);
     const merged = overlay(base, pending);
-    if (miss && cache && read) this.t.fill(cache.call((c) => c.fillUser(user, miss.version, merged)));
+    if (miss && read) cache?.fillUser(user, miss, merged);
     return merged;
   }
 
   async subscribers(deadline: number): Promise<string[]> {
-    const { durable, memory, journal } = this.t;
+    const { cache, durable, memory, journal } = this.d;
     if (!durable) return memory.readSubscribers();
-    const cache = this.t.usableCache(undefined);
     let miss: CacheMiss | undefined;
     if (cache) {
-      const read = this.t.counted(await this.t.try(cache.call((c) => c.readSubscribers(), deadline)));
+      const read = await cache.readSubscribers(deadline);
       if (read && !isMiss(read)) return read;
       miss = read;
     }
     const fresh = { fresh: miss !== undefined };
-    const list = durable.up ? await durable.call((d) => d.readSubscribers(fresh), deadline).catch(this.t.unlessDown) : undefined;
+    const list = durable.up ? await durable.call((t) => t.readSubscribers(fresh), deadline).catch(unlessDown) : undefined;
     const base = new Set(list && !isMiss(list) ? list : await memory.readSubscribers());
     const pending = [...(miss?.pending ?? []), ...journal.users().flatMap((u) => journal.forUser(u))];
     // A pending (un)subscription wins only over what PostgreSQL has with an older op id.
     for (const user of new Set(pending.map((op) => op.user))) {
-      const record = list && durable.up ? await durable.call((d) => d.readUser(user, fresh), deadline).catch(this.t.unlessDown) : undefined;
+      const record = list && durable.up ? await durable.call((t) => t.readUser(user, fresh), deadline).catch(unlessDown) : undefined;
       const start = record && !isMiss(record) ? record.subscribed : { value: base.has(user), id: '' };
       const state = { ...emptyUserState(), subscribed: { ...start } };
       for (const op of pending) if (op.user === user) applyOp(state, op);
@@ -88,27 +101,34 @@ export class Reads {
       else base.delete(user);
     }
     const subscribers = [...base];
-    if (miss && cache && list) this.t.fill(cache.call((c) => c.fillSubscribers(miss.version, subscribers)));
+    if (miss && list) cache?.fillSubscribers(miss, subscribers);
     return subscribers;
   }
 
   async isSubscriber(user: string, deadline: number): Promise<boolean> {
-    const cache = this.t.usableCache(undefined) && this.t.usableCache(user);
+    const { cache } = this.d;
     if (cache) {
-      const read = this.t.counted(await this.t.try(cache.call((c) => c.isSubscriber(user), deadline)));
+      const read = await cache.isSubscriber(user, deadline);
       if (typeof read === 'boolean') return read;
       if (read) return (await this.subscribers(deadline)).includes(user);
     }
     return (await this.user(user, deadline)).subscribed.value;
   }
 
-  /** Ops for `user` that the durable tier may not have: Redis's journal and this process's. */
-  async #pending(user: string, miss: CacheMiss | undefined, cache: Tier<RedisAdapter> | undefined, deadline: number): Promise<Op[]> {
-    const own = this.t.journal.forUser(user);
-    if (miss) return [...miss.pending, ...own];
-    const cached = cache ? await this.t.try(cache.call((c) => c.readPending(user), deadline)) : undefined;
-    return cached ? [...cached, ...own] : own;
+  /** Ops for `user` that the durable tier may not have: the cache's journal and this process's. */
+  async #pending(user: string, miss: CacheMiss | undefined, deadline: number): Promise<Op[]> {
+    const own = this.d.journal.forUser(user);
+    const { cache } = this.d;
+    if (!miss && !cache?.usable(user)) return own;
+    const cached = await cache!.pendingOps(user, miss, deadline);
+    return cached.length > 0 ? [...cached, ...own] : own;
   }
+}
+
+/** For a durable read: an outage is `undefined` (the caller falls back), anything else is thrown. */
+function unlessDown(error: unknown): undefined {
+  if (isTierUnavailable(error)) return undefined;
+  throw error;
 }
 
 /** A user record with pending ops laid over it (last writer wins by op id). */

@@ -1,7 +1,9 @@
 import { EventEmitter } from 'node:events';
+import type { DeadLetterRecord, StorageAdapter } from './adapter.js';
 import { MemoryAdapter } from './adapters/memory.js';
-import type { RedisAdapter } from './adapters/redis.js';
 import { Batcher } from './batcher.js';
+import { Breaker } from './breaker.js';
+import type { CacheAdapter } from './cache-adapter.js';
 import { fromEnv, type FromEnvOptions } from './env.js';
 import { ErrorCode, StoreError } from './errors.js';
 import { idTime, nextId } from './ids.js';
@@ -11,9 +13,8 @@ import { toMessage, type AppendOp, type Op } from './ops.js';
 import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredStoreOptions } from './options.js';
 import { Reads } from './reads.js';
 import { Stats, type StoreStats } from './stats.js';
+import { HotCache, RestartWatch } from './hot-cache.js';
 import { Syncer } from './syncer.js';
-import { Tier } from './tier.js';
-import { Tiers } from './tiers.js';
 import type { BookingData, Health, JsonObject, Message, Role, SyncResult, TierState, UserId } from './types.js';
 import { checkBooking, checkContent, checkIdempotencyKey, checkLimit, checkMeta, checkRole, normalizePhone, userKey } from './validate.js';
 import { Writes } from './writes.js';
@@ -29,7 +30,8 @@ export interface StoreEvents {
 /** A write PostgreSQL refused for good (not an outage); kept out of the journal so the rest moves on. */
 export interface DeadLetter {
   userId: string;
-  kind: Op['kind'];
+  /** The op's kind, or 'unreadable' for a journal entry that could not be decoded. */
+  kind: Op['kind'] | 'unreadable';
   id: string;
   error: Error;
   at: Date;
@@ -47,6 +49,7 @@ export interface AddMemoryOptions {
 }
 
 const MAX_DEAD_LETTERS = 1000;
+const LEFTOVERS_AFTER_MS = 1000;
 const OPERATION_OF: Record<Op['kind'], string> = {
   append: 'addMemory',
   clear: 'clearHistory',
@@ -63,7 +66,17 @@ const OPERATION_OF: Record<Op['kind'], string> = {
 export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #opts: ResolvedOptions;
   readonly #log: StoreLogger;
-  readonly #tiers: Tiers;
+  readonly #redis: Breaker<CacheAdapter> | undefined;
+  readonly #postgres: Breaker<StorageAdapter> | undefined;
+  /** PostgreSQL, else Redis, else nothing (memory only). */
+  readonly #durable: Breaker<StorageAdapter> | undefined;
+  /** Redis when PostgreSQL is there too: hot copies and the pending journal. */
+  readonly #cache: HotCache | undefined;
+  /** Redis as the only store: its restarts are noticed all the same. */
+  readonly #restarts: RestartWatch | undefined;
+  readonly #journal: Journal;
+  /** How long one store call may take: the slowest tier's deadline. */
+  readonly #budgetMs: number;
   readonly #reads: Reads;
   readonly #writes: Writes;
   readonly #syncer: Syncer | undefined;
@@ -77,16 +90,16 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   #idle: (() => void) | undefined;
   #ready = false;
   #closed: Promise<void> | undefined;
-  #redisRunId = '';
 
   constructor(options: TieredStoreOptions = {}) {
     super();
     this.#opts = resolveOptions(options);
     const secrets = new Secrets();
-    for (const adapter of [options.redis, options.postgres]) for (const s of adapter?.secrets() ?? []) secrets.add(s);
+    for (const adapter of [options.redis, options.postgres]) for (const s of adapter?.secrets?.() ?? []) secrets.add(s);
     this.#log = createLogger(options.logger, secrets);
     const memory = options.memory ?? new MemoryAdapter();
     const journal = new Journal(this.#opts.journalLimit, memory.maxBytes);
+    this.#journal = journal;
 
     const { historyLimit, ttlMs } = this.#opts;
     const config = { historyLimit, ttlMs, logger: this.#log, secrets };
@@ -94,36 +107,44 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       probeIntervalMs: this.#opts.probeIntervalMs,
       logger: this.#log.child({ tier }),
       secrets,
-      recover: (tier: Tier) => this.#recover(tier),
-      onDown: (tier: Tier, error: Error) => this.emit('tierDown', { tier: tier.name, error }),
-      onError: (tier: Tier) => this.#stats.count(tier.name, 'errors'),
-      onUp: (tier: Tier, downForMs: number) => this.#onUp(tier, downForMs),
+      recover: (tier: Breaker) => this.#recover(tier),
+      onDown: (tier: Breaker, error: Error) => this.emit('tierDown', { tier: tier.name, error }),
+      onError: (tier: Breaker) => this.#stats.count(tier.name, 'errors'),
+      onUp: (tier: Breaker, downForMs: number) => this.#onUp(tier, downForMs),
     });
     memory.bind({ ...config, role: 'durable' });
     options.redis?.bind({ ...config, role: options.postgres ? 'cache' : 'durable' });
     options.postgres?.bind({ ...config, role: 'durable' });
-    const redis = options.redis && new Tier(options.redis, hooks('redis'));
-    const postgres = options.postgres && new Tier(options.postgres, hooks('postgres'));
-    this.#tiers = new Tiers(redis, postgres, memory, journal, this.#opts, this.#log, this.#stats);
-    this.#reads = new Reads(this.#tiers);
-    this.#writes = new Writes(this.#tiers);
+    const redis = options.redis && new Breaker<CacheAdapter>(options.redis, hooks('redis'));
+    const postgres = options.postgres && new Breaker<StorageAdapter>(options.postgres, hooks('postgres'));
+    this.#redis = redis;
+    this.#postgres = postgres;
+    this.#durable = postgres ?? redis;
+    this.#cache = redis && postgres ? new HotCache(redis, this.#stats, this.#log, () => journal.size) : undefined;
+    this.#restarts =
+      redis && !postgres
+        ? new RestartWatch(redis.adapter, () => this.#log.warn('redis restarted (its run id changed): it was the only store, so what it held without persistence is gone'))
+        : undefined;
+    this.#budgetMs = Math.max(redis?.adapter.timeoutMs ?? 0, postgres?.adapter.timeoutMs ?? 0);
+    const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats };
+    this.#reads = new Reads({ ...route, historyLimit });
+    this.#writes = new Writes({ ...route, writeMode: this.#opts.writeMode, budgetMs: this.#budgetMs });
     this.#appends = new Batcher((ops) => this.#writes.appends(ops));
     this.#started = Promise.all([this.#startRedis(), postgres?.start()]).then(() => {
       this.#ready = true;
-      void this.#drainLeftovers();
+      this.#drainLeftovers();
     });
-    const durable = this.#tiers.durable;
+    const durable = this.#durable;
     this.#syncer = durable && new Syncer({
       ready: this.#started,
-      cache: this.#tiers.cache,
+      cache: this.#cache,
       durable,
       journal,
       memory,
       batchSize: this.#opts.syncBatchSize,
       logger: this.#log,
-      flushed: (users) => this.#tiers.invalidate(users, true),
-      deadLetter: (op, error) => this.#deadLetter(op, error),
-      pendingInCache: (count) => (this.#tiers.pendingInCache = count),
+      flushed: (users) => this.#cache?.invalidate(users, true) ?? Promise.resolve(),
+      deadLetter: (letter, error) => this.#deadLetter(letter, error),
       retention: this.#opts.retention,
       takeWrittenUsers: () => {
         const users = [...this.#written];
@@ -258,12 +279,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   }
 
   health(): Health {
-    const state = (tier: Tier | undefined): TierState => (tier ? (tier.up ? 'up' : 'down') : 'absent');
+    const state = (tier: Breaker | undefined): TierState => (tier ? (tier.up ? 'up' : 'down') : 'absent');
     return {
-      redis: state(this.#tiers.redis),
-      postgres: state(this.#tiers.postgres),
+      redis: state(this.#redis),
+      postgres: state(this.#postgres),
       memory: 'up',
-      pending: this.#tiers.journal.size + this.#tiers.pendingInCache,
+      pending: this.#journal.size + (this.#cache?.pending ?? 0),
       lastSyncAt: this.#syncer?.lastSyncAt ?? null,
       deadLetters: this.#deadLetters.length,
     };
@@ -271,7 +292,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   /** Hits, misses, errors and fallbacks per tier, latency per method, pending writes and sync lag. */
   stats(): StoreStats {
-    const oldest = this.#tiers.journal.oldestId();
+    const oldest = this.#journal.oldestId();
     const syncedAt = this.#syncer?.lastSyncAt?.getTime();
     const now = Date.now();
     const oldestAges = [oldest ? now - idTime(oldest) : undefined, this.#syncer?.oldestPendingAt ? now - this.#syncer.oldestPendingAt : undefined];
@@ -311,38 +332,46 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   }
 
   /** Before Redis serves again: see if it restarted, and drop every copy that missed writes while it was away. */
-  async #recover(tier: Tier): Promise<void> {
-    if (tier !== this.#tiers.redis) return;
-    const redis = (tier as Tier<RedisAdapter>).adapter;
-    await this.#checkRestart(redis);
-    if (tier === this.#tiers.cache) await this.#tiers.dropStaleCopies(redis);
+  async #recover(tier: Breaker): Promise<void> {
+    if (tier !== this.#redis) return;
+    if (this.#cache) await this.#cache.recover();
+    else await this.#restarts?.check();
   }
 
-  #onUp(tier: Tier, downForMs: number): void {
+  #onUp(tier: Breaker, downForMs: number): void {
     this.emit('tierUp', { tier: tier.name, downForMs });
     // What waited for PostgreSQL (here and in Redis's journal) moves now, without waiting for startSync.
-    if (tier === this.#tiers.durable || (tier === this.#tiers.cache && this.#tiers.durable?.up)) {
+    if (tier === this.#durable || (tier === this.#redis && this.#cache && this.#durable?.up)) {
       this.#syncer?.drain((error) => this.#syncFailed(error));
     }
   }
 
-  /** Writes another process left pending (it crashed, or closed while PostgreSQL was away) move at start, without startSync. */
-  async #drainLeftovers(): Promise<void> {
-    const { cache, durable } = this.#tiers;
-    if (!cache?.up || !durable?.up) return;
-    const pending = await cache.call((c) => c.pendingCount()).catch(() => 0);
-    if (pending > 0) this.#syncer?.drain((error) => this.#syncFailed(error));
+  /**
+   * Writes another process left pending (it crashed, or closed while PostgreSQL was away) move
+   * soon after start without startSync, unless a pass (syncNow, startSync) came first.
+   */
+  #drainLeftovers(): void {
+    const cache = this.#cache;
+    const syncer = this.#syncer;
+    if (!cache || !syncer) return;
+    setTimeout(async () => {
+      if (syncer.passes > 0 || !cache.up || !this.#durable?.up) return;
+      const pending = await cache.pendingCount().catch(() => 0);
+      if (pending > 0 && syncer.passes === 0) syncer.drain((error) => this.#syncFailed(error));
+    }, LEFTOVERS_AFTER_MS).unref();
   }
 
-  #deadLetter(op: Op, error: Error): void {
-    const letter: DeadLetter = { userId: op.user, kind: op.kind, id: op.id, error, at: new Date() };
+  #deadLetter(record: DeadLetterRecord, error: Error): void {
+    const letter: DeadLetter = { userId: record.user, kind: record.kind, id: record.id, error, at: new Date() };
     this.#deadLetters.push(letter);
     if (this.#deadLetters.length > MAX_DEAD_LETTERS) this.#deadLetters.shift();
-    this.#log.error(`postgres refused a ${op.kind} of user ${op.user} for good (${error.message}); set aside as a dead letter`);
+    this.#log.error(`postgres refused a ${record.kind} of user ${record.user} for good (${error.message}); set aside as a dead letter`);
     this.emit('deadLetter', letter);
     // Kept where other processes (and the doctor command) can see it.
-    void this.#tiers.postgres
-      ?.call((pg) => pg.recordDeadLetter(op, error.message))
+    const durable = this.#durable;
+    if (!durable?.adapter.recordDeadLetter) return;
+    void durable
+      .call((d) => d.recordDeadLetter?.(record) ?? Promise.resolve())
       .catch((e: unknown) => this.#log.warn(`could not record the dead letter in PostgreSQL: ${(e as Error).message}`));
   }
 
@@ -351,26 +380,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.emit('syncError', error);
   }
 
-  /** A Redis that restarted has lost what it held: say what that means, once per restart. */
-  async #checkRestart(redis: RedisAdapter): Promise<void> {
-    const runId = await redis.runId();
-    if (this.#redisRunId && runId !== this.#redisRunId) {
-      this.#tiers.pendingInCache = 0;
-      this.#log.warn(
-        `redis restarted (its run id changed): hot copies refill from ${this.#tiers.cache ? 'PostgreSQL' : 'nothing, Redis being the only store'}; ` +
-          `writes pending only in Redis are lost unless this process still holds them (it holds ${this.#tiers.journal.size})`,
-      );
-    }
-    this.#redisRunId = runId;
-  }
-
   async #startRedis(): Promise<void> {
-    const redis = this.#tiers.redis;
+    const redis = this.#redis;
     if (!redis) return;
     await redis.start();
-    if (redis.up) await this.#checkRestart(redis.adapter).catch(() => {});
-    // ioredis reconnects by itself, so a restart may happen without the breaker ever seeing a failure.
-    redis.adapter.onReady(() => void this.#checkRestart(redis.adapter).catch(() => {}));
+    if (redis.up) await (this.#cache ? this.#cache.checkRestart() : this.#restarts?.check())?.catch(() => {});
   }
 
   /**
@@ -384,7 +398,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#inflight++;
     let failed = true;
     try {
-      const result = await work(Date.now() + this.#tiers.budgetMs);
+      const result = await work(Date.now() + this.#budgetMs);
       failed = false;
       return result;
     } finally {
@@ -411,7 +425,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   }
 
   async #shutdown(timeoutMs: number): Promise<void> {
-    const { redis, postgres, cache, durable, journal } = this.#tiers;
+    const redis = this.#redis;
+    const postgres = this.#postgres;
+    const cache = this.#cache;
+    const journal = this.#journal;
     this.#syncer?.halt();
     const deadline = Date.now() + timeoutMs;
     const left = () => Math.max(0, deadline - Date.now());
@@ -426,10 +443,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (journal.size > 0 && cache?.up) {
       // PostgreSQL is still away: Redis's journal keeps these for the next process to move.
       const ops = journal.peek(journal.size);
-      await within(left(), cache.call((c) => c.write(ops, { pending: true })).then(() => journal.remove(ops))).catch(() => {});
+      await within(left(), cache.journal(ops, left() + Date.now()).then(() => journal.remove(ops))).catch(() => {});
     }
     if (journal.size > 0) {
-      const where = cache ? 'PostgreSQL or Redis' : (durable?.name ?? 'a server');
+      const where = cache ? 'PostgreSQL or Redis' : (this.#durable?.name ?? 'a server');
       this.#log.error(`${journal.size} acknowledged writes never reached ${where} before close and are lost`);
     }
     for (const tier of [redis, postgres]) tier?.stop();
@@ -438,10 +455,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   #describe(options: TieredStoreOptions): string {
     const parts: string[] = [];
-    if (options.redis) parts.push(`redis ${options.redis.describe()} (${options.postgres ? 'cache' : 'system of record, nothing expires'})`);
-    if (options.postgres) parts.push(`postgres ${options.postgres.describe()} (schema ${options.postgres.schema})`);
-    parts.push(this.#tiers.durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
-    return `tiers: ${parts.join(' -> ')}; ${this.#tiers.durable ? this.#opts.writeMode : 'in memory'}`;
+    if (options.redis) parts.push(`redis ${options.redis.describe?.() ?? ''} (${options.postgres ? 'cache' : 'system of record, nothing expires'})`);
+    if (options.postgres) parts.push(`postgres ${options.postgres.describe?.() ?? ''}`);
+    parts.push(this.#durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
+    return `tiers: ${parts.join(' -> ')}; ${this.#durable ? this.#opts.writeMode : 'in memory'}`;
   }
 }
 

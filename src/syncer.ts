@@ -1,29 +1,27 @@
 import { randomUUID } from 'node:crypto';
-import type { StorageAdapter } from './adapter.js';
+import type { DeadLetterRecord, StorageAdapter } from './adapter.js';
 import type { MemoryAdapter } from './adapters/memory.js';
-import type { PostgresAdapter } from './adapters/postgres.js';
-import type { RedisAdapter } from './adapters/redis.js';
+import { isTierUnavailable, type Breaker } from './breaker.js';
+import type { HotCache } from './hot-cache.js';
 import { idTime } from './ids.js';
 import type { Journal } from './journal.js';
 import type { Op } from './ops.js';
-import { isTierUnavailable, type Tier } from './tier.js';
 import type { Retention } from './options.js';
 import type { Logger, SyncResult } from './types.js';
 
 export interface SyncerDeps {
   /** Resolves once the store's tiers have started: no pass runs before (a client still connecting fails fast). */
   ready: Promise<void>;
-  /** Redis in its cache role, whose journal the syncer drains; undefined otherwise. */
-  cache: Tier<RedisAdapter> | undefined;
-  durable: Tier<StorageAdapter>;
+  /** The cache whose journal the syncer drains; undefined in other layouts. */
+  cache: HotCache | undefined;
+  durable: Breaker<StorageAdapter>;
   journal: Journal;
   memory: MemoryAdapter;
   batchSize: number;
   logger: Logger;
   /** Users whose ops just reached the durable tier from this process's journal. */
   flushed(users: Set<string>): Promise<void>;
-  deadLetter(op: Op, error: Error): void;
-  pendingInCache(count: number): void;
+  deadLetter(letter: DeadLetterRecord, error: Error): void;
   /** Retention rules, and the users this process wrote messages for since the last pass (taken by the call). */
   retention: Retention;
   takeWrittenUsers(): string[];
@@ -47,6 +45,8 @@ export class Syncer {
   #halted = false;
   #indexed = false;
   lastSyncAt: Date | null = null;
+  /** Passes started so far. */
+  passes = 0;
   /** When the oldest entry the last pass saw in Redis's journal was written (undefined: none). */
   oldestPendingAt: number | undefined;
 
@@ -126,6 +126,7 @@ export class Syncer {
   }
 
   async #pass(background: boolean): Promise<SyncResult | undefined> {
+    this.passes++;
     await this.deps.ready;
     const started = Date.now();
     this.oldestPendingAt = undefined;
@@ -135,15 +136,15 @@ export class Syncer {
     let pending = this.deps.journal.size;
     if (cache?.up && durable.up) {
       const token = this.#token;
-      if (background && !(await cache.call((c) => c.acquireLock(token, LOCK_MS)))) return undefined;
+      if (background && !(await cache.acquireLease(token, LOCK_MS))) return undefined;
       try {
         await this.#indexJournals(cache);
         await this.#drainCache(cache, moved, started);
       } finally {
-        if (background) await cache.call((c) => c.releaseLock(token)).catch(() => {});
+        if (background) await cache.releaseLease(token);
       }
-      const inCache = await cache.call((c) => c.pendingCount());
-      this.deps.pendingInCache(inCache);
+      const inCache = await cache.pendingCount();
+      cache.pending = inCache;
       if (inCache === 0) this.oldestPendingAt = undefined;
       pending += inCache;
     }
@@ -153,9 +154,9 @@ export class Syncer {
   }
 
   /** Once per process: the backstop that finds journals the pending index does not point to. */
-  async #indexJournals(cache: Tier<RedisAdapter>): Promise<void> {
+  async #indexJournals(cache: HotCache): Promise<void> {
     if (this.#indexed) return;
-    const found = await cache.call((c) => c.indexJournals());
+    const found = await cache.indexJournals();
     this.#indexed = true;
     if (found > 0) this.deps.logger.warn(`found ${found} pending journals missing from the index (written by 0.1, or left by a crash); they sync now`);
   }
@@ -163,8 +164,7 @@ export class Syncer {
   async #retain(): Promise<void> {
     const { durable, retention, batchSize, logger } = this.deps;
     if (retention.keepLast === undefined && retention.maxAgeDays === undefined) return;
-    const adapter = durable.adapter as StorageAdapter & { enforceRetention?: PostgresAdapter['enforceRetention'] };
-    if (!adapter.enforceRetention || !durable.up) return;
+    if (!durable.adapter.enforceRetention || !durable.up) return;
     const users = this.deps.takeWrittenUsers();
     const rule = {
       users,
@@ -172,7 +172,7 @@ export class Syncer {
       ...(retention.keepLast === undefined ? {} : { keepLast: retention.keepLast }),
       ...(retention.maxAgeDays === undefined ? {} : { before: new Date(Date.now() - retention.maxAgeDays * 86_400_000) }),
     };
-    const deleted = await durable.call((d) => (d as typeof adapter).enforceRetention!(rule));
+    const deleted = await durable.call((d) => d.enforceRetention?.(rule) ?? Promise.resolve(0));
     if (deleted > 0) logger.debug(`retention removed ${deleted} messages`);
   }
 
@@ -194,10 +194,10 @@ export class Syncer {
    * at once: the next chunk's journals are read while two chunks are written to PostgreSQL (on two
    * connections; their users differ, so they never contend) and acknowledged.
    */
-  async #drainCache(cache: Tier<RedisAdapter>, moved: Counts, started: number): Promise<void> {
+  async #drainCache(cache: HotCache, moved: Counts, started: number): Promise<void> {
     const perChunk = Math.max(1, Math.floor(this.deps.batchSize / 10));
     while (Date.now() - started < MAX_PASS_MS) {
-      const users = await cache.call((c) => c.dirtyUsers(perChunk * 4));
+      const users = await cache.pendingUsers(perChunk * 4);
       if (users.length === 0) return;
       const chunks = Array.from({ length: Math.ceil(users.length / perChunk) }, (_, i) => users.slice(i * perChunk, (i + 1) * perChunk));
       let reading = quiet(this.#readChunk(cache, chunks[0] as string[]));
@@ -213,48 +213,35 @@ export class Syncer {
   }
 
   /** Writes a chunk to the durable tier in batches, then removes it from the journals. */
-  async #move(cache: Tier<RedisAdapter>, chunk: Chunk, moved: Counts): Promise<void> {
+  async #move(cache: HotCache, chunk: Chunk, moved: Counts): Promise<void> {
     for (let j = 0; j < chunk.ops.length; j += this.deps.batchSize) {
       count(await this.#write(chunk.ops.slice(j, j + this.deps.batchSize)), moved);
     }
     await this.#ack(cache, chunk);
   }
 
-  async #readChunk(cache: Tier<RedisAdapter>, users: string[]): Promise<Chunk> {
-    const journals = await cache.call((c) => c.readJournals(users, this.deps.batchSize));
-    this.#noteOldest(journals);
+  async #readChunk(cache: HotCache, users: string[]): Promise<Chunk> {
+    const journals = await cache.readJournals(users, this.deps.batchSize);
     const chunk: Chunk = { ops: [], entries: new Map() };
     for (const [user, entries] of journals) {
-      chunk.entries.set(user, entries);
-      for (const entry of entries) {
-        const op = this.#decode(cache.adapter, user, entry);
+      chunk.entries.set(user, entries.map((entry) => entry.raw));
+      for (const { op, error, raw } of entries) {
         if (op) chunk.ops.push(op);
+        // Acknowledged with the rest: an entry nobody can read would block the journal forever.
+        else this.deps.deadLetter({ user, kind: 'unreadable', id: '', entry: raw, error: `unreadable journal entry: ${error?.message}` }, error ?? new Error('unreadable'));
       }
+      this.#noteOldest(entries[0]?.op?.id);
     }
     return chunk;
   }
 
   /** Removes what was written (or set aside) from each user's journal; an empty one leaves the dirty set. */
-  async #ack(cache: Tier<RedisAdapter>, chunk: Chunk): Promise<void> {
-    await Promise.all([...chunk.entries].map(([user, entries]) => cache.call((c) => c.ack(user, entries))));
+  async #ack(cache: HotCache, chunk: Chunk): Promise<void> {
+    await Promise.all([...chunk.entries].map(([user, entries]) => cache.ack(user, entries)));
   }
 
-  #noteOldest(journals: Map<string, string[]>): void {
-    let oldest: string | undefined;
-    for (const entries of journals.values()) {
-      const id = entries[0]?.slice(7, 33);
-      if (id && (oldest === undefined || id < oldest)) oldest = id;
-    }
-    if (oldest !== undefined) this.oldestPendingAt = Math.min(this.oldestPendingAt ?? Infinity, idTime(oldest));
-  }
-
-  #decode(cache: RedisAdapter, user: string, entry: string): Op | undefined {
-    try {
-      return cache.decodeEntry(user, entry);
-    } catch (error) {
-      this.deps.deadLetter({ kind: 'clear', user, id: '' }, new Error(`unreadable journal entry: ${(error as Error).message}`));
-      return undefined;
-    }
+  #noteOldest(id: string | undefined): void {
+    if (id !== undefined) this.oldestPendingAt = Math.min(this.oldestPendingAt ?? Infinity, idTime(id));
   }
 
   /**
@@ -268,7 +255,8 @@ export class Syncer {
     } catch (error) {
       if (isTierUnavailable(error)) throw error;
       if (ops.length === 1) {
-        this.deps.deadLetter(ops[0] as Op, error as Error);
+        const op = ops[0] as Op;
+        this.deps.deadLetter({ user: op.user, kind: op.kind, id: op.id, entry: JSON.stringify(op), error: (error as Error).message }, error as Error);
         return ops;
       }
       const middle = ops.length >> 1;

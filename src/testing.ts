@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { isMiss, type AdapterConfig, type CacheMiss, type StorageAdapter } from './adapter.js';
+import type { CacheAdapter } from './cache-adapter.js';
 import { createIdGenerator } from './ids.js';
 import { Secrets, silentLogger } from './logger.js';
 import type { AppendOp, Op } from './ops.js';
@@ -16,11 +17,6 @@ export interface ContractOptions {
   historyLimit?: number;
 }
 
-interface CacheLike extends StorageAdapter {
-  fillHistory(user: string, version: string, messages: readonly unknown[]): Promise<boolean>;
-  fillUser(user: string, version: string, record: unknown): Promise<boolean>;
-  fillSubscribers(version: string, users: readonly string[]): Promise<boolean>;
-}
 
 /**
  * The adapter contract as a vitest suite: run it against your own adapter to check it keeps the
@@ -157,21 +153,21 @@ export function runAdapterContract(name: string, make: () => Promise<ContractTar
       }));
 
       it('installs a fill made after a miss, then keeps it current and trimmed', withAdapter(async (adapter) => {
-        const cache = adapter as CacheLike;
+        const cache = adapter as CacheAdapter;
         const u = user();
         const miss = (await adapter.readHistory(u, 5)) as CacheMiss;
-        const messages = ['a', 'b'].map((c) => ({ id: id(), role: 'user', content: c, createdAt: new Date() }));
+        const messages = ['a', 'b'].map((c) => ({ id: id(), role: 'user' as const, content: c, createdAt: new Date() }));
         expect(await cache.fillHistory(u, miss.version, messages)).toBe(true);
         for (const c of ['c', 'd', 'e', 'f']) await adapter.write([append(u, c)]);
         expect(await history(adapter, u)).toEqual(['b', 'c', 'd', 'e', 'f']);
       }));
 
       it('refuses a fill when a write came after the miss', withAdapter(async (adapter) => {
-        const cache = adapter as CacheLike;
+        const cache = adapter as CacheAdapter;
         const u = user();
         const miss = (await adapter.readHistory(u, 5)) as CacheMiss;
         await adapter.write([append(u, 'newer than the fill')]);
-        expect(await cache.fillHistory(u, miss.version, [{ id: id(), role: 'user', content: 'stale', createdAt: new Date() }])).toBe(false);
+        expect(await cache.fillHistory(u, miss.version, [{ id: id(), role: 'user' as const, content: 'stale', createdAt: new Date() }])).toBe(false);
         expect(isMiss(await adapter.readHistory(u, 5))).toBe(true);
         const userMiss = (await adapter.readUser(u)) as CacheMiss;
         await adapter.write([{ kind: 'phone', user: u, id: id(), phone: '+10000000003' }]);

@@ -1,4 +1,5 @@
-import { ErrorCode, ValidationError } from './errors.js';
+import { ConfigurationError, ErrorCode, ValidationError } from './errors.js';
+import { maskUrl } from './logger.js';
 import { ROLES, type JsonObject, type Role, type UserId } from './types.js';
 
 export interface Limits {
@@ -11,6 +12,7 @@ export interface Limits {
 }
 
 export const DEFAULT_LIMITS: Limits = { contentBytes: 1024 * 1024, bookingBytes: 64 * 1024, metaBytes: 64 * 1024 };
+const JSON_ONLY: Limits = { ...DEFAULT_LIMITS, metaBytes: Number.POSITIVE_INFINITY };
 
 const USER_ID = /^[A-Za-z0-9_-]{1,128}$/;
 const MAX_DEPTH = 64;
@@ -134,4 +136,27 @@ function describe(value: unknown): string {
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
   return typeof value === 'object' ? 'an object' : `${typeof value} ${String(value)}`;
+}
+
+/**
+ * A connection URL with one of `protocols` (e.g. 'redis:'); `owner` names where it came from
+ * (an option or a variable). The error masks any password.
+ */
+export function checkUrl(url: string, owner: string, protocols: readonly string[]): string {
+  const expected = protocols.map((p) => `${p}//`).join(' or ');
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigurationError(ErrorCode.INVALID_URL, `${owner} is not a URL: "${maskUrl(url)}" (expected ${expected}[user:password@]host:port)`);
+  }
+  if (!protocols.includes(parsed.protocol)) {
+    throw new ConfigurationError(ErrorCode.INVALID_URL, `${owner} must start with ${expected}, got ${maskUrl(url)}`);
+  }
+  return url;
+}
+
+/** JSON checks only, for integrations: the store applies its size limit when the message is written. */
+export function checkMetaJson(meta: unknown): JsonObject {
+  return checkMeta(meta, JSON_ONLY);
 }

@@ -1,44 +1,50 @@
-import type { WriteOutcome } from './adapter.js';
+import type { StorageAdapter, WriteOutcome } from './adapter.js';
+import type { MemoryAdapter } from './adapters/memory.js';
+import { isTierUnavailable, type Breaker } from './breaker.js';
+import type { HotCache } from './hot-cache.js';
+import type { Journal } from './journal.js';
 import type { AppendOp, Op } from './ops.js';
-import { isTierUnavailable } from './tier.js';
-import type { Tiers } from './tiers.js';
+import type { WriteMode } from './options.js';
+import type { Stats } from './stats.js';
+
+export interface WritesDeps {
+  cache: HotCache | undefined;
+  durable: Breaker<StorageAdapter> | undefined;
+  memory: MemoryAdapter;
+  journal: Journal;
+  stats: Stats;
+  writeMode: WriteMode;
+  /** How long one store call may take (the slowest tier's deadline). */
+  budgetMs: number;
+}
 
 /**
  * Where a write goes. Each resolves to the id of an earlier message when the op repeated its
  * idempotency key (nothing was written), else to undefined.
  */
 export class Writes {
-  constructor(private readonly t: Tiers) {}
+  constructor(private readonly d: WritesDeps) {}
 
   /** One op, through whichever tiers can take it (see the README's failure table). */
   async route(op: Op, deadline: number): Promise<string | undefined> {
-    const { durable, cache, opts } = this.t;
-    if (!durable) return repeated(this.t.memory.writeSync([op]));
+    const { durable, cache, writeMode } = this.d;
+    if (!durable) return repeatedIn(this.d.memory.writeSync([op]));
     if (op.kind === 'delete') this.#erasePending(op.user);
-    if (cache?.up && opts.writeMode === 'write-behind') {
-      try {
-        const outcome = await cache.call((c) => c.write([op], { pending: true }), deadline);
-        this.t.pendingInCache++;
-        return repeated(outcome);
-      } catch (error) {
-        this.t.cacheFailed(error); // PostgreSQL takes the write directly below
-      }
+    if (writeMode === 'write-behind') {
+      const journaled = await this.#journalInCache([op], deadline);
+      if (journaled) return repeatedIn(journaled);
     }
     if (!durable.up) return this.#withoutDurable(op, deadline);
-    const toCache = cache?.up && opts.writeMode === 'write-through' ? cache.call((c) => c.write([op]), deadline) : undefined;
-    const [toDurable, cached] = await Promise.allSettled([durable.call((d) => d.write([op]), deadline), toCache]);
-    const cacheMissed = cache !== undefined && (toCache === undefined || cached.status === 'rejected');
+    const toCache = writeMode === 'write-through' ? cache?.writeThrough([op], deadline) : undefined;
+    const [toDurable, cached] = await Promise.allSettled([durable.call((t) => t.write([op]), deadline), toCache]);
+    const inCache = toCache && (cached as PromiseSettledResult<WriteOutcome[]>);
     if (toDurable.status === 'fulfilled') {
-      const earlier = repeated(toDurable.value);
-      const inCache = cached.status === 'fulfilled' ? cached.value?.[0] : undefined;
-      if (cacheMissed) this.t.markStale(op);
-      // Redis had no copy to change (so one filled from PostgreSQL before this commit would lack
-      // it), or it kept a message that PostgreSQL knew as a repeat: drop its copies now.
-      else if (inCache === false || (earlier !== undefined && typeof inCache !== 'string')) await this.t.invalidateAfter(op, deadline);
-      return earlier ?? repeated(cached.status === 'fulfilled' ? cached.value : undefined);
+      const earlier = repeatedIn(toDurable.value);
+      await cache?.committed([op], inCache, [earlier !== undefined], deadline);
+      return earlier ?? repeatedIn(inCache?.status === 'fulfilled' ? inCache.value : undefined);
     }
     if (!isTierUnavailable(toDurable.reason)) {
-      if (cache) this.t.markStale(op);
+      cache?.markStale(op);
       throw toDurable.reason;
     }
     return this.#withoutDurable(op, deadline);
@@ -46,72 +52,61 @@ export class Writes {
 
   /**
    * Appends that arrived together, routed as one batch where that is the whole story (write-behind
-   * into Redis; write-through into both tiers). Anything else (a tier down, a refusal) goes op by
-   * op through route(), which handles every case; ops are idempotent, so a partial batch is safe to redo.
+   * into the cache; write-through into both tiers). Anything else (a tier down, a refusal) goes op
+   * by op through route(), which handles every case; ops are idempotent, so a partial batch is safe to redo.
    */
   async appends(ops: AppendOp[]): Promise<(string | undefined)[]> {
-    const { durable, cache, opts } = this.t;
-    const deadline = Date.now() + this.t.budgetMs;
+    const { durable, cache, writeMode } = this.d;
+    const deadline = Date.now() + this.d.budgetMs;
     const single = () => Promise.all(ops.map((op) => this.route(op, deadline)));
     if (ops.length === 1 || !durable) return single();
-    if (cache?.up && opts.writeMode === 'write-behind') {
-      try {
-        await cache.call((c) => c.write(ops, { pending: true }), deadline);
-        this.t.pendingInCache += ops.length;
-        return ops.map(() => undefined);
-      } catch (error) {
-        this.t.cacheFailed(error);
-        return single();
-      }
+    if (writeMode === 'write-behind' && cache?.up) {
+      return (await this.#journalInCache(ops, deadline)) ? ops.map(() => undefined) : single();
     }
-    if (!durable.up || opts.writeMode !== 'write-through') return single();
-    const toCache = cache?.up ? cache.call((c) => c.write(ops), deadline) : undefined;
-    const [toDurable, cached] = await Promise.allSettled([durable.call((d) => d.write(ops), deadline), toCache]);
+    if (!durable.up || writeMode !== 'write-through') return single();
+    const toCache = cache?.writeThrough(ops, deadline);
+    const [toDurable, cached] = await Promise.allSettled([durable.call((t) => t.write(ops), deadline), toCache]);
     if (toDurable.status === 'rejected') return single();
-    if (cache && (toCache === undefined || cached.status === 'rejected')) {
-      for (const op of ops) this.t.markStale(op);
-    } else if (cached.status === 'fulfilled' && cached.value) {
-      const cold = new Set(ops.filter((_, i) => cached.value?.[i] === false).map((op) => op.user));
-      if (cold.size > 0) await this.t.invalidate(cold, false, deadline).catch(() => ops.forEach((op) => cold.has(op.user) && this.t.markStale(op)));
-    }
+    await cache?.committed(ops, toCache && (cached as PromiseSettledResult<WriteOutcome[]>), [], deadline);
     return ops.map(() => undefined);
   }
 
-  /** PostgreSQL is unreachable: journal in Redis (atomically with the write), else hold in RAM. */
+  /** Write-behind: the cache journals the ops atomically with their write; undefined when it cannot (the durable tier takes them). */
+  async #journalInCache(ops: readonly Op[], deadline: number): Promise<WriteOutcome[] | undefined> {
+    if (!this.d.cache?.up) return undefined;
+    return this.d.cache.journal(ops, deadline).catch(() => undefined);
+  }
+
+  /** The durable tier is unreachable: journal in the cache (atomically with the write), else hold in RAM. */
   async #withoutDurable(op: Op, deadline: number): Promise<string | undefined> {
-    const { cache, journal } = this.t;
-    this.t.stats.count(this.t.durable?.name ?? 'memory', 'fallbacks');
+    const { cache, journal } = this.d;
+    this.d.stats.count(this.d.durable?.name ?? 'memory', 'fallbacks');
     if (cache?.up) {
-      try {
-        const outcome = await cache.call((c) => c.write([op], { pending: true }), deadline);
-        // A copy in RAM too, while there is room: a Redis restart before PostgreSQL is back loses nothing.
-        if (repeated(outcome) === undefined && !journal.tryPush(op)) this.t.pendingInCache++;
-        return repeated(outcome);
-      } catch (error) {
-        this.t.cacheFailed(error); // RAM it is
-      }
+      // A copy in RAM too, while there is room: a restart of the cache before the durable tier is back loses nothing.
+      const outcome = await cache.journal([op], deadline, (held) => journal.tryPush(held)).catch(() => undefined);
+      if (outcome) return repeatedIn(outcome);
     }
     const earlier = this.#hold(op);
-    if (cache) this.t.markStale(op);
+    cache?.markStale(op);
     return earlier;
   }
 
   /** Every server is unreachable: RAM and the journal take the write, or both refuse it. */
   #hold(op: Op): string | undefined {
-    this.t.journal.assertRoom(op);
-    const earlier = repeated(this.t.memory.writeSync([op]));
-    if (earlier === undefined) this.t.journal.push(op);
+    this.d.journal.assertRoom(op);
+    const earlier = repeatedIn(this.d.memory.writeSync([op]));
+    if (earlier === undefined) this.d.journal.push(op);
     return earlier;
   }
 
   #erasePending(user: string): void {
-    this.t.journal.dropUser(user);
-    this.t.memory.forget(user);
+    this.d.journal.dropUser(user);
+    this.d.memory.forget(user);
   }
 }
 
 /** The earlier message's id when a single-op write repeated its idempotency key. */
-function repeated(outcome: void | readonly WriteOutcome[] | undefined): string | undefined {
+function repeatedIn(outcome: void | readonly WriteOutcome[] | undefined): string | undefined {
   const first = outcome?.[0];
   return typeof first === 'string' ? first : undefined;
 }

@@ -1,5 +1,5 @@
 import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
-import { ErrorCode, UnavailableError } from '../errors.js';
+import { adapterInUse, ErrorCode, UnavailableError } from '../errors.js';
 import { positive } from '../options.js';
 import { applyOp, emptyUserState, toMessage, type Op, type UserState } from '../ops.js';
 import { opBytes } from '../sizes.js';
@@ -36,7 +36,7 @@ export class MemoryAdapter implements StorageAdapter {
   }
 
   bind(_config: AdapterConfig): void {
-    if (this.#bound) throw new Error('this MemoryAdapter already belongs to a store');
+    if (this.#bound) throw adapterInUse('MemoryAdapter');
     this.#bound = true;
   }
 

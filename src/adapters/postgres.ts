@@ -1,11 +1,12 @@
 import type { Options, PendingQuery, Row, RowList, Sql, TransactionSql } from 'postgres';
-import type { AdapterConfig, HistoryRead, ReadOptions, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
+import type { AdapterConfig, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
 import { withDeadline } from '../deadline.js';
-import { ConfigurationError, ErrorCode, TierError } from '../errors.js';
+import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
-import type { AppendOp, Op } from '../ops.js';
+import { applyOp, emptyUserState, type AppendOp, type Op, type UserState } from '../ops.js';
 import { positive } from '../options.js';
+import { checkUrl } from '../validate.js';
 import type { JsonObject, Message, Role } from '../types.js';
 import { migrations, migrationText } from './postgres-migrations.js';
 
@@ -36,6 +37,7 @@ export interface PostgresAdapterOptions {
 type Postgres = typeof import('postgres');
 type Tx = TransactionSql;
 
+const POSTGRES_PROTOCOLS = ['postgres:', 'postgresql:'];
 const UNREACHABLE_CODES = new Set([
   'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
   'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN',
@@ -73,9 +75,9 @@ export class PostgresAdapter implements StorageAdapter {
       this.#sql = options.sql;
       return;
     }
-    const url = checkUrl(options.url ?? 'postgres://postgres@127.0.0.1:5432/postgres');
+    const url = checkUrl(options.url ?? 'postgres://postgres@127.0.0.1:5432/postgres', 'PostgresAdapter: url', POSTGRES_PROTOCOLS);
     this.#url = url;
-    this.#readUrl = options.readUrl === undefined ? undefined : checkUrl(options.readUrl);
+    this.#readUrl = options.readUrl === undefined ? undefined : checkUrl(options.readUrl, 'PostgresAdapter: readUrl', POSTGRES_PROTOCOLS);
     const postgres = loadPeer<Postgres>('postgres', 'PostgresAdapter');
     const max = positive(options.max, 'PostgresAdapter: max', 10);
     const open = (target: string) => () =>
@@ -106,8 +108,8 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   describe(): string {
-    if (!this.#url) return 'a client passed in';
-    return this.#readUrl ? `${maskUrl(this.#url)} (reads: ${maskUrl(this.#readUrl)})` : maskUrl(this.#url);
+    const target = !this.#url ? 'a client passed in' : this.#readUrl ? `${maskUrl(this.#url)} (reads: ${maskUrl(this.#readUrl)})` : maskUrl(this.#url);
+    return `${target} (schema ${this.schema})`;
   }
 
   secrets(): string[] {
@@ -115,7 +117,7 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   bind(_config: AdapterConfig): void {
-    if (this.#bound) throw new Error('this PostgresAdapter already belongs to a store');
+    if (this.#bound) throw adapterInUse('PostgresAdapter');
     this.#bound = true;
   }
 
@@ -201,7 +203,7 @@ export class PostgresAdapter implements StorageAdapter {
    * Deletes, in batches of `batch`, messages beyond the newest `keepLast` of each of `users` and
    * messages created before `before`. Returns how many went.
    */
-  async enforceRetention(rule: { users: readonly string[]; keepLast?: number; before?: Date; batch: number }): Promise<number> {
+  async enforceRetention(rule: RetentionRule): Promise<number> {
     const sql = this.#sql;
     const messages = sql(this.#t.messages);
     let deleted = 0;
@@ -225,11 +227,11 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   /** Keeps a write PostgreSQL refused for good in `dead_letters`, as JSON text (which any row can hold). */
-  async recordDeadLetter(op: Op, error: string): Promise<void> {
+  async recordDeadLetter(letter: DeadLetterRecord): Promise<void> {
     const sql = this.#sql;
     await this.#q(sql`
       insert into ${sql(`${this.schema}.dead_letters`)} (user_id, op_id, kind, entry, error)
-      values (${op.user}, ${op.id}, ${op.kind}, ${JSON.stringify(op)}, ${error})`);
+      values (${letter.user}, ${letter.id}, ${letter.kind}, ${letter.entry}, ${letter.error})`);
   }
 
   isUnavailable(error: unknown): boolean {
@@ -301,9 +303,9 @@ export class PostgresAdapter implements StorageAdapter {
       insert into ${tx(this.#t.users)} as u (user_id, phone, phone_v, booking, booking_v, subscribed, subscribed_v, history_floor)
       select t.user_id, t.phone, t.phone_v, t.booking::jsonb, t.booking_v, coalesce(t.subscribed::bool, false), t.subscribed_v, t.history_floor
       from unnest(
-        ${[...patches.keys()]}::text[], ${col((p) => p.phone?.value ?? null)}::text[], ${col((p) => p.phone?.id ?? null)}::text[],
-        ${col((p) => (p.booking?.value == null ? null : JSON.stringify(p.booking.value)))}::text[], ${col((p) => p.booking?.id ?? null)}::text[],
-        ${col((p) => (p.subscribed ? String(p.subscribed.value) : null))}::text[], ${col((p) => p.subscribed?.id ?? null)}::text[],
+        ${[...patches.keys()]}::text[], ${col((p) => p.phone.value)}::text[], ${col((p) => p.phone.id || null)}::text[],
+        ${col((p) => (p.booking.value === null ? null : JSON.stringify(p.booking.value)))}::text[], ${col((p) => p.booking.id || null)}::text[],
+        ${col((p) => (p.subscribed.id ? String(p.subscribed.value) : null))}::text[], ${col((p) => p.subscribed.id || null)}::text[],
         ${col((p) => p.floor)}::text[]
       ) as t(user_id, phone, phone_v, booking, booking_v, subscribed, subscribed_v, history_floor)
       on conflict (user_id) do update set
@@ -339,45 +341,21 @@ export class PostgresAdapter implements StorageAdapter {
   }
 }
 
-interface Stamp<T> {
-  value: T;
-  id: string;
-}
+/** One user's changes in a batch: the fold of its ops (appends aside), last writer wins by op id. */
+type Patch = Pick<UserState, 'phone' | 'booking' | 'subscribed' | 'floor'>;
 
-interface Patch {
-  phone?: Stamp<string | null>;
-  booking?: Stamp<JsonObject | null>;
-  subscribed?: Stamp<boolean>;
-  floor: string;
-}
-
-/** Splits a batch into messages and one last-writer-wins patch per user. */
+/** Splits a batch into messages and one patch per user (a field with id '' was not written). */
 function foldBatch(ops: readonly Op[]): { appends: AppendOp[]; patches: Map<string, Patch> } {
   const appends: AppendOp[] = [];
-  const patches = new Map<string, Patch>();
-  const patchOf = (user: string) => {
-    let patch = patches.get(user);
-    if (!patch) patches.set(user, (patch = { floor: '' }));
-    return patch;
-  };
-  const stamp = <T>(current: Stamp<T> | undefined, value: T, id: string) => (current && current.id >= id ? current : { value, id });
+  const patches = new Map<string, UserState>();
   for (const op of ops) {
     if (op.kind === 'append') {
       appends.push(op);
       continue;
     }
-    const p = patchOf(op.user);
-    if (op.kind === 'phone') p.phone = stamp(p.phone, op.phone, op.id);
-    else if (op.kind === 'booking') p.booking = stamp(p.booking, op.booking, op.id);
-    else if (op.kind === 'subscribe') p.subscribed = stamp(p.subscribed, op.subscribed, op.id);
-    else {
-      if (op.id > p.floor) p.floor = op.id;
-      if (op.kind === 'delete') {
-        p.phone = stamp(p.phone, null, op.id);
-        p.booking = stamp(p.booking, null, op.id);
-        p.subscribed = stamp(p.subscribed, false, op.id);
-      }
-    }
+    let state = patches.get(op.user);
+    if (!state) patches.set(op.user, (state = emptyUserState()));
+    applyOp(state, op);
   }
   return { appends, patches };
 }
@@ -386,19 +364,6 @@ function toMessage(row: Row): Message {
   const message: Message = { id: row.id as string, role: row.role as Role, content: row.content as string, createdAt: row.created_at as Date };
   if (row.meta !== null) message.meta = row.meta as JsonObject;
   return message;
-}
-
-function checkUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new ConfigurationError(ErrorCode.INVALID_URL, `PostgresAdapter: "${maskUrl(url)}" is not a URL (expected postgres://user:password@host:port/database)`);
-  }
-  if (parsed.protocol !== 'postgres:' && parsed.protocol !== 'postgresql:') {
-    throw new ConfigurationError(ErrorCode.INVALID_URL, `PostgresAdapter: ${maskUrl(url)} must start with postgres:// or postgresql://`);
-  }
-  return url;
 }
 
 function checkSchema(schema: string): string {

@@ -4,6 +4,18 @@
  */
 
 
+/** The flags a caller passes in ARGV, named once for the scripts and the adapter. */
+export const FLAG = {
+  /** The role: Redis is the system of record (nothing expires, floors kept) or a cache. */
+  durable: 'durable',
+  cache: 'cache',
+  /** One Redis: the write changes the shared keys too. A Cluster: the caller does, in their own slots. */
+  sharedHere: 'shared-here',
+  sharedByCaller: 'shared-by-caller',
+  /** A journal entry that is the op's payload itself (an append), not sent twice. */
+  entryIsPayload: '=',
+} as const;
+
 const HELPERS = `
 local function expire(key, ttl) if ttl > 0 then redis.call('PEXPIRE', key, ttl) end end
 local function item_id(item) return string.sub(item, 8, 33) end
@@ -28,21 +40,21 @@ end
 
 /**
  * Applies a batch of ops. Per op, KEYS: h, d, m, j, i (the user's slot: i maps idempotency keys
- * to message ids), then (with 'g' only) subscribers set, its version, pending index, pending counter
- * (shared keys). ARGV: role ('c' cache, 'd' durable), history limit, ttl history, ttl user data,
- * ttl subscribers, and 'g' to change the shared keys here too (one Redis) or 'l' to leave them to
+ * to message ids), then (with FLAG.sharedHere only) subscribers set, its version, pending index, pending counter
+ * (shared keys). ARGV: role (FLAG.cache or FLAG.durable), history limit, ttl history, ttl user data,
+ * ttl subscribers, and FLAG.sharedHere to change the shared keys here too (one Redis) or FLAG.sharedByCaller to leave them to
  * the caller (a Cluster, where they live in other slots); then kind, id, user, payload, journal
- * entry ('' if not pending, '=' for the payload), idempotency key ('' for none) per op.
+ * entry ('' if not pending, FLAG.entryIsPayload for the payload), idempotency key ('' for none) per op.
  * Returns per op: the id of the earlier message if the op repeats its idempotency key; else +1
  * if it landed in a copy Redis holds (0: no copy to change, or one it deleted; a cache then drops
  * copies again once the durable write is in, so a fill that read the durable tier before that
  * write cannot linger), +2 if it changes the subscription (for the caller's shared-key step), plus
- * 4 x the journal entries a delete dropped (with 'l': the caller takes them off the pending index).
+ * 4 x the journal entries a delete dropped (with FLAG.sharedByCaller: the caller takes them off the pending index).
  */
 export const WRITE = `${HELPERS}${PENDING}
-local durable = ARGV[1] == 'd'
+local durable = ARGV[1] == '${FLAG.durable}'
 local limit, ttl_h, ttl_u, ttl_s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local shared = ARGV[6] == 'g'
+local shared = ARGV[6] == '${FLAG.sharedHere}'
 local ttl_m = math.max(ttl_h, ttl_u)
 
 local function insert_ordered(h, id, item)
@@ -151,7 +163,7 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, p
     expire(m, ttl_m)
   end
   if entry ~= '' then
-    redis.call('RPUSH', j, entry == '=' and payload or entry)
+    redis.call('RPUSH', j, entry == '${FLAG.entryIsPayload}' and payload or entry)
     if shared then count_pending(index, pending, user, 1) end
   end
   return held + subscription + (shared and 0 or 4 * dropped)
@@ -183,7 +195,7 @@ return out
 
 /** KEYS: subscribers set, its version. ARGV: role, ttl, user, '1' to add / '0' to remove. The shared-key step of a Cluster write. */
 export const APPLY_SUBSCRIPTION = `${HELPERS}
-local present = ARGV[1] == 'd' or redis.call('EXISTS', KEYS[1]) == 1
+local present = ARGV[1] == '${FLAG.durable}' or redis.call('EXISTS', KEYS[1]) == 1
 if present then
   if ARGV[4] == '1' then redis.call('SADD', KEYS[1], ARGV[3]) else redis.call('SREM', KEYS[1], ARGV[3]) end
   expire(KEYS[1], tonumber(ARGV[2]))

@@ -1,16 +1,19 @@
 import { createHash } from 'node:crypto';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
-import type { AdapterConfig, CacheMiss, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
+import type { AdapterConfig, CacheMiss, HistoryRead, UserRecord, WriteOutcome } from '../adapter.js';
+import type { CacheAdapter, JournalEntry } from '../cache-adapter.js';
 import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../codec.js';
 import { withDeadline } from '../deadline.js';
-import { ConfigurationError, ErrorCode, TierError } from '../errors.js';
+import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
 import { fromMessage, type Op } from '../ops.js';
 import { positive } from '../options.js';
+import { checkUrl } from '../validate.js';
 import type { JsonObject, Message } from '../types.js';
 import { RedisKeys } from './redis-keys.js';
 import * as lua from './redis-scripts.js';
+import { FLAG } from './redis-scripts.js';
 
 export interface RedisAdapterOptions {
   /** `redis://` or `rediss://` (TLS) URL. @default 'redis://127.0.0.1:6379' when no client or nodes are given */
@@ -59,11 +62,12 @@ const S = {
 
 /** On a Cluster, how long a pending count with no journal entry behind it may last: a write's two steps take far less. */
 const IDLE_COUNT_MS = 60_000;
+const REDIS_PROTOCOLS = ['redis:', 'rediss:'];
 
 const UNREACHABLE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Socket timeout|Command timed out|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready|Too many Cluster redirections/;
 
 /** The Redis tier: hot copies with TTLs and the pending journal (or, with no PostgreSQL, the system of record). */
-export class RedisAdapter implements StorageAdapter {
+export class RedisAdapter implements CacheAdapter {
   readonly name = 'redis';
   readonly keyPrefix: string;
   readonly timeoutMs: number;
@@ -88,7 +92,7 @@ export class RedisAdapter implements StorageAdapter {
       this.#urls = [];
     } else {
       const ioredis = loadPeer<IoRedis>('ioredis', 'RedisAdapter');
-      this.#urls = (options.nodes ?? [options.url ?? 'redis://127.0.0.1:6379']).map((n) => (typeof n === 'string' ? checkUrl(n) : `redis://${n.host}:${n.port}`));
+      this.#urls = (options.nodes ?? [options.url ?? 'redis://127.0.0.1:6379']).map((n) => (typeof n === 'string' ? checkUrl(n, 'RedisAdapter: url', REDIS_PROTOCOLS) : `redis://${n.host}:${n.port}`));
       const redisOptions = this.#clientOptions(options.redisOptions);
       // ioredis 6's constructor types reject its own option types under exactOptionalPropertyTypes.
       this.client = options.nodes
@@ -134,17 +138,21 @@ export class RedisAdapter implements StorageAdapter {
   }
 
   bind(config: AdapterConfig): void {
-    if (this.#config) throw new Error('this RedisAdapter already belongs to a store');
+    if (this.#config) throw adapterInUse('RedisAdapter');
     this.#config = config;
   }
 
   get #cfg(): AdapterConfig {
-    if (!this.#config) throw new Error('RedisAdapter used before a store bound it');
+    if (!this.#config) throw adapterNotBound('RedisAdapter');
     return this.#config;
   }
 
   get #durable(): boolean {
     return this.#cfg.role === 'durable';
+  }
+
+  get #role(): string {
+    return this.#durable ? FLAG.durable : FLAG.cache;
   }
 
   async connect(): Promise<void> {
@@ -210,12 +218,12 @@ export class RedisAdapter implements StorageAdapter {
     const cfg = this.#cfg;
     const ttl = this.#durable ? { history: 0, userData: 0, subscribers: 0 } : cfg.ttlMs;
     const keys: string[] = [];
-    const args: (string | number)[] = [this.#durable ? 'd' : 'c', cfg.historyLimit, ttl.history, ttl.userData, ttl.subscribers, shared ? 'g' : 'l'];
+    const args: (string | number)[] = [this.#role, cfg.historyLimit, ttl.history, ttl.userData, ttl.subscribers, shared ? FLAG.sharedHere : FLAG.sharedByCaller];
     for (const op of ops) {
       const shard = this.#keys.shardOf(op.user);
       keys.push(...this.#keys.user(op.user));
       if (shared) keys.push(...this.#keys.subscribers(shard), ...this.#keys.pending(shard).slice(0, 2));
-      const entry = pending ? (op.kind === 'append' ? '=' : encodeOp(op)) : '';
+      const entry = pending ? (op.kind === 'append' ? FLAG.entryIsPayload : encodeOp(op)) : '';
       args.push(op.kind, op.id, op.user, payload(op), entry, op.kind === 'append' ? (op.key ?? '') : '');
     }
     const flags = (await this.#eval(S.write, keys, args)) as (number | string)[];
@@ -230,7 +238,7 @@ export class RedisAdapter implements StorageAdapter {
     const ttl = this.#durable ? 0 : this.#cfg.ttlMs.subscribers;
     const add = op.kind === 'subscribe' && op.subscribed ? '1' : '0';
     const keys = this.#keys.subscribers(this.#keys.shardOf(op.user));
-    return (await this.#eval(S.applySubscription, keys, [this.#durable ? 'd' : 'c', ttl, op.user, add])) === 1;
+    return (await this.#eval(S.applySubscription, keys, [this.#role, ttl, op.user, add])) === 1;
   }
 
   async readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss> {
@@ -362,7 +370,7 @@ export class RedisAdapter implements StorageAdapter {
   }
 
   /** Up to `count` users with pending entries, picked at random so concurrent syncers spread out. */
-  async dirtyUsers(count: number): Promise<string[]> {
+  async pendingUsers(count: number): Promise<string[]> {
     const shards = this.#keys.shardList();
     const offset = Math.floor(Math.random() * shards.length);
     const users: string[] = [];
@@ -400,14 +408,9 @@ export class RedisAdapter implements StorageAdapter {
     return length > 0 && ((await this.#eval(S.indexJournal, [index, count], [user, length])) as number) > 0;
   }
 
-  /** The first `perUser` (0: all) journal entries of each user, as raw entries (acknowledged by `ack`). */
-  async readJournals(users: readonly string[], perUser: number): Promise<Map<string, string[]>> {
+  async readJournals(users: readonly string[], perUser: number): Promise<Map<string, JournalEntry[]>> {
     const replies = await this.#call(Promise.all(users.map((user) => this.client.lrange(this.#keys.user(user)[3], 0, perUser - 1))));
-    return new Map(users.map((user, i) => [user, replies[i] ?? []]));
-  }
-
-  decodeEntry(user: string, entry: string): Op {
-    return decodeOp(user, entry);
+    return new Map(users.map((user, i) => [user, (replies[i] ?? []).map((raw) => journalEntry(user, raw))]));
   }
 
   /**
@@ -432,11 +435,11 @@ export class RedisAdapter implements StorageAdapter {
   }
 
   /** A lease that keeps concurrent background syncers from repeating each other's work; a holder may take its own lease again. */
-  async acquireLock(token: string, ttlMs: number): Promise<boolean> {
+  async acquireLease(token: string, ttlMs: number): Promise<boolean> {
     return (await this.#eval(S.acquireLock, [this.#keys.lock], [token, ttlMs])) === 1;
   }
 
-  async releaseLock(token: string): Promise<void> {
+  async releaseLease(token: string): Promise<void> {
     await this.#eval(S.releaseLock, [this.#keys.lock], [token]);
   }
 
@@ -481,14 +484,7 @@ export class RedisAdapter implements StorageAdapter {
     const users = (await this.#call(Promise.all(indexes.map((index) => this.client.hkeys(index))))).flat();
     if (users.length === 0) return [];
     const journals = await this.readJournals(users, 0);
-    const ops: Op[] = [];
-    for (const [user, entries] of journals) {
-      for (const entry of entries) {
-        const op = decodeOp(user, entry);
-        if (op.kind === 'subscribe' || op.kind === 'delete') ops.push(op);
-      }
-    }
-    return ops;
+    return [...journals.values()].flat().flatMap(({ op }) => (op?.kind === 'subscribe' || op?.kind === 'delete' ? [op] : []));
   }
 
   #miss(user: string, reply: Reply): CacheMiss {
@@ -509,6 +505,14 @@ export class RedisAdapter implements StorageAdapter {
     const options = this.client.options as { redisOptions?: RedisOptions } & RedisOptions;
     if (this.#owned || (options.redisOptions ?? options).commandTimeout !== undefined) return work;
     return withDeadline(this.name, this.timeoutMs, work);
+  }
+}
+
+function journalEntry(user: string, raw: string): JournalEntry {
+  try {
+    return { op: decodeOp(user, raw), raw };
+  } catch (error) {
+    return { op: undefined, error: error as Error, raw };
   }
 }
 
@@ -549,19 +553,6 @@ function record(phone: string | null, booking: string | null, phoneId: string, b
     booking: { value: booking === null ? null : (JSON.parse(booking) as JsonObject), id: bookingId },
     subscribed: { value: subscribed, id: '' },
   };
-}
-
-function checkUrl(url: string): string {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new ConfigurationError(ErrorCode.INVALID_URL, `RedisAdapter: "${maskUrl(url)}" is not a URL (expected redis://[user:password@]host:port)`);
-  }
-  if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') {
-    throw new ConfigurationError(ErrorCode.INVALID_URL, `RedisAdapter: ${maskUrl(url)} must start with redis:// or rediss://`);
-  }
-  return url;
 }
 
 function checkPrefix(prefix: string): string {

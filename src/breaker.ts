@@ -4,16 +4,16 @@ import { ErrorCode, TierError } from './errors.js';
 import type { Logger } from './types.js';
 import type { Secrets } from './logger.js';
 
-export interface TierHooks {
+export interface BreakerHooks {
   probeIntervalMs: number;
   logger: Logger;
   secrets: Secrets;
   /** Runs after a probe succeeds and before the tier is used again (invalidate stale copies, ...). */
-  recover(tier: Tier): Promise<void>;
-  onDown(tier: Tier, error: Error): void;
+  recover(tier: Breaker): Promise<void>;
+  onDown(tier: Breaker, error: Error): void;
   /** Every failed call, outage or not (for stats). */
-  onError(tier: Tier): void;
-  onUp(tier: Tier, downForMs: number): void;
+  onError(tier: Breaker): void;
+  onUp(tier: Breaker, downForMs: number): void;
 }
 
 /**
@@ -21,7 +21,7 @@ export interface TierHooks {
  * marks the tier down: calls then fail at once without touching it, and a background probe takes
  * it back up once it answers and `recover` has run. Other failures pass through unchanged.
  */
-export class Tier<A extends StorageAdapter = StorageAdapter> {
+export class Breaker<A extends StorageAdapter = StorageAdapter> {
   #down = false;
   #downSince = 0;
   #lastError: Error | undefined;
@@ -31,7 +31,7 @@ export class Tier<A extends StorageAdapter = StorageAdapter> {
 
   constructor(
     readonly adapter: A,
-    private readonly hooks: TierHooks,
+    private readonly hooks: BreakerHooks,
   ) {}
 
   get name(): string {
