@@ -1,13 +1,15 @@
 import { afterEach, expect, it } from 'vitest';
-import { checkStored, CrashChild, killAllChildren, recover } from './helpers/crash.js';
+import { PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
+import { checkStored, CrashChild, drainedOnItsOwn, killAllChildren, leaseOf, recover } from './helpers/crash.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { MARGIN_MS } from './helpers/outage.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 
 // Crash test (b): a write-through process whose PostgreSQL is cut (the proxy drops every connection
 // and refuses new ones), so its writes are journaled in Redis; then it is SIGKILLed, either while
-// PostgreSQL is still away or while it drains the journal after PostgreSQL came back. A fresh
-// process must move every write the killed one acknowledged to PostgreSQL, exactly once.
+// PostgreSQL is still away or while it drains the journal after PostgreSQL came back. The next
+// process to start must move what was left by itself (no syncNow, no startSync), and every write
+// the killed one acknowledged must be in PostgreSQL exactly once.
 const REDIS_TIMEOUT_MS = 500;
 const PG_TIMEOUT_MS = 1000;
 let proxy: FaultProxy | undefined;
@@ -49,10 +51,27 @@ async function cutThenKill(when: 'while PostgreSQL is away' | 'while the journal
   await child.kill();
   await proxy.pass();
 
+  // The next process to start finds the leftovers and moves them by itself: no syncNow, no startSync.
+  const next = new TieredStore({
+    logger: false,
+    redis: new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix }),
+    postgres: new PostgresAdapter({ url: databaseUrl(), schema: names.schema }),
+  });
+  const began = performance.now();
+  let left: number;
+  try {
+    await next.getHistory('wt0');
+    left = await drainedOnItsOwn(redisUrl(), names.keyPrefix);
+  } finally {
+    await next.close();
+  }
+  const onItsOwnMs = Math.round(performance.now() - began);
+  expect(left, `a new process left ${left} pending writes unmoved for 15 s (${await leaseOf(redisUrl(), names.keyPrefix)})`).toBe(0);
+
   const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 8000);
   const stored = await checkStored(databaseUrl(), names.schema, child.acked, tag);
   console.info(`write-through, killed ${when}: ${stored.acked} acknowledged, ${stored.missing.length} lost, ${stored.duplicated.length} doubled, ` +
-    `pending ${pending} after ${moved.length} recovery passes (moved ${moved.reduce((a, b) => a + b, 0)}), slowest call ${child.slowest} ms`);
+    `drained by the next process on its own in ${onItsOwnMs} ms, pending ${pending} after ${moved.length} recovery passes (moved ${moved.reduce((a, b) => a + b, 0)}), slowest call ${child.slowest} ms`);
   expect(stored.missing).toEqual([]);
   expect(stored.duplicated).toEqual([]);
   expect(pending).toBe(0);
