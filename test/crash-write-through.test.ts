@@ -1,4 +1,5 @@
 import { afterEach, expect, it } from 'vitest';
+import { Redis } from 'ioredis';
 import { PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
 import { checkStored, CrashChild, drainedOnItsOwn, killAllChildren, leaseOf, recover } from './helpers/crash.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
@@ -22,10 +23,12 @@ afterEach(async () => {
   await cleanupPostgres(databaseUrl(), names.schema);
 });
 
-async function cutThenKill(when: 'while PostgreSQL is away' | 'while the journal drains'): Promise<void> {
+type When = 'while PostgreSQL is away' | 'while the journal drains' | 'holding the sync lease';
+
+async function cutThenKill(when: When): Promise<void> {
   names = isolation('crash_wt');
   proxy = await FaultProxy.start(databaseUrl());
-  const tag = when === 'while PostgreSQL is away' ? 'wta' : 'wtd';
+  const tag = { 'while PostgreSQL is away': 'wta', 'while the journal drains': 'wtd', 'holding the sync lease': 'wtl' }[when];
   const child = CrashChild.start({
     mode: 'stream',
     redis: { url: redisUrl() },
@@ -47,6 +50,18 @@ async function cutThenKill(when: 'while PostgreSQL is away' | 'while the journal
     await proxy.pass();
     await child.waitFor((l) => /postgres is up again/.test(l), 10_000, '"postgres is up again"');
     await new Promise((resolve) => setTimeout(resolve, Math.random() * 100));
+  }
+  if (when === 'holding the sync lease') {
+    // Kill while the drain holds its lease: polled on Redis, the lease as the store names it today.
+    const redis = new Redis(redisUrl());
+    const until = Date.now() + 5000;
+    await proxy.pass();
+    while (Date.now() < until && (await redis.exists(`${names.keyPrefix}:{sync}:lock`)) === 0) {
+      /* poll */
+    }
+    const held = (await redis.exists(`${names.keyPrefix}:{sync}:lock`)) === 1;
+    redis.disconnect();
+    expect(held, 'the drain took its lease within 5 s').toBe(true);
   }
   await child.kill();
   await proxy.pass();
@@ -85,4 +100,8 @@ it('PostgreSQL cut, then SIGKILL while it is still away: the journal in Redis br
 
 it('PostgreSQL cut and back, then SIGKILL while the journal drains: every acknowledged write reaches PostgreSQL once', async () => {
   await cutThenKill('while the journal drains');
+}, 60_000);
+
+it('PostgreSQL cut and back, then SIGKILL while the drain holds its lease: the next process still moves everything by itself', async () => {
+  await cutThenKill('holding the sync lease');
 }, 60_000);
