@@ -7,7 +7,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { answers, freePort } from './ports.js';
 import { trackProcess } from './run-registry.js';
 
-/** A redis-server of the test's own (nothing on disk), to crash and restart empty. */
+/**
+ * A redis-server of the test's own, to crash and restart: empty (nothing on disk), or with
+ * `appendOnly`, keeping every acknowledged command in an fsynced append-only file.
+ */
 export class PrivateRedis {
   #process: ChildProcess | undefined;
   readonly #dir = mkdtempSync(path.join(os.tmpdir(), 'tcs-redis-'));
@@ -15,10 +18,11 @@ export class PrivateRedis {
   private constructor(
     readonly port: number,
     readonly password: string | undefined,
+    readonly appendOnly = false,
   ) {}
 
-  static async start(options: { password?: string } = {}): Promise<PrivateRedis> {
-    const redis = new PrivateRedis(await freePort(), options.password);
+  static async start(options: { password?: string; appendOnly?: boolean } = {}): Promise<PrivateRedis> {
+    const redis = new PrivateRedis(await freePort(), options.password, options.appendOnly);
     await redis.start();
     return redis;
   }
@@ -28,7 +32,8 @@ export class PrivateRedis {
   }
 
   async start(): Promise<void> {
-    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', this.#dir];
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--dir', this.#dir];
+    args.push(...(this.appendOnly ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no']));
     if (this.password) args.push('--requirepass', this.password);
     this.#process = spawn('redis-server', args, { stdio: 'ignore' });
     trackProcess(this.#process.pid, 'private redis-server', 'SIGKILL');
