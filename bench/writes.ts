@@ -47,7 +47,7 @@ export async function writes(ctx: Ctx): Promise<void> {
       plan.fast,
     ),
     { op: '<=', value: 1.25 },
-    'store also journals the message for the syncer (RPUSH journal, SADD dirty, INCR pending) in the same EVALSHA',
+    'store also journals the message for the syncer (RPUSH journal, HINCRBY on the pending index, INCRBY its total) in the same EVALSHA',
   );
   await behind.close();
 

@@ -60,7 +60,11 @@ writeFileSync(
     compilerOptions: {
       target: 'ES2022', lib: ['ES2023', 'ES2024.String'], module: 'ESNext', moduleResolution: 'Bundler', strict: true, noEmit: true,
       skipLibCheck: true, types: ['node'], typeRoots: [path.join(root, 'node_modules/@types')], allowImportingTsExtensions: false,
-      paths: { 'tiered-conversation-store': [`${src}/index.ts`], 'tiered-conversation-store/*': [`${src}/*.ts`] },
+      paths: {
+        'tiered-conversation-store': [`${src}/index.ts`],
+        'tiered-conversation-store/testing': [`${src}/testing.ts`],
+        'tiered-conversation-store/*': [`${src}/integrations/*.ts`],
+      },
     },
     files: ['prelude.d.ts', ...names],
   }, null, 2),

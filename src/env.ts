@@ -4,7 +4,7 @@ import { RedisAdapter, type RedisAdapterOptions } from './adapters/redis.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
 import { maskUrl } from './logger.js';
 import type { TieredStoreOptions } from './options.js';
-import { checkUrl } from './validate.js';
+import { checkUrl } from './model/validate.js';
 
 type Env = Record<string, string | undefined>;
 

@@ -2,12 +2,12 @@ export { TieredStore, type AddMemoryOptions, type DeadLetter, type StoreEvents }
 export { RedisAdapter, type RedisAdapterOptions } from './adapters/redis.js';
 export { PostgresAdapter, type PostgresAdapterOptions } from './adapters/postgres.js';
 export { MemoryAdapter, type MemoryAdapterOptions } from './adapters/memory.js';
-export type { StorageAdapter, AdapterConfig, CacheMiss, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, UserRecord, WriteOutcome } from './adapter.js';
-export type { CacheAdapter, JournalEntry } from './cache-adapter.js';
-export type { Op, Stamped } from './ops.js';
+export type { StorageAdapter, AdapterConfig, CacheMiss, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, UserRecord, WriteOutcome } from './adapters/contract.js';
+export type { CacheAdapter, JournalEntry } from './cache/contract.js';
+export type { Op, Stamped } from './model/ops.js';
 export type { Retention, TieredStoreOptions, TtlSeconds, WriteMode } from './options.js';
 export type { FromEnvOptions } from './env.js';
-export type { Limits } from './validate.js';
+export type { Limits } from './model/validate.js';
 export type { OperationStats, StoreStats, TierStats } from './stats.js';
 export { ConfigurationError, ErrorCode, StoreError, TierError, UnavailableError, ValidationError, isStoreError } from './errors.js';
 export type {

@@ -1,9 +1,9 @@
-import type { StorageAdapter } from './adapter.js';
+import type { StorageAdapter } from './adapters/contract.js';
 import type { MemoryAdapter } from './adapters/memory.js';
-import type { CacheAdapter } from './cache-adapter.js';
+import type { CacheAdapter } from './cache/contract.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
 import type { Logger } from './types.js';
-import { DEFAULT_LIMITS, type Limits } from './validate.js';
+import { DEFAULT_LIMITS, type Limits } from './model/validate.js';
 
 export interface TieredStoreOptions {
   /** The fast tier: a `RedisAdapter`, or any `CacheAdapter` (alone, it is the durable tier). */

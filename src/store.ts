@@ -1,23 +1,23 @@
 import { EventEmitter } from 'node:events';
-import type { DeadLetterRecord, StorageAdapter } from './adapter.js';
+import type { DeadLetterRecord, StorageAdapter } from './adapters/contract.js';
 import { MemoryAdapter } from './adapters/memory.js';
-import { Batcher } from './batcher.js';
-import { Breaker } from './breaker.js';
-import type { CacheAdapter } from './cache-adapter.js';
+import { Batcher } from './routing/batcher.js';
+import { Breaker } from './routing/breaker.js';
+import type { CacheAdapter } from './cache/contract.js';
 import { fromEnv, type FromEnvOptions } from './env.js';
 import { ErrorCode, StoreError } from './errors.js';
-import { idTime, nextId } from './ids.js';
-import { Journal } from './journal.js';
+import { idTime, nextId } from './model/ids.js';
+import { Journal } from './routing/journal.js';
 import { createLogger, Secrets, type StoreLogger } from './logger.js';
-import { toMessage, type AppendOp, type Op } from './ops.js';
+import { toMessage, type AppendOp, type Op } from './model/ops.js';
 import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredStoreOptions } from './options.js';
-import { Reads } from './reads.js';
+import { Reads } from './routing/reads.js';
 import { Stats, type StoreStats } from './stats.js';
-import { HotCache, RestartWatch } from './hot-cache.js';
-import { Syncer } from './syncer.js';
+import { HotCache, RestartWatch } from './cache/hot-cache.js';
+import { Syncer } from './routing/syncer.js';
 import type { BookingData, Health, JsonObject, Message, Role, SyncResult, TierState, UserId } from './types.js';
-import { checkBooking, checkContent, checkIdempotencyKey, checkLimit, checkMeta, checkRole, normalizePhone, userKey } from './validate.js';
-import { Writes } from './writes.js';
+import { checkBooking, checkContent, checkIdempotencyKey, checkLimit, checkMeta, checkRole, normalizePhone, userKey } from './model/validate.js';
+import { Writes } from './routing/writes.js';
 
 export interface StoreEvents {
   tierDown: [event: { tier: string; error: Error }];

@@ -13,9 +13,9 @@ export {
   type ContractTarget,
   type ContractTest,
 } from './testing/context.js';
-export type { AdapterConfig, CacheMiss, DeadLetterRecord, HistoryRead, RetentionRule, StorageAdapter, UserRecord, WriteOutcome } from './adapter.js';
-export type { CacheAdapter, JournalEntry } from './cache-adapter.js';
-export type { Op } from './ops.js';
+export type { AdapterConfig, CacheMiss, DeadLetterRecord, HistoryRead, RetentionRule, StorageAdapter, UserRecord, WriteOutcome } from './adapters/contract.js';
+export type { CacheAdapter, JournalEntry } from './cache/contract.js';
+export type { Op } from './model/ops.js';
 
 const GROUPS: Record<ContractGroup, typeof durableTests> = { durable: durableTests, cache: cacheTests, journal: journalTests };
 

@@ -3,7 +3,7 @@ import { generateText, jsonSchema, modelMessageSchema, stepCountIs, tool, type M
 import { MockLanguageModelV3 } from 'ai/test';
 import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
-import { AI_SDK_META_KEY, fromModelMessage, loadModelMessages, saveModelMessages, toModelMessages } from '../src/ai.js';
+import { AI_SDK_META_KEY, fromModelMessage, loadModelMessages, saveModelMessages, toModelMessages } from '../src/integrations/ai.js';
 import { PostgresAdapter, TieredStore, type Message } from '../src/index.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 import { makeStore } from './helpers/stores.js';
@@ -156,7 +156,7 @@ describe('AI SDK: ModelMessage conversion', () => {
   });
 
   it('imports only types from ai, so the library never loads the AI SDK itself', () => {
-    const source = readFileSync(new URL('../src/ai.ts', import.meta.url), 'utf8');
+    const source = readFileSync(new URL('../src/integrations/ai.ts', import.meta.url), 'utf8');
     const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true } }).outputText;
     expect(source).toMatch(/from 'ai'/);
     expect(js).not.toMatch(/from ['"]ai['"]/);

@@ -1,11 +1,11 @@
 import { describe, expect, it, vi } from 'vitest';
-import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../src/codec.js';
+import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../src/model/codec.js';
 import { ErrorCode, MemoryAdapter, TierError } from '../src/index.js';
-import { createIdGenerator } from '../src/ids.js';
+import { createIdGenerator } from '../src/model/ids.js';
 import { Secrets, silentLogger } from '../src/logger.js';
-import type { AppendOp, Op } from '../src/ops.js';
+import type { AppendOp, Op } from '../src/model/ops.js';
 import { MAX_HISTORY_LIMIT, resolveOptions } from '../src/options.js';
-import { Breaker } from '../src/breaker.js';
+import { Breaker } from '../src/routing/breaker.js';
 
 const next = createIdGenerator();
 

@@ -5,10 +5,10 @@ import type { generateText, GenerateTextResult, ModelMessage, ToolSet } from 'ai
 import { Telegraf, type Context, type MiddlewareFn } from 'telegraf';
 import { message } from 'telegraf/filters';
 import { describe, expectTypeOf, it } from 'vitest';
-import { fromModelMessage, loadModelMessages, saveModelMessages, toModelMessages, type StoredModelMessage } from '../src/ai.js';
+import { fromModelMessage, loadModelMessages, saveModelMessages, toModelMessages, type StoredModelMessage } from '../src/integrations/ai.js';
 import type { Message, Role, TieredStore, UserId } from '../src/index.js';
-import { TieredChatMessageHistory } from '../src/langchain.js';
-import { memory, type MemoryFlavor, type UserMemory } from '../src/telegraf.js';
+import { TieredChatMessageHistory } from '../src/integrations/langchain.js';
+import { memory, type MemoryFlavor, type UserMemory } from '../src/integrations/telegraf.js';
 
 declare const store: TieredStore;
 type MyContext = Context & MemoryFlavor;

@@ -1,6 +1,6 @@
 import { Bot, type Context, type MiddlewareFn } from 'grammy';
 import { describe, expectTypeOf, it } from 'vitest';
-import { memory, type MemoryFlavor, type UserMemory } from '../src/grammy.js';
+import { memory, type MemoryFlavor, type UserMemory } from '../src/integrations/grammy.js';
 import type { BookingData, Message, TieredStore, UserId } from '../src/index.js';
 
 type MyContext = Context & MemoryFlavor;

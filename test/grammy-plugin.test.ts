@@ -3,7 +3,7 @@ import { Bot, BotError, type Context } from 'grammy';
 import type { Update, UserFromGetMe } from 'grammy/types';
 import ts from 'typescript';
 import { afterAll, describe, expect, it } from 'vitest';
-import { memory, UserMemory, type MemoryFlavor, type MemoryOptions } from '../src/grammy.js';
+import { memory, UserMemory, type MemoryFlavor, type MemoryOptions } from '../src/integrations/grammy.js';
 import { isStoreError, PostgresAdapter, RedisAdapter, TieredStore, type Message } from '../src/index.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 import { FAKE_BOT_INFO } from './helpers/fake-bot-api.js';
@@ -165,7 +165,7 @@ describe('grammY plugin: ctx.memory', () => {
   });
 
   it('imports only types from grammy, so the library never loads grammy itself', () => {
-    const source = readFileSync(new URL('../src/grammy.ts', import.meta.url), 'utf8');
+    const source = readFileSync(new URL('../src/integrations/grammy.ts', import.meta.url), 'utf8');
     const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true } }).outputText;
     expect(source).toMatch(/from 'grammy'/);
     expect(js).not.toMatch(/['"]grammy['"]/);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { createIdGenerator, idTime } from '../src/ids.js';
-import { applyOp, emptyUserState, mergeHistory, type AppendOp, type Op } from '../src/ops.js';
+import { createIdGenerator, idTime } from '../src/model/ids.js';
+import { applyOp, emptyUserState, mergeHistory, type AppendOp, type Op } from '../src/model/ops.js';
 import { Secrets } from '../src/logger.js';
 
 describe('ids', () => {

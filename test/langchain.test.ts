@@ -5,7 +5,7 @@ import { ChatPromptTemplate, MessagesPlaceholder } from '@langchain/core/prompts
 import { RunnableLambda, RunnableWithMessageHistory } from '@langchain/core/runnables';
 import { FakeListChatModel } from '@langchain/core/utils/testing';
 import { afterAll, describe, expect, it, vi } from 'vitest';
-import { TieredChatMessageHistory } from '../src/langchain.js';
+import { TieredChatMessageHistory } from '../src/integrations/langchain.js';
 import { PostgresAdapter, TieredStore, type Message } from '../src/index.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 import { makeStore } from './helpers/stores.js';
@@ -189,11 +189,11 @@ describe('LangChain: TieredChatMessageHistory', () => {
     await store.close();
   });
 
-  it('only src/langchain.ts imports @langchain/core, so the rest of the library never loads it', () => {
+  it('only src/integrations/langchain.ts imports @langchain/core, so the rest of the library never loads it', () => {
     const dir = new URL('../src/', import.meta.url);
     const importers = readdirSync(dir, { recursive: true, encoding: 'utf8' })
       .filter((file) => file.endsWith('.ts') && /from '@langchain\//.test(readFileSync(new URL(file, dir), 'utf8')));
-    expect(importers).toEqual(['langchain.ts']);
+    expect(importers).toEqual(['integrations/langchain.ts']);
   });
 });
 

@@ -4,7 +4,7 @@ import { BasicTracerProvider, InMemorySpanExporter, SimpleSpanProcessor } from '
 import pino from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
-import { instrumentStore, traceAdapter } from '../src/otel.js';
+import { instrumentStore, traceAdapter } from '../src/integrations/otel.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 

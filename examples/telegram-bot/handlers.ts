@@ -1,6 +1,6 @@
 import { Bot, InlineKeyboard, Keyboard, type BotConfig, type BotError, type Context } from 'grammy';
 import type { UserFromGetMe } from 'grammy/types';
-import { memory, type MemoryFlavor } from '../../src/grammy.js';
+import { memory, type MemoryFlavor } from '../../src/integrations/grammy.js';
 import { isStoreError, ValidationError, type Message, type TieredStore } from '../../src/index.js';
 import { booking } from './booking.js';
 

@@ -1,8 +1,8 @@
-import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
+import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from './contract.js';
 import { adapterInUse, ErrorCode, UnavailableError } from '../errors.js';
 import { positive } from '../options.js';
-import { applyOp, emptyUserState, toMessage, type Op, type UserState } from '../ops.js';
-import { opBytes } from '../sizes.js';
+import { applyOp, emptyUserState, toMessage, type Op, type UserState } from '../model/ops.js';
+import { opBytes } from '../model/sizes.js';
 
 export interface MemoryAdapterOptions {
   /** Most messages held; past it, writes are refused with `STORE_FULL` rather than dropping anything. @default 100_000 */

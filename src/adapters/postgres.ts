@@ -1,12 +1,12 @@
 import type { Options, PendingQuery, Row, RowList, Sql, TransactionSql } from 'postgres';
-import type { AdapterConfig, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, StorageAdapter, UserRecord, WriteOutcome } from '../adapter.js';
-import { withDeadline } from '../deadline.js';
+import type { AdapterConfig, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, StorageAdapter, UserRecord, WriteOutcome } from './contract.js';
+import { withDeadline } from '../routing/deadline.js';
 import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
-import { applyOp, emptyUserState, type AppendOp, type Op, type UserState } from '../ops.js';
+import { applyOp, emptyUserState, type AppendOp, type Op, type UserState } from '../model/ops.js';
 import { positive } from '../options.js';
-import { checkUrl } from '../validate.js';
+import { checkUrl } from '../model/validate.js';
 import type { JsonObject, Message, Role } from '../types.js';
 import { migrations, migrationText } from './postgres-migrations.js';
 

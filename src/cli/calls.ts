@@ -1,4 +1,4 @@
-import { withDeadline } from '../deadline.js';
+import { withDeadline } from '../routing/deadline.js';
 import { ErrorCode, TierError } from '../errors.js';
 
 /** What doctor learns about any tier. */

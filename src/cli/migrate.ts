@@ -1,5 +1,5 @@
 import { PostgresAdapter } from '../adapters/postgres.js';
-import { withDeadline } from '../deadline.js';
+import { withDeadline } from '../routing/deadline.js';
 import { postgresFromEnv } from '../env.js';
 import { maskUrl } from '../logger.js';
 import { BIN, type Flags } from './args.js';

@@ -1,6 +1,6 @@
 import type { PostgresAdapter } from '../adapters/postgres.js';
 import type { RedisAdapter } from '../adapters/redis.js';
-import { withDeadline } from '../deadline.js';
+import { withDeadline } from '../routing/deadline.js';
 import { fromEnv, postgresFromEnv, redisFromEnv } from '../env.js';
 import { TieredStore } from '../store.js';
 import type { SyncResult } from '../types.js';

@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
-import { isMiss, type CacheMiss, type UserRecord } from '../adapter.js';
-import type { CacheAdapter } from '../cache-adapter.js';
+import { isMiss, type CacheMiss, type UserRecord } from '../adapters/contract.js';
+import type { CacheAdapter } from '../cache/contract.js';
 import type { Message } from '../types.js';
 import type { ContractContext } from './context.js';
 

@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { it, type TestContext } from 'vitest';
-import type { AdapterConfig, DeadLetterRecord, StorageAdapter } from '../adapter.js';
-import type { CacheAdapter } from '../cache-adapter.js';
-import { createIdGenerator } from '../ids.js';
+import type { AdapterConfig, DeadLetterRecord, StorageAdapter } from '../adapters/contract.js';
+import type { CacheAdapter } from '../cache/contract.js';
+import { createIdGenerator } from '../model/ids.js';
 import { Secrets, silentLogger } from '../logger.js';
-import type { AppendOp } from '../ops.js';
+import type { AppendOp } from '../model/ops.js';
 
 /** The groups of the contract suite, each switched on by name in {@link ContractOptions.groups}. */
 export const CONTRACT_GROUPS = ['durable', 'cache', 'journal'] as const;

@@ -1,7 +1,7 @@
 import { expect } from 'vitest';
-import { isMiss, type DeadLetterRecord, type StorageAdapter, type UserRecord } from '../adapter.js';
+import { isMiss, type DeadLetterRecord, type StorageAdapter, type UserRecord } from '../adapters/contract.js';
 import { ErrorCode, StoreError } from '../errors.js';
-import type { Op } from '../ops.js';
+import type { Op } from '../model/ops.js';
 import type { ContractContext } from './context.js';
 
 /** A durable tier never misses: its read, or a failed test. */

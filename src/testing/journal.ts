@@ -1,6 +1,6 @@
 import { expect } from 'vitest';
-import type { CacheAdapter } from '../cache-adapter.js';
-import type { Op } from '../ops.js';
+import type { CacheAdapter } from '../cache/contract.js';
+import type { Op } from '../model/ops.js';
 import { expectMiss } from './cache.js';
 import type { ContractContext } from './context.js';
 

@@ -1,6 +1,6 @@
-import { ConfigurationError, ErrorCode, ValidationError } from './errors.js';
-import type { AddMemoryOptions, TieredStore } from './store.js';
-import type { BookingData, Message, Role, UserId } from './types.js';
+import { ConfigurationError, ErrorCode, ValidationError } from '../errors.js';
+import type { AddMemoryOptions, TieredStore } from '../store.js';
+import type { BookingData, Message, Role, UserId } from '../types.js';
 
 // Shared by the grammY and Telegraf plugins; it knows neither framework.
 

@@ -1,10 +1,10 @@
-import { isMiss, type CacheMiss, type HistoryRead, type UserRecord, type WriteOutcome } from './adapter.js';
-import { isTierUnavailable, type Breaker } from './breaker.js';
-import type { CacheAdapter, JournalEntry } from './cache-adapter.js';
-import type { StoreLogger } from './logger.js';
-import type { Op } from './ops.js';
-import type { Stats } from './stats.js';
-import type { Message } from './types.js';
+import { isMiss, type CacheMiss, type HistoryRead, type UserRecord, type WriteOutcome } from '../adapters/contract.js';
+import { isTierUnavailable, type Breaker } from '../routing/breaker.js';
+import type { CacheAdapter, JournalEntry } from './contract.js';
+import type { StoreLogger } from '../logger.js';
+import type { Op } from '../model/ops.js';
+import type { Stats } from '../stats.js';
+import type { Message } from '../types.js';
 
 const MAX_STALE_USERS = 100_000;
 const WARN_EVERY_MS = 60_000;

@@ -1,6 +1,6 @@
-import { ErrorCode, UnavailableError } from './errors.js';
-import type { Op } from './ops.js';
-import { opBytes } from './sizes.js';
+import { ErrorCode, UnavailableError } from '../errors.js';
+import type { Op } from '../model/ops.js';
+import { opBytes } from '../model/sizes.js';
 
 /**
  * Writes this process acknowledged that the durable tier does not have yet, oldest first.

@@ -1,6 +1,6 @@
-import { ConfigurationError, ErrorCode, ValidationError } from './errors.js';
-import { maskUrl } from './logger.js';
-import { ROLES, type JsonObject, type Role, type UserId } from './types.js';
+import { ConfigurationError, ErrorCode, ValidationError } from '../errors.js';
+import { maskUrl } from '../logger.js';
+import { ROLES, type JsonObject, type Role, type UserId } from '../types.js';
 
 export interface Limits {
   /** Largest message content in UTF-8 bytes. @default 1 MiB */

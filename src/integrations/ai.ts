@@ -1,9 +1,9 @@
 import type { ModelMessage } from 'ai';
-import { ErrorCode, ValidationError } from './errors.js';
-import type { TieredStore } from './store.js';
-import type { JsonObject, JsonValue, Message, Role, UserId } from './types.js';
-import { checkMetaJson } from './validate.js';
-import { dropLeadingToolResults } from './window.js';
+import { ErrorCode, ValidationError } from '../errors.js';
+import type { TieredStore } from '../store.js';
+import type { JsonObject, JsonValue, Message, Role, UserId } from '../types.js';
+import { checkMetaJson } from '../model/validate.js';
+import { dropLeadingToolResults } from '../model/window.js';
 
 // Types only from ai: this module never loads the AI SDK, the app that imports it does.
 

@@ -1,13 +1,13 @@
 #!/usr/bin/env node
-import { version } from '../package.json';
-import { ConfigurationError, ErrorCode } from './errors.js';
-import { BIN, parseCommandLine, type Command, type Flags } from './cli/args.js';
-import { doctor } from './cli/doctor.js';
-import { CliError, Exit, UsageError } from './cli/errors.js';
-import { commandHelp, mainHelp } from './cli/help.js';
-import { migrate } from './cli/migrate.js';
-import { Output } from './cli/output.js';
-import { sync } from './cli/sync.js';
+import { version } from '../../package.json';
+import { ConfigurationError, ErrorCode } from '../errors.js';
+import { BIN, parseCommandLine, type Command, type Flags } from './args.js';
+import { doctor } from './doctor.js';
+import { CliError, Exit, UsageError } from './errors.js';
+import { commandHelp, mainHelp } from './help.js';
+import { migrate } from './migrate.js';
+import { Output } from './output.js';
+import { sync } from './sync.js';
 
 type Env = Record<string, string | undefined>;
 

@@ -1,8 +1,8 @@
-import type { StorageAdapter } from './adapter.js';
+import type { StorageAdapter } from '../adapters/contract.js';
 import { withDeadline } from './deadline.js';
-import { ErrorCode, TierError } from './errors.js';
-import type { Logger } from './types.js';
-import type { Secrets } from './logger.js';
+import { ErrorCode, TierError } from '../errors.js';
+import type { Logger } from '../types.js';
+import type { Secrets } from '../logger.js';
 
 /** The first probe after a tier is marked down comes this soon, then one every `probeIntervalMs`. */
 const FIRST_PROBE_MS = 100;

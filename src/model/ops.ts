@@ -1,4 +1,4 @@
-import type { JsonObject, Message, Role } from './types.js';
+import type { JsonObject, Message, Role } from '../types.js';
 
 /**
  * Every write becomes an op with a time-ordered id. Ops are idempotent and commute: each field is

@@ -1,6 +1,6 @@
-import { ErrorCode, StoreError } from './errors.js';
+import { ErrorCode, StoreError } from '../errors.js';
 import type { AppendOp, Op } from './ops.js';
-import type { JsonObject, Message, Role } from './types.js';
+import type { JsonObject, Message, Role } from '../types.js';
 
 /*
  * How ops and messages are written as text (Redis items and journal entries). Every encoding

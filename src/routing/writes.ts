@@ -1,11 +1,11 @@
-import type { StorageAdapter, WriteOutcome } from './adapter.js';
-import type { MemoryAdapter } from './adapters/memory.js';
+import type { StorageAdapter, WriteOutcome } from '../adapters/contract.js';
+import type { MemoryAdapter } from '../adapters/memory.js';
 import { isTierUnavailable, type Breaker } from './breaker.js';
-import type { HotCache } from './hot-cache.js';
+import type { HotCache } from '../cache/hot-cache.js';
 import type { Journal } from './journal.js';
-import type { AppendOp, Op } from './ops.js';
-import type { WriteMode } from './options.js';
-import type { Stats } from './stats.js';
+import type { AppendOp, Op } from '../model/ops.js';
+import type { WriteMode } from '../options.js';
+import type { Stats } from '../stats.js';
 
 export interface WritesDeps {
   cache: HotCache | undefined;

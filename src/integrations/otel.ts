@@ -1,6 +1,6 @@
 import { metrics, SpanStatusCode, trace, type Meter, type Tracer } from '@opentelemetry/api';
-import type { StorageAdapter } from './adapter.js';
-import type { TieredStore } from './store.js';
+import type { StorageAdapter } from '../adapters/contract.js';
+import type { TieredStore } from '../store.js';
 
 const SCOPE = 'tiered-conversation-store';
 const DB_SYSTEM: Record<string, string> = { redis: 'redis', postgres: 'postgresql', memory: 'memory' };

@@ -1,6 +1,6 @@
-import type { Secrets } from './logger.js';
-import type { Op, Stamped } from './ops.js';
-import type { JsonObject, Logger, Message } from './types.js';
+import type { Secrets } from '../logger.js';
+import type { Op, Stamped } from '../model/ops.js';
+import type { JsonObject, Logger, Message } from '../types.js';
 
 /** What the store tells each adapter before first use. */
 export interface AdapterConfig {

@@ -1,11 +1,11 @@
 import { BaseListChatMessageHistory } from '@langchain/core/chat_history';
 import { AIMessage, HumanMessage, SystemMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
-import { ConfigurationError, ErrorCode, ValidationError } from './errors.js';
-import { MAX_HISTORY_LIMIT } from './options.js';
-import type { TieredStore } from './store.js';
-import type { JsonObject, Message, Role, UserId } from './types.js';
-import { checkLimit, checkMetaJson, userKey } from './validate.js';
-import { dropLeadingToolResults } from './window.js';
+import { ConfigurationError, ErrorCode, ValidationError } from '../errors.js';
+import { MAX_HISTORY_LIMIT } from '../options.js';
+import type { TieredStore } from '../store.js';
+import type { JsonObject, Message, Role, UserId } from '../types.js';
+import { checkLimit, checkMetaJson, userKey } from '../model/validate.js';
+import { dropLeadingToolResults } from '../model/window.js';
 
 // The base class and message classes must be loaded at run time: only this subpath loads LangChain.
 

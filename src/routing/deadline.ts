@@ -1,4 +1,4 @@
-import { ErrorCode, TierError } from './errors.js';
+import { ErrorCode, TierError } from '../errors.js';
 
 /** Rejects with a `TIER_TIMEOUT` error when `work` takes longer than `ms` (the work itself goes on). */
 export function withDeadline<T>(tier: string, ms: number, work: Promise<T>): Promise<T> {

@@ -1,12 +1,12 @@
-import type { CacheMiss, StorageAdapter, UserRecord } from './adapter.js';
-import { isMiss } from './adapter.js';
-import type { MemoryAdapter } from './adapters/memory.js';
+import type { CacheMiss, StorageAdapter, UserRecord } from '../adapters/contract.js';
+import { isMiss } from '../adapters/contract.js';
+import type { MemoryAdapter } from '../adapters/memory.js';
 import { isTierUnavailable, type Breaker } from './breaker.js';
-import type { HotCache } from './hot-cache.js';
+import type { HotCache } from '../cache/hot-cache.js';
 import type { Journal } from './journal.js';
-import { applyOp, emptyUserState, mergeHistory, type Op } from './ops.js';
-import type { Stats } from './stats.js';
-import type { Message } from './types.js';
+import { applyOp, emptyUserState, mergeHistory, type Op } from '../model/ops.js';
+import type { Stats } from '../stats.js';
+import type { Message } from '../types.js';
 
 export interface ReadsDeps {
   /** Redis in front of PostgreSQL; undefined in other layouts. */

@@ -1,6 +1,6 @@
-import type { CacheMiss, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from './adapter.js';
-import type { Op } from './ops.js';
-import type { Message } from './types.js';
+import type { CacheMiss, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapters/contract.js';
+import type { Op } from '../model/ops.js';
+import type { Message } from '../types.js';
 
 /** One entry of a user's pending journal, as read for the syncer: the op, and the raw entry to acknowledge. */
 export interface JournalEntry {

@@ -1,13 +1,13 @@
 import { randomUUID } from 'node:crypto';
-import type { DeadLetterRecord, StorageAdapter } from './adapter.js';
-import type { MemoryAdapter } from './adapters/memory.js';
+import type { DeadLetterRecord, StorageAdapter } from '../adapters/contract.js';
+import type { MemoryAdapter } from '../adapters/memory.js';
 import { isTierUnavailable, type Breaker } from './breaker.js';
-import type { HotCache } from './hot-cache.js';
-import { idTime } from './ids.js';
+import type { HotCache } from '../cache/hot-cache.js';
+import { idTime } from '../model/ids.js';
 import type { Journal } from './journal.js';
-import type { Op } from './ops.js';
-import type { Retention } from './options.js';
-import type { Logger, SyncResult } from './types.js';
+import type { Op } from '../model/ops.js';
+import type { Retention } from '../options.js';
+import type { Logger, SyncResult } from '../types.js';
 
 export interface SyncerDeps {
   /** Resolves once the store's tiers have started: no pass runs before (a client still connecting fails fast). */

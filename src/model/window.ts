@@ -1,4 +1,4 @@
-import type { Message } from './types.js';
+import type { Message } from '../types.js';
 
 /**
  * A window of history sent to a model starts with no tool result whose call fell outside it: no
