@@ -1,6 +1,6 @@
 import type { TieredStore } from '../src/index.js';
 import type { Plan } from './config.js';
-import { Raw } from './raw.js';
+import type { Raw } from './raw.js';
 import type { Report } from './report.js';
 import type { Services } from './services.js';
 

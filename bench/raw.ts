@@ -65,7 +65,12 @@ export class Raw {
 
   /** ioredis MULTI RPUSH + LTRIM + PEXPIRE: one round trip. */
   async append(key: string, limit: number, id = rawId()): Promise<void> {
-    await this.redis.multi().rpush(key, item(id, 'user', CONTENT, Date.now())).ltrim(key, -limit, -1).pexpire(key, TTL_MS).exec();
+    await this.redis
+      .multi()
+      .rpush(key, item(id, 'user', CONTENT, Date.now()))
+      .ltrim(key, -limit, -1)
+      .pexpire(key, TTL_MS)
+      .exec();
   }
 
   /** postgres.js INSERT of one message (a prepared statement, autocommit). */
@@ -99,7 +104,12 @@ export class Raw {
     await this.redis.lrange(key, -n, -1);
     const rows = (await this.select(user, n)) as { id: string; role: string; content: string; created_at: Date }[];
     const items = rows.map((r) => item(r.id, r.role, r.content, r.created_at.getTime()));
-    this.redis.multi().rpush(key, ...items).pexpire(key, TTL_MS).exec().catch(() => {});
+    this.redis
+      .multi()
+      .rpush(key, ...items)
+      .pexpire(key, TTL_MS)
+      .exec()
+      .catch(() => {});
     return rows;
   }
 
@@ -120,6 +130,11 @@ export class Raw {
 
   /** A raw list holding exactly these messages, as the store's items. */
   async copyList(key: string, messages: readonly Message[]): Promise<void> {
-    await this.redis.multi().del(key).rpush(key, ...messages.map(itemOf)).pexpire(key, TTL_MS).exec();
+    await this.redis
+      .multi()
+      .del(key)
+      .rpush(key, ...messages.map(itemOf))
+      .pexpire(key, TTL_MS)
+      .exec();
   }
 }

@@ -47,10 +47,20 @@ export async function reads(ctx: Ctx): Promise<void> {
     ],
     plan.cold,
   );
-  report.latency(SECTION, 'getHistory, Redis miss -> PostgreSQL + rewarm', [miss!, select!], { op: '<=', value: 1.3 },
-    'store: a Redis round trip that misses, the PostgreSQL read, then a fill it does not wait for; raw: the SELECT alone');
-  report.latency(SECTION, 'getHistory, Redis miss vs the raw miss path', [miss!, floor!], undefined,
-    'raw doing what a cache-aside miss physically needs: LRANGE (empty), the SELECT, then RPUSH+PEXPIRE of the rows, not awaited');
+  report.latency(
+    SECTION,
+    'getHistory, Redis miss -> PostgreSQL + rewarm',
+    [miss!, select!],
+    { op: '<=', value: 1.3 },
+    'store: a Redis round trip that misses, the PostgreSQL read, then a fill it does not wait for; raw: the SELECT alone',
+  );
+  report.latency(
+    SECTION,
+    'getHistory, Redis miss vs the raw miss path',
+    [miss!, floor!],
+    undefined,
+    'raw doing what a cache-aside miss physically needs: LRANGE (empty), the SELECT, then RPUSH+PEXPIRE of the rows, not awaited',
+  );
 
   // PostgreSQL only: a store without Redis against the raw SELECT of the same users.
   const pgStore = await svc.store('readspg', 'postgres');

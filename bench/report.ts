@@ -101,7 +101,10 @@ export class Report {
     lines.push(line(head));
     let section = '';
     for (const [r, row] of this.rows.entries()) {
-      if (row.section !== section) lines.push(`[${(section = row.section)}]`);
+      if (row.section !== section) {
+        section = row.section;
+        lines.push(`[${section}]`);
+      }
       lines.push(line(body[r]!));
     }
     const notes = this.rows.filter((row) => row.note);

@@ -72,10 +72,15 @@ try {
     [`${ROWS.toLocaleString('en')} rows, any of ${(ROWS / PER_USER).toLocaleString('en')} users`, atLarge],
   ] as const;
   for (const [name, s] of rows) console.log(`  getHistory(limit 50), ${name.padEnd(42)} median ${s.medianUs} us   p99 ${s.p99Us} us`);
-  console.log(`  same users, 10,000 -> ${ROWS.toLocaleString('en')} rows: ${(warmLarge.medianUs / atSmall.medianUs).toFixed(2)}x the median; table + indexes ${size}, filled in ${fillSeconds.toFixed(0)} s`);
+  console.log(
+    `  same users, 10,000 -> ${ROWS.toLocaleString('en')} rows: ${(warmLarge.medianUs / atSmall.medianUs).toFixed(2)}x the median; table + indexes ${size}, filled in ${fillSeconds.toFixed(0)} s`,
+  );
   console.log(`  retention keepLast 50 over 1,000 users: ${trimmed.toLocaleString('en')} rows deleted in ${trimMs.toFixed(0)} ms`);
   mkdirSync('bench/results', { recursive: true });
-  writeFileSync('bench/results/scale.json', JSON.stringify({ rows: ROWS, small: atSmall, sameUsersLarge: warmLarge, large: atLarge, size, fillSeconds, retention: { trimmed, ms: trimMs } }, null, 2));
+  writeFileSync(
+    'bench/results/scale.json',
+    JSON.stringify({ rows: ROWS, small: atSmall, sameUsersLarge: warmLarge, large: atLarge, size, fillSeconds, retention: { trimmed, ms: trimMs } }, null, 2),
+  );
 } finally {
   await store.close();
   await sql`drop schema if exists ${sql(schema)} cascade`;

@@ -36,7 +36,12 @@ export async function sync(ctx: Ctx): Promise<void> {
 
   const half = Math.floor(rowByRowSample / 2);
   const shaped: Row[] = Array.from({ length: half }, (_, i) => ({
-    user_id: users[i % userCount]!, id: rawId(), role: 'user', content: CONTENT, meta: null, created_at: new Date(),
+    user_id: users[i % userCount]!,
+    id: rawId(),
+    role: 'user',
+    content: CONTENT,
+    meta: null,
+    created_at: new Date(),
   }));
   let rowSeconds = await rowByRow(ctx, shaped);
 
@@ -56,8 +61,15 @@ export async function sync(ctx: Ctx): Promise<void> {
   const rowRate = rowByRowSample / rowSeconds;
   const extrapolated = messages / rowRate;
   report.extra.sync = {
-    messages, users: userCount, pendingBefore, writeSeconds, writeRate: messages / writeSeconds,
-    syncSeconds, syncRate, result, rowByRow: { sample: rowByRowSample, seconds: rowSeconds, rate: rowRate, extrapolatedSeconds: extrapolated },
+    messages,
+    users: userCount,
+    pendingBefore,
+    writeSeconds,
+    writeRate: messages / writeSeconds,
+    syncSeconds,
+    syncRate,
+    result,
+    rowByRow: { sample: rowByRowSample, seconds: rowSeconds, rate: rowRate, extrapolatedSeconds: extrapolated },
   };
   report.add({
     section: SECTION,

@@ -7,7 +7,12 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'nod
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const files = ['README.md', ...readdirSync(path.join(root, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+const files = [
+  'README.md',
+  ...readdirSync(path.join(root, 'docs'))
+    .filter((f) => f.endsWith('.md'))
+    .map((f) => `docs/${f}`),
+];
 const PRELUDE = `
 declare const chatId: number;
 declare const text: string;
@@ -27,13 +32,14 @@ for (const file of files) {
   const lines = readFileSync(path.join(root, file), 'utf8').split('\n');
   for (let i = 0; i < lines.length; i++) {
     const fence = /^```(\S*)\s*(.*)$/.exec(lines[i]);
-    if (!fence || !fence[1]) continue;
+    if (!fence?.[1]) continue;
     const end = lines.findIndex((l, j) => j > i && l.startsWith('```'));
     const body = lines.slice(i + 1, end);
     if (fence[1] === 'ts' && fence[2] !== 'nocheck') blocks.push({ file, line: i + 1, body });
     if (fence[1] === 'sh' || fence[1] === 'bash') {
       body.forEach((cmd, k) => {
-        if (/\|\s*psql\b|^\s*psql\b/.test(cmd) && !/-v ON_ERROR_STOP=1/.test(cmd)) problems.push(`${file}:${i + 2 + k}: psql without -v ON_ERROR_STOP=1 (it exits 0 when statements fail)`);
+        if (/\|\s*psql\b|^\s*psql\b/.test(cmd) && !/-v ON_ERROR_STOP=1/.test(cmd))
+          problems.push(`${file}:${i + 2 + k}: psql without -v ON_ERROR_STOP=1 (it exits 0 when statements fail)`);
       });
     }
     i = end;
@@ -56,18 +62,30 @@ writeFileSync(path.join(work, 'prelude.d.ts'), PRELUDE);
 const src = path.relative(work, path.join(root, 'src'));
 writeFileSync(
   path.join(work, 'tsconfig.json'),
-  JSON.stringify({
-    compilerOptions: {
-      target: 'ES2022', lib: ['ES2023', 'ES2024.String'], module: 'ESNext', moduleResolution: 'Bundler', strict: true, noEmit: true,
-      skipLibCheck: true, types: ['node'], typeRoots: [path.join(root, 'node_modules/@types')], allowImportingTsExtensions: false,
-      paths: {
-        'tiered-conversation-store': [`${src}/index.ts`],
-        'tiered-conversation-store/testing': [`${src}/testing.ts`],
-        'tiered-conversation-store/*': [`${src}/integrations/*.ts`],
+  JSON.stringify(
+    {
+      compilerOptions: {
+        target: 'ES2022',
+        lib: ['ES2023', 'ES2024.String'],
+        module: 'ESNext',
+        moduleResolution: 'Bundler',
+        strict: true,
+        noEmit: true,
+        skipLibCheck: true,
+        types: ['node'],
+        typeRoots: [path.join(root, 'node_modules/@types')],
+        allowImportingTsExtensions: false,
+        paths: {
+          'tiered-conversation-store': [`${src}/index.ts`],
+          'tiered-conversation-store/testing': [`${src}/testing.ts`],
+          'tiered-conversation-store/*': [`${src}/integrations/*.ts`],
+        },
       },
+      files: ['prelude.d.ts', ...names],
     },
-    files: ['prelude.d.ts', ...names],
-  }, null, 2),
+    null,
+    2,
+  ),
 );
 try {
   execFileSync(path.join(root, 'node_modules/typescript/bin/tsc'), ['-p', work], { cwd: root, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -75,7 +93,10 @@ try {
   const out = String(error.stdout ?? '') + String(error.stderr ?? '');
   for (const line of out.split('\n').filter(Boolean)) {
     const m = /snippet(\d+)\.ts\((\d+),(\d+)\): (.*)/.exec(line);
-    if (!m) { problems.push(line); continue; }
+    if (!m) {
+      problems.push(line);
+      continue;
+    }
     const block = blocks[Number(m[1])];
     problems.push(`${block.file}:${block.line + Number(m[2]) - 1}: ${m[4]}`);
   }

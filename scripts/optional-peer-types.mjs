@@ -19,9 +19,7 @@ for (const file of await readdir(dist)) {
   if (!/\.d\.c?ts$/.test(file)) continue;
   const full = path.join(dist, file);
   const before = await readFile(full, 'utf8');
-  const after = before
-    .replace(bare, '')
-    .replace(named, '// @ts-ignore optional peer dependency: its types are `any` when it is not installed\n$1');
+  const after = before.replace(bare, '').replace(named, '// @ts-ignore optional peer dependency: its types are `any` when it is not installed\n$1');
   if (after !== before) {
     await writeFile(full, after);
     changed++;
@@ -32,7 +30,8 @@ for (const file of await readdir(dist)) {
   if (!/\.d\.c?ts$/.test(file)) continue;
   const lines = (await readFile(path.join(dist, file), 'utf8')).split('\n');
   lines.forEach((line, i) => {
-    if (new RegExp(`from '(${PEERS.join('|')})'|^import '(${PEERS.join('|')})'`).test(line) && !lines[i - 1]?.startsWith('// @ts-ignore')) leftover.push(`${file}:${i + 1}: ${line}`);
+    if (new RegExp(`from '(${PEERS.join('|')})'|^import '(${PEERS.join('|')})'`).test(line) && !lines[i - 1]?.startsWith('// @ts-ignore'))
+      leftover.push(`${file}:${i + 1}: ${line}`);
   });
 }
 if (leftover.length > 0) {

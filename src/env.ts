@@ -2,7 +2,6 @@ import { MemoryAdapter } from './adapters/memory.js';
 import { PostgresAdapter, type PostgresAdapterOptions } from './adapters/postgres.js';
 import { RedisAdapter, type RedisAdapterOptions } from './adapters/redis.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
-import { maskUrl } from './logger.js';
 import type { TieredStoreOptions } from './options.js';
 import { checkUrl } from './model/validate.js';
 

@@ -2,7 +2,17 @@ export { TieredStore, type AddMemoryOptions, type DeadLetter, type StoreEvents }
 export { RedisAdapter, type RedisAdapterOptions } from './adapters/redis.js';
 export { PostgresAdapter, type PostgresAdapterOptions } from './adapters/postgres.js';
 export { MemoryAdapter, type MemoryAdapterOptions } from './adapters/memory.js';
-export type { StorageAdapter, AdapterConfig, CacheMiss, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, UserRecord, WriteOutcome } from './adapters/contract.js';
+export type {
+  StorageAdapter,
+  AdapterConfig,
+  CacheMiss,
+  DeadLetterRecord,
+  HistoryRead,
+  ReadOptions,
+  RetentionRule,
+  UserRecord,
+  WriteOutcome,
+} from './adapters/contract.js';
 export type { CacheAdapter, JournalEntry } from './cache/contract.js';
 export type { Op, Stamped } from './model/ops.js';
 export type { Retention, TieredStoreOptions, TtlSeconds, WriteMode } from './options.js';

@@ -9,10 +9,8 @@ export function loadPeer<T>(name: 'ioredis' | 'postgres', adapter: string): T {
     return require(name) as T;
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'MODULE_NOT_FOUND') throw error;
-    throw new ConfigurationError(
-      ErrorCode.MISSING_DEPENDENCY,
-      `${adapter} needs the "${name}" package, which is not installed: run npm install ${name}`,
-      { cause: error },
-    );
+    throw new ConfigurationError(ErrorCode.MISSING_DEPENDENCY, `${adapter} needs the "${name}" package, which is not installed: run npm install ${name}`, {
+      cause: error,
+    });
   }
 }

@@ -30,8 +30,10 @@ export function createLogger(logger: Logger | false | undefined, secrets: Secret
 }
 
 function wrapLogger(target: ChildCapable, secrets: Secrets): StoreLogger {
-  const wrap = (level: keyof Logger) => (message: string, ...rest: unknown[]) =>
-    target[level](secrets.mask(message), ...rest.map((r) => secrets.maskValue(r)));
+  const wrap =
+    (level: keyof Logger) =>
+    (message: string, ...rest: unknown[]) =>
+      target[level](secrets.mask(message), ...rest.map((r) => secrets.maskValue(r)));
   return {
     debug: wrap('debug'),
     info: wrap('info'),

@@ -92,7 +92,10 @@ function checkRetention(retention: Retention | undefined, historyLimit: number):
   if (retention?.keepLast !== undefined) {
     const keepLast = positive(retention.keepLast, 'retention.keepLast');
     if (!Number.isSafeInteger(keepLast) || keepLast < historyLimit) {
-      throw new ConfigurationError(ErrorCode.INVALID_OPTION, `retention.keepLast must be an integer of at least historyLimit (${historyLimit}), got ${keepLast}`);
+      throw new ConfigurationError(
+        ErrorCode.INVALID_OPTION,
+        `retention.keepLast must be an integer of at least historyLimit (${historyLimit}), got ${keepLast}`,
+      );
     }
     out.keepLast = keepLast;
   }

@@ -63,8 +63,8 @@ export class Stats {
   }
 
   time(operation: string, ms: number, failed: boolean): void {
-    let latencies = this.#operations.get(operation);
-    if (!latencies) this.#operations.set(operation, (latencies = new Latencies()));
+    const latencies = this.#operations.get(operation) ?? new Latencies();
+    this.#operations.set(operation, latencies);
     latencies.add(ms, failed);
   }
 

@@ -123,7 +123,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#cache = redis && postgres ? new HotCache(redis, this.#stats, this.#log, () => journal.size) : undefined;
     this.#restarts =
       redis && !postgres
-        ? new RestartWatch(redis.adapter, () => this.#log.warn('redis restarted (its run id changed): it was the only store, so what it held without persistence is gone'))
+        ? new RestartWatch(redis.adapter, () =>
+            this.#log.warn('redis restarted (its run id changed): it was the only store, so what it held without persistence is gone'),
+          )
         : undefined;
     this.#budgetMs = Math.max(redis?.adapter.timeoutMs ?? 0, postgres?.adapter.timeoutMs ?? 0);
     const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats };
@@ -135,23 +137,25 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       this.#drainLeftovers();
     });
     const durable = this.#durable;
-    this.#syncer = durable && new Syncer({
-      ready: this.#started,
-      cache: this.#cache,
-      durable,
-      journal,
-      memory,
-      batchSize: this.#opts.syncBatchSize,
-      logger: this.#log,
-      flushed: (users) => this.#cache?.invalidate(users, true) ?? Promise.resolve(),
-      deadLetter: (letter, error) => this.#deadLetter(letter, error),
-      retention: this.#opts.retention,
-      takeWrittenUsers: () => {
-        const users = [...this.#written];
-        this.#written.clear();
-        return users;
-      },
-    });
+    this.#syncer =
+      durable &&
+      new Syncer({
+        ready: this.#started,
+        cache: this.#cache,
+        durable,
+        journal,
+        memory,
+        batchSize: this.#opts.syncBatchSize,
+        logger: this.#log,
+        flushed: (users) => this.#cache?.invalidate(users, true) ?? Promise.resolve(),
+        deadLetter: (letter, error) => this.#deadLetter(letter, error),
+        retention: this.#opts.retention,
+        takeWrittenUsers: () => {
+          const users = [...this.#written];
+          this.#written.clear();
+          return users;
+        },
+      });
 
     this.#log.info(this.#describe(options));
   }
@@ -443,7 +447,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (journal.size > 0 && cache?.up) {
       // PostgreSQL is still away: Redis's journal keeps these for the next process to move.
       const ops = journal.peek(journal.size);
-      await within(left(), cache.journal(ops, left() + Date.now()).then(() => journal.remove(ops))).catch(() => {});
+      await within(
+        left(),
+        cache.journal(ops, left() + Date.now()).then(() => journal.remove(ops)),
+      ).catch(() => {});
     }
     if (journal.size > 0) {
       const where = cache ? 'PostgreSQL or Redis' : (this.#durable?.name ?? 'a server');
@@ -467,4 +474,3 @@ function within<T>(ms: number, work: Promise<T>): Promise<T | undefined> {
   const timeout = new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), ms)));
   return Promise.race([work, timeout]).finally(() => clearTimeout(timer));
 }
-

@@ -10,7 +10,12 @@ import { makeStore } from './helpers/stores.js';
 
 const contents = (messages: Message[]) => messages.map((m) => `${m.role}:${m.content}`);
 const usage = { inputTokens: { total: 1, noCache: 1, cacheRead: undefined, cacheWrite: undefined }, outputTokens: { total: 1, text: 1, reasoning: undefined } };
-const text = (value: string) => ({ content: [{ type: 'text' as const, text: value }], finishReason: { unified: 'stop' as const, raw: undefined }, usage, warnings: [] });
+const text = (value: string) => ({
+  content: [{ type: 'text' as const, text: value }],
+  finishReason: { unified: 'stop' as const, raw: undefined },
+  usage,
+  warnings: [],
+});
 const toolCall = (id: string, city: string) => ({
   content: [{ type: 'tool-call' as const, toolCallId: id, toolName: 'weather', input: JSON.stringify({ city }) }],
   finishReason: { unified: 'tool-calls' as const, raw: undefined },
@@ -50,7 +55,9 @@ describe('AI SDK: ModelMessage conversion', () => {
       'assistant:It is 18°C in Paris.',
     ]);
     expect(stored[0]?.meta).toBeUndefined();
-    expect(stored[1]?.meta).toEqual({ [AI_SDK_META_KEY]: { content: [{ type: 'tool-call', toolCallId: 'call-1', toolName: 'weather', input: { city: 'Paris' } }] } });
+    expect(stored[1]?.meta).toEqual({
+      [AI_SDK_META_KEY]: { content: [{ type: 'tool-call', toolCallId: 'call-1', toolName: 'weather', input: { city: 'Paris' } }] },
+    });
     expect(toModelMessages(stored)).toEqual([{ role: 'user', content: 'Weather in Paris?' }, ...result.response.messages]);
     for (const message of toModelMessages(stored)) expect(modelMessageSchema.safeParse(message).success).toBe(true);
     await store.close();
@@ -64,7 +71,9 @@ describe('AI SDK: ModelMessage conversion', () => {
     const prompt = next.doGenerateCalls[0]?.prompt ?? [];
     expect(prompt.map((m) => m.role)).toEqual(['user', 'assistant', 'tool', 'assistant', 'user']);
     expect(prompt[1]?.content).toEqual([expect.objectContaining({ type: 'tool-call', toolCallId: 'call-1', input: { city: 'Paris' } })]);
-    expect(prompt[2]?.content).toEqual([expect.objectContaining({ type: 'tool-result', toolCallId: 'call-1', output: { type: 'json', value: { city: 'Paris', celsius: 18 } } })]);
+    expect(prompt[2]?.content).toEqual([
+      expect.objectContaining({ type: 'tool-result', toolCallId: 'call-1', output: { type: 'json', value: { city: 'Paris', celsius: 18 } } }),
+    ]);
     expect(contents(await store.getHistory('ai2')).slice(-2)).toEqual(['user:And now?', 'assistant:Still 18°C.']);
     await store.close();
   });
@@ -157,7 +166,9 @@ describe('AI SDK: ModelMessage conversion', () => {
 
   it('imports only types from ai, so the library never loads the AI SDK itself', () => {
     const source = readFileSync(new URL('../src/integrations/ai.ts', import.meta.url), 'utf8');
-    const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true } }).outputText;
+    const js = ts.transpileModule(source, {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true },
+    }).outputText;
     expect(source).toMatch(/from 'ai'/);
     expect(js).not.toMatch(/from ['"]ai['"]/);
   });
@@ -175,7 +186,12 @@ describe('AI SDK with a real Redis + PostgreSQL store', () => {
     const first = await turn(store, 'bob', 'Weather in Paris?', new MockLanguageModelV3({ doGenerate: [toolCall('call-1', 'Paris'), text('18°C.')] }));
     const second = await turn(store, 'bob', 'Thanks!', new MockLanguageModelV3({ doGenerate: [text('You are welcome.')] }));
     await store.close();
-    const expected = [{ role: 'user', content: 'Weather in Paris?' }, ...first.response.messages, { role: 'user', content: 'Thanks!' }, ...second.response.messages];
+    const expected = [
+      { role: 'user', content: 'Weather in Paris?' },
+      ...first.response.messages,
+      { role: 'user', content: 'Thanks!' },
+      ...second.response.messages,
+    ];
 
     const durable = new TieredStore({ postgres: new PostgresAdapter({ url: databaseUrl(), schema: iso.schema }), logger: false });
     expect(await loadModelMessages(durable, 'bob')).toEqual(expected);

@@ -25,47 +25,51 @@ describe.each([
   ['write-through', SECONDS],
   ['write-behind', Math.ceil(SECONDS / 2)],
 ] as const)('chaos, %s', (writeMode, seconds) => {
-  it(`${WRITERS} writers for ${seconds} s through random outages: acknowledged == stored, no duplicates`, async () => {
-    const rand = random(SEED);
-    console.info(`chaos seed ${SEED} (replay with CHAOS_SEED=${SEED})`);
-    await rig?.close();
-    rig = await OutageRig.start({ writeMode, historyLimit: 20, journalLimit: 1_000_000 });
-    const r = rig;
-    const deadline = Date.now() + seconds * 1000;
-    const faults: string[] = [];
+  it(
+    `${WRITERS} writers for ${seconds} s through random outages: acknowledged == stored, no duplicates`,
+    async () => {
+      const rand = random(SEED);
+      console.info(`chaos seed ${SEED} (replay with CHAOS_SEED=${SEED})`);
+      await rig?.close();
+      rig = await OutageRig.start({ writeMode, historyLimit: 20, journalLimit: 1_000_000 });
+      const r = rig;
+      const deadline = Date.now() + seconds * 1000;
+      const faults: string[] = [];
 
-    const writer = async (w: number) => {
-      for (let i = 0; Date.now() < deadline; i++) {
-        const user = `u${Math.floor(rand() * 8)}`;
-        await r.write(user, `w${w}-${i}`);
-        if (i % 10 === 0) await r.timed(() => r.store.getHistory(user));
-        await new Promise((resolve) => setTimeout(resolve, rand() * 20));
-      }
-    };
-    const chaos = async () => {
-      while (Date.now() < deadline - 1000) {
-        const proxy = rand() < 0.5 ? r.redis : r.pg;
-        const action = (['refuse', 'cut', 'hang', 'pass', 'pass'] as const)[Math.floor(rand() * 5)]!;
-        faults.push(`${proxy === r.redis ? 'redis' : 'postgres'}:${action}`);
-        await proxy[action]();
-        await new Promise((resolve) => setTimeout(resolve, 200 + rand() * 1300));
-      }
-      await Promise.all([r.redis.pass(), r.pg.pass()]);
-    };
-    await Promise.all([chaos(), ...Array.from({ length: WRITERS }, (_, w) => writer(w))]);
-    await r.recovered(30_000);
+      const writer = async (w: number) => {
+        for (let i = 0; Date.now() < deadline; i++) {
+          const user = `u${Math.floor(rand() * 8)}`;
+          await r.write(user, `w${w}-${i}`);
+          if (i % 10 === 0) await r.timed(() => r.store.getHistory(user));
+          await new Promise((resolve) => setTimeout(resolve, rand() * 20));
+        }
+      };
+      const chaos = async () => {
+        while (Date.now() < deadline - 1000) {
+          const proxy = rand() < 0.5 ? r.redis : r.pg;
+          const action = (['refuse', 'cut', 'hang', 'pass', 'pass'] as const)[Math.floor(rand() * 5)]!;
+          faults.push(`${proxy === r.redis ? 'redis' : 'postgres'}:${action}`);
+          await proxy[action]();
+          await new Promise((resolve) => setTimeout(resolve, 200 + rand() * 1300));
+        }
+        await Promise.all([r.redis.pass(), r.pg.pass()]);
+      };
+      await Promise.all([chaos(), ...Array.from({ length: WRITERS }, (_, w) => writer(w))]);
+      await r.recovered(30_000);
 
-    const refused = r.calls.filter((c) => c.error !== undefined);
-    const { acked, stored, duplicates } = await r.verify(20);
-    const slowest = Math.round(r.slowest());
-    console.info(
-      `chaos figures (${writeMode}): seed=${SEED} faults=${faults.length} calls=${r.calls.length} acknowledged=${acked} stored=${stored} ` +
-        `lost=${acked - stored} duplicated=${duplicates} refused=${refused.length} slowest call=${slowest} ms`,
-    );
-    expect(refused).toEqual([]);
-    expect(stored).toBe(acked);
-    expect(duplicates).toBe(0);
-    expect(acked).toBeGreaterThan(WRITERS * 10);
-    expect(slowest).toBeLessThan(PG_TIMEOUT_MS + MARGIN_MS);
-  }, (seconds + 60) * 1000);
+      const refused = r.calls.filter((c) => c.error !== undefined);
+      const { acked, stored, duplicates } = await r.verify(20);
+      const slowest = Math.round(r.slowest());
+      console.info(
+        `chaos figures (${writeMode}): seed=${SEED} faults=${faults.length} calls=${r.calls.length} acknowledged=${acked} stored=${stored} ` +
+          `lost=${acked - stored} duplicated=${duplicates} refused=${refused.length} slowest call=${slowest} ms`,
+      );
+      expect(refused).toEqual([]);
+      expect(stored).toBe(acked);
+      expect(duplicates).toBe(0);
+      expect(acked).toBeGreaterThan(WRITERS * 10);
+      expect(slowest).toBeLessThan(PG_TIMEOUT_MS + MARGIN_MS);
+    },
+    (seconds + 60) * 1000,
+  );
 });

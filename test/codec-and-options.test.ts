@@ -11,7 +11,16 @@ const next = createIdGenerator();
 
 describe('codec', () => {
   it('round-trips messages and every kind of op; the encoding starts with the id for Lua', () => {
-    const append: AppendOp = { kind: 'append', user: 'u', id: next(), role: 'assistant', content: 'héllo "quoted"\n', createdAt: 1_700_000_000_000, meta: { a: [1, null] }, key: 'k1' };
+    const append: AppendOp = {
+      kind: 'append',
+      user: 'u',
+      id: next(),
+      role: 'assistant',
+      content: 'héllo "quoted"\n',
+      createdAt: 1_700_000_000_000,
+      meta: { a: [1, null] },
+      key: 'k1',
+    };
     const ops: Op[] = [
       append,
       { kind: 'phone', user: 'u', id: next(), phone: '+79991234567' },
@@ -35,7 +44,14 @@ describe('codec', () => {
 describe('options', () => {
   it('has documented defaults', () => {
     const resolved = resolveOptions({});
-    expect(resolved).toMatchObject({ historyLimit: 50, writeMode: 'write-through', probeIntervalMs: 1000, journalLimit: 100_000, syncBatchSize: 5000, retention: {} });
+    expect(resolved).toMatchObject({
+      historyLimit: 50,
+      writeMode: 'write-through',
+      probeIntervalMs: 1000,
+      journalLimit: 100_000,
+      syncBatchSize: 5000,
+      retention: {},
+    });
     expect(resolved.ttlMs).toEqual({ history: 3_600_000, userData: 3_600_000, subscribers: 86_400_000 });
   });
 
@@ -62,7 +78,15 @@ describe('breaker', () => {
     vi.spyOn(adapter, 'ping').mockImplementation(async () => {
       if (!reachable) throw unreachable;
     });
-    const hooks = { probeIntervalMs: 10, logger: silentLogger, secrets: new Secrets(), recover: vi.fn(async () => {}), onDown: vi.fn(), onError: vi.fn(), onUp: vi.fn() };
+    const hooks = {
+      probeIntervalMs: 10,
+      logger: silentLogger,
+      secrets: new Secrets(),
+      recover: vi.fn(async () => {}),
+      onDown: vi.fn(),
+      onError: vi.fn(),
+      onUp: vi.fn(),
+    };
     const tier = new Breaker(adapter, hooks);
     const call = vi.fn(async () => {
       if (!reachable) throw unreachable;

@@ -56,7 +56,10 @@ it('PostgreSQL restarted under writers, Redis cut as it returns: the journal dra
   // On its own: nobody calls syncNow or startSync. Redis's pending count must fall to zero.
   const left = await drainedOnItsOwn(redisUrl(), names.keyPrefix);
   const journaled = logsOf(child);
-  expect(left, `Redis still holds ${left} pending writes 15 s after PostgreSQL returned (${await leaseOf(redisUrl(), names.keyPrefix)}); last logs:\n${journaled}`).toBe(0);
+  expect(
+    left,
+    `Redis still holds ${left} pending writes 15 s after PostgreSQL returned (${await leaseOf(redisUrl(), names.keyPrefix)}); last logs:\n${journaled}`,
+  ).toBe(0);
   await expect.poll(() => child.lines.findLast((l) => l.startsWith('PENDING ')), { timeout: 5000 }).toBe('PENDING 0');
   await child.kill();
 

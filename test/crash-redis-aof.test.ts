@@ -54,7 +54,10 @@ it('Redis (append-only, fsync always) killed and restarted under write-behind wr
   await child.waitFor((l) => l === 'WRITES_DONE', 60_000, 'WRITES_DONE');
 
   const left = await drainedOnItsOwn(server.url, names.keyPrefix);
-  expect(left, `Redis still holds ${left} pending writes 15 s after the writes ended (${await leaseOf(server.url, names.keyPrefix)}); last logs:\n${logsOf(child)}`).toBe(0);
+  expect(
+    left,
+    `Redis still holds ${left} pending writes 15 s after the writes ended (${await leaseOf(server.url, names.keyPrefix)}); last logs:\n${logsOf(child)}`,
+  ).toBe(0);
   await child.kill();
 
   const { pending, moved } = await recover({ url: server.url }, databaseUrl(), names);

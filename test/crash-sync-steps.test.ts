@@ -74,7 +74,9 @@ async function killAt(where: CrashConfig['redis'], step: Step, n: number): Promi
 
 async function everyStep(where: CrashConfig['redis']): Promise<void> {
   const steps = await enumerate(where);
-  console.info(`sync steps (${'url' in where ? 'one Redis' : 'Cluster'}): ${steps.map((s) => (s.inject && s.inject !== s.kind ? `${s.kind} (write before ${s.inject})` : s.kind)).join(', ')}`);
+  console.info(
+    `sync steps (${'url' in where ? 'one Redis' : 'Cluster'}): ${steps.map((s) => (s.inject && s.inject !== s.kind ? `${s.kind} (write before ${s.inject})` : s.kind)).join(', ')}`,
+  );
   // A pass reads the journal, commits to PostgreSQL and acknowledges: at least these must be there.
   expect(steps.some((s) => s.kind === 'pg-commit')).toBe(true);
   expect(steps.length).toBeGreaterThanOrEqual(4);

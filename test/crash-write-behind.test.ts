@@ -41,8 +41,10 @@ it(`write-behind, SIGKILLed mid-stream (${ROUNDS} times): every acknowledged wri
     await child.kill();
     const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 8000);
     const stored = await checkStored(databaseUrl(), names.schema, child.acked, tag);
-    results.push(`round ${round}: ${stored.acked} acknowledged, ${stored.missing.length} lost, ${stored.duplicated.length} doubled, ` +
-      `pending ${pending} after ${moved.length} recovery passes, slowest call ${child.slowest} ms`);
+    results.push(
+      `round ${round}: ${stored.acked} acknowledged, ${stored.missing.length} lost, ${stored.duplicated.length} doubled, ` +
+        `pending ${pending} after ${moved.length} recovery passes, slowest call ${child.slowest} ms`,
+    );
     expect(stored.missing, results.at(-1)).toEqual([]);
     expect(stored.duplicated, results.at(-1)).toEqual([]);
     expect(pending, results.at(-1)).toBe(0);

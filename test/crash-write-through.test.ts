@@ -85,8 +85,10 @@ async function cutThenKill(when: When): Promise<void> {
 
   const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 8000);
   const stored = await checkStored(databaseUrl(), names.schema, child.acked, tag);
-  console.info(`write-through, killed ${when}: ${stored.acked} acknowledged, ${stored.missing.length} lost, ${stored.duplicated.length} doubled, ` +
-    `drained by the next process on its own in ${onItsOwnMs} ms, pending ${pending} after ${moved.length} recovery passes (moved ${moved.reduce((a, b) => a + b, 0)}), slowest call ${child.slowest} ms`);
+  console.info(
+    `write-through, killed ${when}: ${stored.acked} acknowledged, ${stored.missing.length} lost, ${stored.duplicated.length} doubled, ` +
+      `drained by the next process on its own in ${onItsOwnMs} ms, pending ${pending} after ${moved.length} recovery passes (moved ${moved.reduce((a, b) => a + b, 0)}), slowest call ${child.slowest} ms`,
+  );
   expect(stored.missing).toEqual([]);
   expect(stored.duplicated).toEqual([]);
   expect(pending).toBe(0);

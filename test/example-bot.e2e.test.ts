@@ -79,7 +79,9 @@ async function stop(bot: BotProcess, signal: NodeJS.Signals): Promise<{ code: nu
 }
 
 function lastUpdateId(): number {
-  return Math.max(...fake.calls.flatMap((c) => (c.method === 'getUpdates' && Array.isArray(c.result) ? c.result.map((u: { update_id: number }) => u.update_id) : [])));
+  return Math.max(
+    ...fake.calls.flatMap((c) => (c.method === 'getUpdates' && Array.isArray(c.result) ? c.result.map((u: { update_id: number }) => u.update_id) : [])),
+  );
 }
 
 function killGroup(group: number): void {
@@ -128,7 +130,9 @@ describe('the example bot as a child process, against a stand-in Bot API, with r
     expect((await say(first, '2026-12-01')).text).toContain('Booked: haircut on 2026-12-01');
     expect((await say(first, '/booking')).text).toBe('Your booking: haircut on 2026-12-01.');
     // A stand-in that leaves out the bot_command entity Telegram always sends still gets an answer.
-    fake.pushUpdate({ message: { message_id: 9999, date: 0, chat: { id: USER, type: 'private' }, from: { id: USER, is_bot: false, first_name: 'U' }, text: '/booking' } });
+    fake.pushUpdate({
+      message: { message_id: 9999, date: 0, chat: { id: USER, type: 'private' }, from: { id: USER, is_bot: false, first_name: 'U' }, text: '/booking' },
+    });
     expect((await nextMessage(first)).text).toBe('Your booking: haircut on 2026-12-01.');
 
     expect((await say(first, '/subscribe')).text).toMatch(/^Subscribed/);

@@ -77,10 +77,13 @@ function expectInOrder(output: string, pieces: (string | RegExp)[]): void {
   let at = 0;
   for (const piece of pieces) {
     const rest = output.slice(at);
-    const match = typeof piece === 'string' ? { index: rest.indexOf(piece), length: piece.length } : (() => {
-      const m = piece.exec(rest);
-      return { index: m ? m.index : -1, length: m?.[0].length ?? 0 };
-    })();
+    const match =
+      typeof piece === 'string'
+        ? { index: rest.indexOf(piece), length: piece.length }
+        : (() => {
+            const m = piece.exec(rest);
+            return { index: m ? m.index : -1, length: m?.[0].length ?? 0 };
+          })();
     expect(match.index, `${String(piece)} after offset ${at} of:\n${output}`).toBeGreaterThanOrEqual(0);
     at += match.index + match.length;
   }

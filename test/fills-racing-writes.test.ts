@@ -57,7 +57,11 @@ function nextWrite(round: number, random: number): Write {
 const READS: { name: string; read: (a: TieredStore) => Promise<unknown>; of: (s: State) => unknown }[] = [
   { name: 'getHistory', read: async (a) => (await a.getHistory(USER)).map((m) => m.content), of: (s) => s.history.slice(-HISTORY_LIMIT) },
   { name: 'getUserPhone', read: (a) => a.getUserPhone(USER), of: (s) => s.phone },
-  { name: 'getBookingData', read: async (a) => JSON.stringify(await a.getBookingData(USER)), of: (s) => JSON.stringify(s.booking === null ? null : JSON.parse(s.booking)) },
+  {
+    name: 'getBookingData',
+    read: async (a) => JSON.stringify(await a.getBookingData(USER)),
+    of: (s) => JSON.stringify(s.booking === null ? null : JSON.parse(s.booking)),
+  },
   { name: 'isEmailSubscriber', read: (a) => a.isEmailSubscriber(USER), of: (s) => s.subscribed },
   { name: 'getEmailSubscribers', read: async (a) => (await a.getEmailSubscribers()).includes(USER), of: (s) => s.subscribed },
 ];
@@ -66,7 +70,14 @@ describe.each(['write-through', 'write-behind'] as const)('fills racing writes, 
   it(`${ROUNDS} writes of every kind from B; every read by A that starts after a write was acknowledged reflects it`, async () => {
     const names = isolation(`race_${writeMode}`);
     used.push(names);
-    const options = { historyLimit: HISTORY_LIMIT, ttlSeconds: { history: Number(process.env.RACE_TTL ?? 3600), userData: Number(process.env.RACE_TTL ?? 3600), subscribers: Number(process.env.RACE_TTL ?? 3600) } };
+    const options = {
+      historyLimit: HISTORY_LIMIT,
+      ttlSeconds: {
+        history: Number(process.env.RACE_TTL ?? 3600),
+        userData: Number(process.env.RACE_TTL ?? 3600),
+        subscribers: Number(process.env.RACE_TTL ?? 3600),
+      },
+    };
     const a = makeStore(writeMode, names, options);
     const b = makeStore(writeMode, names, options);
     // Write-behind: B also syncs in the background, so reads race passes moving the journal too.

@@ -1,4 +1,4 @@
-import { BaseListChatMessageHistory } from '@langchain/core/chat_history';
+import type { BaseListChatMessageHistory } from '@langchain/core/chat_history';
 import type { BaseMessage } from '@langchain/core/messages';
 import { RunnableLambda, RunnableWithMessageHistory } from '@langchain/core/runnables';
 import type { generateText, GenerateTextResult, ModelMessage, ToolSet } from 'ai';

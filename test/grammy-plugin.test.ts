@@ -23,7 +23,15 @@ function testBot(store: TieredStore, options?: MemoryOptions<MyContext>): { bot:
   const bot = new Bot<MyContext>('fake-token', { botInfo });
   bot.api.config.use(async (_prev, method, payload) => {
     calls.push({ method, payload: payload as Record<string, unknown> });
-    const result = method === 'sendMessage' ? { message_id: calls.length, date: 0, chat: { id: (payload as { chat_id: number }).chat_id, type: 'private' }, text: (payload as { text: string }).text } : true;
+    const result =
+      method === 'sendMessage'
+        ? {
+            message_id: calls.length,
+            date: 0,
+            chat: { id: (payload as { chat_id: number }).chat_id, type: 'private' },
+            text: (payload as { text: string }).text,
+          }
+        : true;
     return { ok: true, result } as never;
   });
   bot.use(memory(store, options));
@@ -52,7 +60,11 @@ describe('grammY plugin: ctx.memory', () => {
     await bot.handleUpdate(textFrom(1, 'c'));
     expect(contents(await store.getHistory(1))).toEqual(['user:a', 'user:c']);
     expect(contents(await store.getHistory('2'))).toEqual(['user:b']);
-    expect(calls.map((c) => [c.payload.chat_id, c.payload.text])).toEqual([[1, '1:1'], [2, '2:1'], [1, '1:2']]);
+    expect(calls.map((c) => [c.payload.chat_id, c.payload.text])).toEqual([
+      [1, '1:1'],
+      [2, '2:1'],
+      [1, '1:2'],
+    ]);
     await store.close();
   });
 
@@ -70,7 +82,10 @@ describe('grammY plugin: ctx.memory', () => {
     const store = new TieredStore({ logger: false });
     const { bot } = testBot(store);
     bot.on('channel_post:text', (ctx) => ctx.memory.add('user', ctx.channelPost.text));
-    await bot.handleUpdate({ update_id: ++nextUpdate, channel_post: { message_id: 1, date: 0, chat: { id: -100123, type: 'channel', title: 'C' }, text: 'news' } } as Update);
+    await bot.handleUpdate({
+      update_id: ++nextUpdate,
+      channel_post: { message_id: 1, date: 0, chat: { id: -100123, type: 'channel', title: 'C' }, text: 'news' },
+    } as Update);
     expect(contents(await store.getHistory(-100123))).toEqual(['user:news']);
     await store.close();
   });
@@ -82,11 +97,35 @@ describe('grammY plugin: ctx.memory', () => {
     bot.on('poll', (ctx) => {
       seen = ctx.memory;
     });
-    await bot.handleUpdate({ update_id: ++nextUpdate, poll: { id: 'p', question: 'q?', options: [], total_voter_count: 0, is_closed: false, is_anonymous: true, type: 'regular', allows_multiple_answers: false } } as unknown as Update);
+    await bot.handleUpdate({
+      update_id: ++nextUpdate,
+      poll: {
+        id: 'p',
+        question: 'q?',
+        options: [],
+        total_voter_count: 0,
+        is_closed: false,
+        is_anonymous: true,
+        type: 'regular',
+        allows_multiple_answers: false,
+      },
+    } as unknown as Update);
     expect(seen).toBeInstanceOf(UserMemory);
     expect(seen?.userId).toBeUndefined();
     const m = seen as UserMemory;
-    const calls = [m.add('user', 'x'), m.history(), m.clear(), m.phone(), m.setPhone('+79991234567'), m.booking(), m.setBooking({ a: 1 }), m.subscribe(), m.unsubscribe(), m.isSubscribed(), m.forget()];
+    const calls = [
+      m.add('user', 'x'),
+      m.history(),
+      m.clear(),
+      m.phone(),
+      m.setPhone('+79991234567'),
+      m.booking(),
+      m.setBooking({ a: 1 }),
+      m.subscribe(),
+      m.unsubscribe(),
+      m.isSubscribed(),
+      m.forget(),
+    ];
     for (const result of await Promise.allSettled(calls)) {
       expect(result.status).toBe('rejected');
       const error = (result as PromiseRejectedResult).reason as Error;
@@ -166,7 +205,9 @@ describe('grammY plugin: ctx.memory', () => {
 
   it('imports only types from grammy, so the library never loads grammy itself', () => {
     const source = readFileSync(new URL('../src/integrations/grammy.ts', import.meta.url), 'utf8');
-    const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true } }).outputText;
+    const js = ts.transpileModule(source, {
+      compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true },
+    }).outputText;
     expect(source).toMatch(/from 'grammy'/);
     expect(js).not.toMatch(/['"]grammy['"]/);
   });

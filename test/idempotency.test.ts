@@ -40,7 +40,7 @@ describe.each(TOPOLOGIES)('%s', (topology) => {
   });
 });
 
-it('past Redis\'s window PostgreSQL still refuses the repeat, and the hot copy does not keep it', async () => {
+it("past Redis's window PostgreSQL still refuses the repeat, and the hot copy does not keep it", async () => {
   const store = makeStore('write-through', names);
   const user = 'idem_window';
   await store.addMemory(user, 'user', 'once', { idempotencyKey: 'upd-7' });

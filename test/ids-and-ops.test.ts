@@ -80,6 +80,8 @@ describe('secrets', () => {
     const error = new Error('auth failed for redis://default:s3cretPass@host', { cause: new Error('s3cretPass') });
     (error as Error & { detail?: string }).detail = 'used s3cretPass';
     const masked = secrets.maskError(error);
-    expect(JSON.stringify({ m: masked.message, s: masked.stack, d: (masked as Error & { detail?: string }).detail, c: (masked.cause as Error).message })).not.toContain('s3cretPass');
+    expect(
+      JSON.stringify({ m: masked.message, s: masked.stack, d: (masked as Error & { detail?: string }).detail, c: (masked.cause as Error).message }),
+    ).not.toContain('s3cretPass');
   });
 });

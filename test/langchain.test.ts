@@ -122,7 +122,11 @@ describe('LangChain: TieredChatMessageHistory', () => {
   it('limit returns the newest messages and drops tool results whose call fell outside the window', async () => {
     const store = memoryStore();
     await new TieredChatMessageHistory({ store, userId: 'lc6' }).addMessages(toolExchange());
-    expect(lc(await new TieredChatMessageHistory({ store, userId: 'lc6', limit: 3 }).getMessages())).toEqual(['ai:', 'tool:18°C, sunny', 'ai:It is 18°C and sunny in Paris.']);
+    expect(lc(await new TieredChatMessageHistory({ store, userId: 'lc6', limit: 3 }).getMessages())).toEqual([
+      'ai:',
+      'tool:18°C, sunny',
+      'ai:It is 18°C and sunny in Paris.',
+    ]);
     expect(lc(await new TieredChatMessageHistory({ store, userId: 'lc6', limit: 2 }).getMessages())).toEqual(['ai:It is 18°C and sunny in Paris.']);
     expect(await new TieredChatMessageHistory({ store, userId: 'lc6', limit: 0 }).getMessages()).toEqual([]);
     await store.close();
@@ -132,7 +136,10 @@ describe('LangChain: TieredChatMessageHistory', () => {
     const store = memoryStore();
     await store.addMemory('lc7', 'user', 'q');
     await store.addMemory('lc7', 'tool', 'plain result');
-    await expect(new TieredChatMessageHistory({ store, userId: 'lc7' }).getMessages()).rejects.toMatchObject({ code: 'INVALID_META', message: expect.stringMatching(/tool_call_id/) });
+    await expect(new TieredChatMessageHistory({ store, userId: 'lc7' }).getMessages()).rejects.toMatchObject({
+      code: 'INVALID_META',
+      message: expect.stringMatching(/tool_call_id/),
+    });
     await store.close();
   });
 
@@ -151,7 +158,9 @@ describe('LangChain: TieredChatMessageHistory', () => {
 
   it('the constructor refuses a missing store, a bad user id and a bad limit', async () => {
     const store = memoryStore();
-    expect(() => new TieredChatMessageHistory({ store: undefined as unknown as TieredStore, userId: 1 })).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
+    expect(() => new TieredChatMessageHistory({ store: undefined as unknown as TieredStore, userId: 1 })).toThrow(
+      expect.objectContaining({ code: 'INVALID_OPTION' }),
+    );
     expect(() => new TieredChatMessageHistory({ store, userId: 'has space' })).toThrow(expect.objectContaining({ code: 'INVALID_USER_ID' }));
     expect(() => new TieredChatMessageHistory({ store, userId: 1, limit: -1 })).toThrow(expect.objectContaining({ code: 'INVALID_OPTION' }));
     await store.close();
@@ -191,8 +200,9 @@ describe('LangChain: TieredChatMessageHistory', () => {
 
   it('only src/integrations/langchain.ts imports @langchain/core, so the rest of the library never loads it', () => {
     const dir = new URL('../src/', import.meta.url);
-    const importers = readdirSync(dir, { recursive: true, encoding: 'utf8' })
-      .filter((file) => file.endsWith('.ts') && /from '@langchain\//.test(readFileSync(new URL(file, dir), 'utf8')));
+    const importers = readdirSync(dir, { recursive: true, encoding: 'utf8' }).filter(
+      (file) => file.endsWith('.ts') && /from '@langchain\//.test(readFileSync(new URL(file, dir), 'utf8')),
+    );
     expect(importers).toEqual(['integrations/langchain.ts']);
   });
 });

@@ -55,7 +55,10 @@ it(`${PROCESSES} processes writing for overlapping users and syncing at once: no
   const reader = makeStore('write-through', names, { historyLimit: 2000 });
   for (let u = 0; u < 5; u++) {
     const user = `mp_${u}`;
-    const expected = acked.filter((a) => a.user === user).map((a) => a.id).sort();
+    const expected = acked
+      .filter((a) => a.user === user)
+      .map((a) => a.id)
+      .sort();
     expect((await reader.getHistory(user, { limit: 2000 })).map((m) => m.id)).toEqual(expected);
   }
   await reader.close();

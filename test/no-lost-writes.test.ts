@@ -20,9 +20,7 @@ describe.each(TOPOLOGIES)('%s', (topology) => {
     const single = topology === 'memory only';
     const writers = single ? [stores[0]!] : stores;
     const user = `concurrent_${topology.replace(/ /g, '_')}`;
-    const written = await Promise.all(
-      Array.from({ length: WRITERS }, (_, i) => (writers[i % writers.length]!).addMemory(user, 'user', `m${i}`)),
-    );
+    const written = await Promise.all(Array.from({ length: WRITERS }, (_, i) => writers[i % writers.length]!.addMemory(user, 'user', `m${i}`)));
     const ids = written.map((m) => m.id);
     expect(new Set(ids).size).toBe(WRITERS);
 

@@ -30,8 +30,8 @@ class TestReader extends MetricReader {
 const point = (all: MetricData[], name: string, attributes: Record<string, string> = {}) =>
   all.find((m) => m.descriptor.name === name)?.dataPoints.find((p) => Object.entries(attributes).every(([k, v]) => p.attributes[k] === v))?.value;
 
-describe('OpenTelemetry (tiered-conversation-store/otel), with the SDK\'s in-memory exporters', () => {
-  it('spans around every tier call and metrics for the store\'s figures', async () => {
+describe("OpenTelemetry (tiered-conversation-store/otel), with the SDK's in-memory exporters", () => {
+  it("spans around every tier call and metrics for the store's figures", async () => {
     const exporter = new InMemorySpanExporter();
     const tracer = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }).getTracer('test');
     const reader = new TestReader();
@@ -47,7 +47,17 @@ describe('OpenTelemetry (tiered-conversation-store/otel), with the SDK\'s in-mem
     await store.getHistory('o1');
 
     const spans = exporter.getFinishedSpans().map((s) => s.name);
-    expect(spans).toEqual(expect.arrayContaining(['redis.connect', 'postgres.connect', 'redis.write', 'postgres.write', 'redis.readHistory', 'postgres.readHistory', 'redis.fillHistory']));
+    expect(spans).toEqual(
+      expect.arrayContaining([
+        'redis.connect',
+        'postgres.connect',
+        'redis.write',
+        'postgres.write',
+        'redis.readHistory',
+        'postgres.readHistory',
+        'redis.fillHistory',
+      ]),
+    );
     const write = exporter.getFinishedSpans().find((s) => s.name === 'postgres.write');
     expect(write?.attributes).toMatchObject({ 'db.system': 'postgresql', 'tcs.ops': 1 });
 
@@ -67,7 +77,10 @@ describe('OpenTelemetry (tiered-conversation-store/otel), with the SDK\'s in-mem
     const exporter = new InMemorySpanExporter();
     const tracer = new BasicTracerProvider({ spanProcessors: [new SimpleSpanProcessor(exporter)] }).getTracer('test');
     const proxy = await FaultProxy.start(redisUrl());
-    const store = new TieredStore({ logger: false, redis: traceAdapter(new RedisAdapter({ url: proxy.url(redisUrl()), keyPrefix: names.keyPrefix }), { tracer }) });
+    const store = new TieredStore({
+      logger: false,
+      redis: traceAdapter(new RedisAdapter({ url: proxy.url(redisUrl()), keyPrefix: names.keyPrefix }), { tracer }),
+    });
     await store.addMemory('o2', 'user', 'x');
     await proxy.refuse();
     await store.addMemory('o2', 'user', 'held');
@@ -83,7 +96,13 @@ describe('pino as the logger', () => {
     const lines: Record<string, unknown>[] = [];
     const stream = new Writable({
       write(chunk: Buffer, _encoding, done) {
-        lines.push(...chunk.toString().trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>));
+        lines.push(
+          ...chunk
+            .toString()
+            .trim()
+            .split('\n')
+            .map((l) => JSON.parse(l) as Record<string, unknown>),
+        );
         done();
       },
     });

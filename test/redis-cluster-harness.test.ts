@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, expect, it } from 'vitest';
 import { Redis, type Cluster } from 'ioredis';
 import { startRedisCluster, type RedisClusterHandle, type RedisNodeAddress } from './helpers/redis-cluster';
 import { describeIfAble, itIfAble, missingRedisServer } from './helpers/run-registry.js';
@@ -126,13 +126,7 @@ describeIfAble('redis-cluster test harness', usingExternalCluster ? undefined : 
     const owner = await handle.masterForKey('{u1}');
     u1MasterPort = owner.port;
 
-    const results = await cluster
-      .multi()
-      .set('{u1}:name', 'alice')
-      .incrby('{u1}:counter', 41)
-      .incr('{u1}:counter')
-      .rpush('{u1}:history', 'm1', 'm2')
-      .exec();
+    const results = await cluster.multi().set('{u1}:name', 'alice').incrby('{u1}:counter', 41).incr('{u1}:counter').rpush('{u1}:history', 'm1', 'm2').exec();
     expect(results).toEqual([
       [null, 'OK'],
       [null, 41],
@@ -156,10 +150,7 @@ describeIfAble('redis-cluster test harness', usingExternalCluster ? undefined : 
       expect(u1MasterPort).toBeGreaterThan(0);
       const t0 = performance.now();
       const { newMasterPort } = await handle.failover(u1MasterPort);
-      console.info(
-        `[redis-cluster] failover of 127.0.0.1:${u1MasterPort} -> 127.0.0.1:${newMasterPort} ` +
-          `in ${Math.round(performance.now() - t0)} ms`,
-      );
+      console.info(`[redis-cluster] failover of 127.0.0.1:${u1MasterPort} -> 127.0.0.1:${newMasterPort} ` + `in ${Math.round(performance.now() - t0)} ms`);
       expect(newMasterPort).not.toBe(u1MasterPort);
 
       const masterPorts = (await handle.masters()).map((m) => m.port);
@@ -192,25 +183,27 @@ describeIfAble('redis-cluster test harness', usingExternalCluster ? undefined : 
     45_000,
   );
 
-  itIfAble(localOnly)('the crashed master restarts with its config file and rejoins as a replica', async () => {
-    const t0 = performance.now();
-    await handle.startNode(u1MasterPort);
-    console.info(
-      `[redis-cluster] restart + rejoin of 127.0.0.1:${u1MasterPort} took ${Math.round(performance.now() - t0)} ms`,
-    );
-    const info = await onNode({ host: '127.0.0.1', port: u1MasterPort }, (r) => r.info('replication'));
-    expect(info).toMatch(/role:slave/);
-    expect(info).toMatch(/master_link_status:up/);
-    expect((await handle.masters()).map((m) => m.port)).not.toContain(u1MasterPort);
-    // It resynced from the new master.
-    await eventually(async () => {
-      const value = await onNode({ host: '127.0.0.1', port: u1MasterPort }, async (r) => {
-        await r.call('READONLY');
-        return r.get('{u1}:after-failover');
-      });
-      expect(value).toBe('yes');
-    }, 10_000);
-  }, 40_000);
+  itIfAble(localOnly)(
+    'the crashed master restarts with its config file and rejoins as a replica',
+    async () => {
+      const t0 = performance.now();
+      await handle.startNode(u1MasterPort);
+      console.info(`[redis-cluster] restart + rejoin of 127.0.0.1:${u1MasterPort} took ${Math.round(performance.now() - t0)} ms`);
+      const info = await onNode({ host: '127.0.0.1', port: u1MasterPort }, (r) => r.info('replication'));
+      expect(info).toMatch(/role:slave/);
+      expect(info).toMatch(/master_link_status:up/);
+      expect((await handle.masters()).map((m) => m.port)).not.toContain(u1MasterPort);
+      // It resynced from the new master.
+      await eventually(async () => {
+        const value = await onNode({ host: '127.0.0.1', port: u1MasterPort }, async (r) => {
+          await r.call('READONLY');
+          return r.get('{u1}:after-failover');
+        });
+        expect(value).toBe('yes');
+      }, 10_000);
+    },
+    40_000,
+  );
 
   it('TEST_REDIS_CLUSTER_NODES makes startRedisCluster reuse an existing cluster', async () => {
     const previous = process.env['TEST_REDIS_CLUSTER_NODES'];

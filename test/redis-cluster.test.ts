@@ -113,7 +113,9 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
       dirtyNode.disconnect();
     }
     const shares = [...perMaster.values()].map((c) => c.pendingUsers / 3000);
-    console.info(`shared keys per master (16 shards): ${[...perMaster].map(([port, c]) => `${port}: ${c.subscribers} subscribers, ${c.pendingUsers} pending users`).join("; ")}`);
+    console.info(
+      `shared keys per master (16 shards): ${[...perMaster].map(([port, c]) => `${port}: ${c.subscribers} subscribers, ${c.pendingUsers} pending users`).join('; ')}`,
+    );
     expect(perMaster.size).toBe(3);
     expect(Math.max(...shares)).toBeLessThan(0.5);
     await store.syncNow();

@@ -1,5 +1,5 @@
 import { inspect } from 'node:util';
-import { afterAll, expect, it } from 'vitest';
+import { afterAll, expect } from 'vitest';
 import { PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { PrivateRedis } from './helpers/private-redis.js';

@@ -1,5 +1,4 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { TieredStore } from '../src/index.js';
 import { OutageRig } from './helpers/outage.js';
 
 let rig: OutageRig | undefined;

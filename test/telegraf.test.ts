@@ -37,7 +37,11 @@ function textFrom(userId: number, text: string, chatId = userId): Update {
 }
 
 const contents = (messages: Message[]) => messages.map((m) => `${m.role}:${m.content}`);
-const sentSince = (from: number) => api.calls.slice(from).filter((c) => c.method === 'sendMessage').map((c) => [c.payload.chat_id, c.payload.text]);
+const sentSince = (from: number) =>
+  api.calls
+    .slice(from)
+    .filter((c) => c.method === 'sendMessage')
+    .map((c) => [c.payload.chat_id, c.payload.text]);
 
 describe('Telegraf middleware: ctx.memory', () => {
   it('is bound to the sender: what a handler adds is that user’s history, and replies go through the Bot API', async () => {
@@ -55,7 +59,11 @@ describe('Telegraf middleware: ctx.memory', () => {
     expect(errors).toEqual([]);
     expect(contents(await store.getHistory(1))).toEqual(['user:a', 'user:c']);
     expect(contents(await store.getHistory('2'))).toEqual(['user:b']);
-    expect(sentSince(from)).toEqual([[1, '1:1'], [2, '2:1'], [1, '1:2']]);
+    expect(sentSince(from)).toEqual([
+      [1, '1:1'],
+      [2, '2:1'],
+      [1, '1:2'],
+    ]);
     await store.close();
   });
 
@@ -92,7 +100,10 @@ describe('Telegraf middleware: ctx.memory', () => {
     const store = new TieredStore({ logger: false });
     const { bot } = testBot(store);
     bot.on(channelPost('text'), (ctx) => ctx.memory.add('user', ctx.channelPost.text));
-    await bot.handleUpdate({ update_id: ++nextUpdate, channel_post: { message_id: 1, date: 0, chat: { id: -100123, type: 'channel', title: 'C' }, text: 'news' } } as Update);
+    await bot.handleUpdate({
+      update_id: ++nextUpdate,
+      channel_post: { message_id: 1, date: 0, chat: { id: -100123, type: 'channel', title: 'C' }, text: 'news' },
+    } as Update);
     expect(contents(await store.getHistory(-100123))).toEqual(['user:news']);
     await store.close();
   });
@@ -104,11 +115,35 @@ describe('Telegraf middleware: ctx.memory', () => {
     bot.on('poll', (ctx) => {
       seen = ctx.memory;
     });
-    await bot.handleUpdate({ update_id: ++nextUpdate, poll: { id: 'p', question: 'q?', options: [], total_voter_count: 0, is_closed: false, is_anonymous: true, type: 'regular', allows_multiple_answers: false } } as unknown as Update);
+    await bot.handleUpdate({
+      update_id: ++nextUpdate,
+      poll: {
+        id: 'p',
+        question: 'q?',
+        options: [],
+        total_voter_count: 0,
+        is_closed: false,
+        is_anonymous: true,
+        type: 'regular',
+        allows_multiple_answers: false,
+      },
+    } as unknown as Update);
     expect(seen).toBeInstanceOf(UserMemory);
     expect(seen?.userId).toBeUndefined();
     const m = seen as UserMemory;
-    const calls = [m.add('user', 'x'), m.history(), m.clear(), m.phone(), m.setPhone('+79991234567'), m.booking(), m.setBooking({ a: 1 }), m.subscribe(), m.unsubscribe(), m.isSubscribed(), m.forget()];
+    const calls = [
+      m.add('user', 'x'),
+      m.history(),
+      m.clear(),
+      m.phone(),
+      m.setPhone('+79991234567'),
+      m.booking(),
+      m.setBooking({ a: 1 }),
+      m.subscribe(),
+      m.unsubscribe(),
+      m.isSubscribed(),
+      m.forget(),
+    ];
     for (const result of await Promise.allSettled(calls)) {
       expect(result.status).toBe('rejected');
       const error = (result as PromiseRejectedResult).reason as Error;
@@ -135,7 +170,9 @@ describe('Telegraf middleware: ctx.memory', () => {
   it('imports only types from telegraf (and nothing of grammy at run time)', () => {
     for (const file of ['telegraf.ts', 'grammy.ts']) {
       const source = readFileSync(new URL(`../src/${file}`, import.meta.url), 'utf8');
-      const js = ts.transpileModule(source, { compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true } }).outputText;
+      const js = ts.transpileModule(source, {
+        compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true },
+      }).outputText;
       expect(js).not.toMatch(/from ['"](telegraf|grammy)(\/[^'"]*)?['"]/);
     }
   });

@@ -33,10 +33,7 @@ describeIfAble('TLS to Redis and PostgreSQL', missingForTls(), () => {
   }, 60_000);
 
   it('a plain redis:// URL to the TLS-only Redis is down, not hung (the store starts on PostgreSQL)', async () => {
-    const store = TieredStore.fromEnv(
-      { REDIS_URL: servers.redisUrl.replace('rediss://', 'redis://'), DATABASE_URL: servers.databaseUrl },
-      { logger: false },
-    );
+    const store = TieredStore.fromEnv({ REDIS_URL: servers.redisUrl.replace('rediss://', 'redis://'), DATABASE_URL: servers.databaseUrl }, { logger: false });
     await store.addMemory('tls-user-2', 'user', 'still stored');
     expect(store.health().redis).toBe('down');
     expect((await store.getHistory('tls-user-2')).map((m) => m.content)).toEqual(['still stored']);

@@ -30,7 +30,12 @@ booking.command('cancel', async (ctx) => {
 booking.command('booking', async (ctx) => {
   const { done, draft } = read(await ctx.memory.booking());
   const lines = [done ? `Your booking: ${describe(done)}.` : 'You have no booking yet. /book makes one.'];
-  if (draft) lines.push(draft.step === 'service' ? 'You are making a booking: which service? (/cancel stops)' : `You are booking ${draft.service}: which date? Send it as YYYY-MM-DD (/cancel stops).`);
+  if (draft)
+    lines.push(
+      draft.step === 'service'
+        ? 'You are making a booking: which service? (/cancel stops)'
+        : `You are booking ${draft.service}: which date? Send it as YYYY-MM-DD (/cancel stops).`,
+    );
   return ctx.reply(draft && !done ? lines.slice(1).join('\n') : lines.join('\n'));
 });
 
@@ -46,7 +51,8 @@ booking.on('message:text', async (ctx, next) => {
     return ctx.reply(`Noted: ${text}. Which date? Send it as YYYY-MM-DD, for example ${EXAMPLE_DATE}.`);
   }
   const date = parseDate(text);
-  if (date === 'format') return ctx.reply(`I could not read "${clip(text, 40)}" as a date. Please send it as YYYY-MM-DD, for example ${EXAMPLE_DATE} (or /cancel).`);
+  if (date === 'format')
+    return ctx.reply(`I could not read "${clip(text, 40)}" as a date. Please send it as YYYY-MM-DD, for example ${EXAMPLE_DATE} (or /cancel).`);
   if (date === 'calendar') return ctx.reply(`${text} is not a date on the calendar. Please send a real date as YYYY-MM-DD, for example ${EXAMPLE_DATE}.`);
   const booked = { service: draft.service, date };
   await ctx.memory.setBooking(booked);
@@ -57,7 +63,8 @@ function read(data: BookingData | null): { done: Booking | undefined; draft: Dra
   const done = typeof data?.service === 'string' && typeof data.date === 'string' ? { service: data.service, date: data.date } : undefined;
   const raw = data?.draft;
   const d = raw && typeof raw === 'object' && !Array.isArray(raw) ? raw : {};
-  const draft: Draft | undefined = d.step === 'service' ? { step: 'service' } : d.step === 'date' && typeof d.service === 'string' ? { step: 'date', service: d.service } : undefined;
+  const draft: Draft | undefined =
+    d.step === 'service' ? { step: 'service' } : d.step === 'date' && typeof d.service === 'string' ? { step: 'date', service: d.service } : undefined;
   return { done, draft };
 }
 

@@ -83,7 +83,11 @@ async function poll(botToken: string): Promise<number> {
     await Promise.race([running, stopped]);
   } catch (error) {
     const rejected = error instanceof GrammyError && error.error_code === 401;
-    console.error(rejected ? 'Telegram rejected BOT_TOKEN (401 Unauthorized): copy it again from @BotFather, or unset it to try the console mode.' : `The bot stopped: ${String(error)}`);
+    console.error(
+      rejected
+        ? 'Telegram rejected BOT_TOKEN (401 Unauthorized): copy it again from @BotFather, or unset it to try the console mode.'
+        : `The bot stopped: ${String(error)}`,
+    );
     return 1;
   }
   // bot.stop() confirms the updates handled so far; then the update in progress finishes.

@@ -72,7 +72,13 @@ export class ConsoleChat {
   }
 
   #incoming(content: Record<string, unknown>): Update {
-    const message = { message_id: ++this.#messages, date: now(), chat: { id: LOCAL_USER.id, type: 'private', first_name: LOCAL_USER.first_name }, from: LOCAL_USER, ...content };
+    const message = {
+      message_id: ++this.#messages,
+      date: now(),
+      chat: { id: LOCAL_USER.id, type: 'private', first_name: LOCAL_USER.first_name },
+      from: LOCAL_USER,
+      ...content,
+    };
     return { update_id: ++this.#updates, message } as Update;
   }
 
@@ -83,7 +89,12 @@ export class ConsoleChat {
   }
 
   #say(prefix: string, text: string): void {
-    this.write(`${prefix}${text.split('\n').map((l, i) => (i === 0 || !l ? l : INDENT + l)).join('\n')}\n`);
+    this.write(
+      `${prefix}${text
+        .split('\n')
+        .map((l, i) => (i === 0 || !l ? l : INDENT + l))
+        .join('\n')}\n`,
+    );
   }
 
   #keyboard(markup: unknown, message: Message): void {
@@ -94,7 +105,13 @@ export class ConsoleChat {
       const list = buttons.map((b, i) => `[${i + 1}] ${b.text}`).join('   ');
       this.write(`${INDENT}${list}   (type ${buttons.map((_, i) => i + 1).join(' or ')} to press a button)\n`);
     }
-    if (m.keyboard) this.write(`${INDENT}${m.keyboard.flat().map((b) => `[ ${typeof b === 'string' ? b : b.text} ]`).join(' ')}\n`);
+    if (m.keyboard)
+      this.write(
+        `${INDENT}${m.keyboard
+          .flat()
+          .map((b) => `[ ${typeof b === 'string' ? b : b.text} ]`)
+          .join(' ')}\n`,
+      );
   }
 }
 

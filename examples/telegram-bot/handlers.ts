@@ -96,13 +96,17 @@ export function createBot(token: string, store: TieredStore, options: BotOptions
 
   bot.command('status', (ctx) => ctx.reply(status(store)));
 
-  bot.hears(/^\//, (ctx) => ctx.reply(`I do not know ${(ctx.msg.text ?? ctx.msg.caption ?? '').split(/\s/)[0] || 'that command'}. /start lists what I can do.`));
+  bot.hears(/^\//, (ctx) =>
+    ctx.reply(`I do not know ${(ctx.msg.text ?? ctx.msg.caption ?? '').split(/\s/)[0] || 'that command'}. /start lists what I can do.`),
+  );
 
   bot.on('message:text', async (ctx) => {
     const text = ctx.message.text;
     if (looksLikePhone(text)) {
       const how = options.console ? 'type /contact followed by the number' : `tap "${PHONE_BUTTON}" below`;
-      return ctx.reply(`That looks like a phone number. I only save a number you share through Telegram, so I know it is yours: ${how}.`, { reply_markup: phoneKeyboard() });
+      return ctx.reply(`That looks like a phone number. I only save a number you share through Telegram, so I know it is yours: ${how}.`, {
+        reply_markup: phoneKeyboard(),
+      });
     }
     await ctx.memory.add('user', text);
     const history = await ctx.memory.history();
@@ -186,12 +190,7 @@ function welcome(name: string | undefined, consoleMode: boolean): string {
 function status(store: TieredStore): string {
   const health = store.health();
   const state = { up: 'up', down: 'DOWN (skipped until it answers again)', absent: 'not configured' } as const;
-  const lines = [
-    'Storage tiers:',
-    `redis: ${state[health.redis]}`,
-    `postgres: ${state[health.postgres]}`,
-    `memory: ${state[health.memory]}`,
-  ];
+  const lines = ['Storage tiers:', `redis: ${state[health.redis]}`, `postgres: ${state[health.postgres]}`, `memory: ${state[health.memory]}`];
   if (health.postgres !== 'absent') lines.push(`writes waiting for PostgreSQL: ${health.pending}`);
   if (health.redis === 'absent' && health.postgres === 'absent') {
     lines.push('Everything is in RAM and is lost when I stop. Set REDIS_URL and/or DATABASE_URL to keep it.');

@@ -129,4 +129,3 @@ export class MemoryAdapter implements StorageAdapter {
 function messageBytes(state: UserState): number {
   return state.messages.reduce((sum, m) => sum + opBytes(m), 0);
 }
-

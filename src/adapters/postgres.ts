@@ -1,7 +1,7 @@
 import type { Options, PendingQuery, Row, RowList, Sql, TransactionSql } from 'postgres';
 import type { AdapterConfig, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, StorageAdapter, UserRecord, WriteOutcome } from './contract.js';
 import { withDeadline } from '../routing/deadline.js';
-import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
+import { adapterInUse, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
 import { applyOp, emptyUserState, type AppendOp, type Op, type UserState } from '../model/ops.js';
@@ -39,9 +39,23 @@ type Tx = TransactionSql;
 
 const POSTGRES_PROTOCOLS = ['postgres:', 'postgresql:'];
 const UNREACHABLE_CODES = new Set([
-  'CONNECTION_CLOSED', 'CONNECTION_ENDED', 'CONNECTION_DESTROYED', 'CONNECT_TIMEOUT',
-  'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'ENOTFOUND', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN',
-  '57P01', '57P02', '57P03', '53300', '57014',
+  'CONNECTION_CLOSED',
+  'CONNECTION_ENDED',
+  'CONNECTION_DESTROYED',
+  'CONNECT_TIMEOUT',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+  'EPIPE',
+  'ENOTFOUND',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EAI_AGAIN',
+  '57P01',
+  '57P02',
+  '57P03',
+  '53300',
+  '57014',
 ]);
 
 /** The PostgreSQL tier: the system of record. Every query has a deadline. */
@@ -70,7 +84,10 @@ export class PostgresAdapter implements StorageAdapter {
       // The adapter reads columns by their SQL names: a client that renames them would break it.
       const transform = (options.sql.options as { transform?: { column?: { from?: unknown }; row?: { from?: unknown } } }).transform;
       if (transform?.column?.from || transform?.row?.from) {
-        throw new ConfigurationError(ErrorCode.INVALID_OPTION, 'PostgresAdapter: pass a postgres.js sql without column or row transforms (e.g. postgres.camel), or a url');
+        throw new ConfigurationError(
+          ErrorCode.INVALID_OPTION,
+          'PostgresAdapter: pass a postgres.js sql without column or row transforms (e.g. postgres.camel), or a url',
+        );
       }
       this.#sql = options.sql;
       return;
@@ -143,7 +160,12 @@ export class PostgresAdapter implements StorageAdapter {
     // One statement is atomic by itself: a transaction (three round trips) only when a batch needs several.
     if (patches.size === 0) await this.#q(this.#insertMany(this.#sql, appends));
     else if (appends.length === 0 && !floors) await this.#q(this.#upsertUsers(this.#sql, patches));
-    else await withDeadline(this.name, this.timeoutMs * 5, this.#sql.begin((tx) => this.#writeBatch(tx, appends, patches)));
+    else
+      await withDeadline(
+        this.name,
+        this.timeoutMs * 5,
+        this.#sql.begin((tx) => this.#writeBatch(tx, appends, patches)),
+      );
     return undefined;
   }
 
@@ -360,8 +382,8 @@ function foldBatch(ops: readonly Op[]): { appends: AppendOp[]; patches: Map<stri
       appends.push(op);
       continue;
     }
-    let state = patches.get(op.user);
-    if (!state) patches.set(op.user, (state = emptyUserState()));
+    const state = patches.get(op.user) ?? emptyUserState();
+    patches.set(op.user, state);
     applyOp(state, op);
   }
   return { appends, patches };
@@ -375,5 +397,8 @@ function toMessage(row: Row): Message {
 
 function checkSchema(schema: string): string {
   if (/^[a-z_][a-z0-9_]{0,62}$/.test(schema)) return schema;
-  throw new ConfigurationError(ErrorCode.INVALID_OPTION, `PostgresAdapter: schema must be a lowercase identifier of 1-63 characters [a-z0-9_], got ${JSON.stringify(schema)}`);
+  throw new ConfigurationError(
+    ErrorCode.INVALID_OPTION,
+    `PostgresAdapter: schema must be a lowercase identifier of 1-63 characters [a-z0-9_], got ${JSON.stringify(schema)}`,
+  );
 }

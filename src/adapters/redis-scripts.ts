@@ -3,7 +3,6 @@
  * {"id":"<26-character id>", so a script reads an id as string.sub(item, 8, 33).
  */
 
-
 /** The flags a caller passes in ARGV, named once for the scripts and the adapter. */
 export const FLAG = {
   /** The role: Redis is the system of record (nothing expires, floors kept) or a cache. */

@@ -68,7 +68,8 @@ const S = {
 const IDLE_COUNT_MS = 10_000;
 const REDIS_PROTOCOLS = ['redis:', 'rediss:'];
 
-const UNREACHABLE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Socket timeout|Command timed out|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready|Too many Cluster redirections/;
+const UNREACHABLE =
+  /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|ENOTFOUND|EHOSTUNREACH|ENETUNREACH|EAI_AGAIN|Connection is closed|Stream isn't writeable|Socket timeout|Command timed out|LOADING|CLUSTERDOWN|TRYAGAIN|MASTERDOWN|READONLY|Failed to refresh slots cache|None of startup nodes is available|Cluster isn't ready|Too many Cluster redirections/;
 
 /** The Redis tier: hot copies with TTLs and the pending journal (or, with no PostgreSQL, the system of record). */
 export class RedisAdapter implements CacheAdapter {
@@ -96,11 +97,20 @@ export class RedisAdapter implements CacheAdapter {
       this.#urls = [];
     } else {
       const ioredis = loadPeer<IoRedis>('ioredis', 'RedisAdapter');
-      this.#urls = (options.nodes ?? [options.url ?? 'redis://127.0.0.1:6379']).map((n) => (typeof n === 'string' ? checkUrl(n, 'RedisAdapter: url', REDIS_PROTOCOLS) : `redis://${n.host}:${n.port}`));
+      this.#urls = (options.nodes ?? [options.url ?? 'redis://127.0.0.1:6379']).map((n) =>
+        typeof n === 'string' ? checkUrl(n, 'RedisAdapter: url', REDIS_PROTOCOLS) : `redis://${n.host}:${n.port}`,
+      );
       const redisOptions = this.#clientOptions(options.redisOptions);
       // ioredis 6's constructor types reject its own option types under exactOptionalPropertyTypes.
       this.client = options.nodes
-        ? new ioredis.Cluster(options.nodes, { lazyConnect: true, enableOfflineQueue: false, slotsRefreshTimeout: this.connectTimeoutMs, clusterRetryStrategy: (times: number) => Math.min(100 * times, 1000), redisOptions, ...options.clusterOptions } as never)
+        ? new ioredis.Cluster(options.nodes, {
+            lazyConnect: true,
+            enableOfflineQueue: false,
+            slotsRefreshTimeout: this.connectTimeoutMs,
+            clusterRetryStrategy: (times: number) => Math.min(100 * times, 1000),
+            redisOptions,
+            ...options.clusterOptions,
+          } as never)
         : new ioredis.default(this.#urls[0] as string, redisOptions as never);
       // Failures surface through commands and the store's breaker; the last one explains "Connection is closed".
       this.client.on('error', (error: Error) => (this.#lastSocketError = error));
@@ -163,9 +173,7 @@ export class RedisAdapter implements CacheAdapter {
     const status = this.client.status;
     if (status === 'ready') return;
     const connected =
-      status === 'wait' || status === 'end' || status === 'close'
-        ? this.client.connect()
-        : new Promise<void>((resolve) => this.client.once('ready', resolve));
+      status === 'wait' || status === 'end' || status === 'close' ? this.client.connect() : new Promise<void>((resolve) => this.client.once('ready', resolve));
     try {
       await withDeadline(this.name, this.connectTimeoutMs, connected);
     } catch (error) {
@@ -224,7 +232,14 @@ export class RedisAdapter implements CacheAdapter {
     const cfg = this.#cfg;
     const ttl = this.#durable ? { history: 0, userData: 0, subscribers: 0 } : cfg.ttlMs;
     const keys: string[] = [];
-    const args: (string | number)[] = [this.#role, cfg.historyLimit, ttl.history, ttl.userData, ttl.subscribers, shared ? FLAG.sharedHere : FLAG.sharedByCaller];
+    const args: (string | number)[] = [
+      this.#role,
+      cfg.historyLimit,
+      ttl.history,
+      ttl.userData,
+      ttl.subscribers,
+      shared ? FLAG.sharedHere : FLAG.sharedByCaller,
+    ];
     for (const op of ops) {
       const shard = this.#keys.shardOf(op.user);
       keys.push(...this.#keys.user(op.user));

@@ -152,7 +152,9 @@ export class HotCache {
     const cold = ops.filter((_, i) => cached.value[i] === false || (repeats[i] === true && typeof cached.value[i] !== 'string'));
     if (cold.length === 0) return;
     const subscribers = cold.some(touchesSubscribers);
-    await this.invalidate(new Set(cold.map((op) => op.user)), subscribers, deadline).catch(() => cold.forEach((op) => this.markStale(op)));
+    await this.invalidate(new Set(cold.map((op) => op.user)), subscribers, deadline).catch(() => {
+      for (const op of cold) this.markStale(op);
+    });
   }
 
   /** `op` did not reach the cache: its copies of the user (and of the subscribers) must not serve. */

@@ -16,10 +16,7 @@ export interface Flags {
   print: boolean;
 }
 
-export type Invocation =
-  | { kind: 'help'; command?: Command }
-  | { kind: 'version' }
-  | { kind: 'run'; command: Command; flags: Flags };
+export type Invocation = { kind: 'help'; command?: Command } | { kind: 'version' } | { kind: 'run'; command: Command; flags: Flags };
 
 type Env = Record<string, string | undefined>;
 type OptionName = 'key-prefix' | 'schema' | 'timeout' | 'json' | 'print' | 'help';
@@ -90,7 +87,8 @@ function describeParseError(error: unknown, accepted: readonly OptionName[]): st
   const valid = `its options are ${accepted.map((o) => `--${o}`).join(', ')}`;
   const option = /'(-[^' ]+)/.exec(message)?.[1];
   if (code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown option ${option ?? ''}; ${valid}`;
-  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') return `${option ?? 'an option'} ${message.includes('argument missing') ? 'needs a value' : 'takes no value'}`;
+  if (code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE')
+    return `${option ?? 'an option'} ${message.includes('argument missing') ? 'needs a value' : 'takes no value'}`;
   if (code === 'ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL') return `unexpected argument ${/'([^']*)'/.exec(message)?.[1] ?? ''}; ${valid}`;
   return message;
 }

@@ -62,7 +62,11 @@ export class Calls {
     const samples: number[] = [];
     for (let i = 0; i < times; i++) {
       const started = performance.now();
-      if ((await this.run('ping', async () => (await ping(), true))) === undefined) return null;
+      const answered = await this.run('ping', async () => {
+        await ping();
+        return true;
+      });
+      if (answered === undefined) return null;
       samples.push(performance.now() - started);
     }
     return median(samples);
@@ -92,7 +96,13 @@ export const CLOSE_MS = 250;
 export function settleWithin(ms: number, work: Promise<unknown>): Promise<void> {
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
-  return Promise.race([work.then(() => {}, () => {}), late]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    work.then(
+      () => {},
+      () => {},
+    ),
+    late,
+  ]).finally(() => clearTimeout(timer));
 }
 
 function isTimeout(error: unknown): boolean {

@@ -3,7 +3,16 @@ import type { EnvTarget } from '../env.js';
 import { maskUrl } from '../logger.js';
 import { Calls, CLOSE_MS, settleWithin, tierFacts, type TierFacts } from './calls.js';
 import type { Output } from './output.js';
-import { appliedVersions, deadLetterCount, migrationState, serverVersion, shippedMigrations, tablesOf, userCounts, type MigrationState } from './postgres-facts.js';
+import {
+  appliedVersions,
+  deadLetterCount,
+  migrationState,
+  serverVersion,
+  shippedMigrations,
+  tablesOf,
+  userCounts,
+  type MigrationState,
+} from './postgres-facts.js';
 
 export interface PostgresFacts extends TierFacts {
   /** `show server_version`. */

@@ -46,7 +46,13 @@ export async function checkRedis(target: EnvTarget, options: CheckOptions): Prom
     facts.error = options.output.describe(error);
     return facts;
   }
-  const calls = new Calls('redis', options.timeoutMs, facts, (e) => options.output.describe(e), (e) => adapter.isUnavailable(e));
+  const calls = new Calls(
+    'redis',
+    options.timeoutMs,
+    facts,
+    (e) => options.output.describe(e),
+    (e) => adapter.isUnavailable(e),
+  );
   try {
     await calls.reach(() => adapter.connect());
     facts.latencyMs = await calls.latency(() => adapter.ping());

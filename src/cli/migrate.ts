@@ -24,7 +24,11 @@ export async function migrate(flags: Flags, env: Env, output: Output): Promise<n
     const before = await applied(adapter, schema, timeoutMs);
     await adapter.connect();
     const after = await applied(adapter, schema, timeoutMs);
-    report(after.filter((v) => !before.includes(v)), after, output);
+    report(
+      after.filter((v) => !before.includes(v)),
+      after,
+      output,
+    );
     return Exit.OK;
   } catch (error) {
     output.err(`migrate failed: ${output.describe(error)}`);
@@ -64,5 +68,6 @@ function report(added: number[], after: number[], output: Output): void {
   else output.out(`already up to date: nothing to apply`);
   output.out(`applied versions now: ${list(after)}`);
   const unknown = after.filter((v) => !names.has(v));
-  if (unknown.length > 0) output.out(`note: ${list(unknown)} ${unknown.length === 1 ? 'is' : 'are'} not shipped by this package: a newer version of it migrated this schema`);
+  if (unknown.length > 0)
+    output.out(`note: ${list(unknown)} ${unknown.length === 1 ? 'is' : 'are'} not shipped by this package: a newer version of it migrated this schema`);
 }

@@ -35,7 +35,10 @@ export async function sync(flags: Flags, env: Env, output: Output): Promise<numb
   const { redis, postgres } = options;
   if (!redis || !postgres) {
     await closeAll([redis, postgres]);
-    throw new CliError(Exit.USAGE, `sync moves writes pending in Redis to PostgreSQL, so it needs both: ${redis ? 'DATABASE_URL (or DATABASE_PUBLIC_URL, PGHOST)' : 'REDIS_URL (or REDIS_PUBLIC_URL, REDISHOST)'} is not set`);
+    throw new CliError(
+      Exit.USAGE,
+      `sync moves writes pending in Redis to PostgreSQL, so it needs both: ${redis ? 'DATABASE_URL (or DATABASE_PUBLIC_URL, PGHOST)' : 'REDIS_URL (or REDIS_PUBLIC_URL, REDISHOST)'} is not set`,
+    );
   }
   const report: SyncReport = { ok: false, keyPrefix, schema, pendingBefore: null, result: null, deadLetters: 0, errors: [] };
   if (!flags.json) output.out(`sync: ${describeTiers(env, redis, postgres)}, key prefix "${keyPrefix}", schema "${schema}"`);
@@ -68,7 +71,14 @@ async function pass(store: TieredStore, redis: RedisAdapter, report: SyncReport,
     if (!flags.json) output.out(`${plural(before, 'write')} pending in Redis's journal`);
     // With --json, stdout is for the JSON alone.
     const progress = new Progress(flags.json ? output.stderr : output.stdout, before);
-    poll = setInterval(() => void redis.pendingCount().then((n) => progress.update(n), () => {}), POLL_MS);
+    poll = setInterval(
+      () =>
+        void redis.pendingCount().then(
+          (n) => progress.update(n),
+          () => {},
+        ),
+      POLL_MS,
+    );
     const result = await store.syncNow();
     clearInterval(poll);
     progress.finish(result.messages + result.userData + result.subscribers, result.pending);

@@ -7,7 +7,6 @@ import { dropLeadingToolResults } from '../model/window.js';
 
 // Types only from ai: this module never loads the AI SDK, the app that imports it does.
 
-
 /** The key of `Message.meta` under which the AI SDK's message parts are kept. */
 export const AI_SDK_META_KEY = 'aiSdk';
 
@@ -53,7 +52,12 @@ export function toModelMessages(messages: readonly Message[]): ModelMessage[] {
  * is converted and checked before the first is written; only the store's size limits
  * (`CONTENT_TOO_LARGE`, `INVALID_META`) can stop a batch part way, keeping the messages before.
  */
-export async function saveModelMessages(store: TieredStore, userId: UserId, messages: readonly ModelMessage[], options: { meta?: JsonObject } = {}): Promise<Message[]> {
+export async function saveModelMessages(
+  store: TieredStore,
+  userId: UserId,
+  messages: readonly ModelMessage[],
+  options: { meta?: JsonObject } = {},
+): Promise<Message[]> {
   const stored = messages.map((message) => fromModelMessage(message, options.meta));
   const saved: Message[] = [];
   for (const { role, content, meta } of stored) saved.push(await store.addMemory(userId, role, content, meta === undefined ? {} : { meta }));
@@ -80,7 +84,10 @@ function toModelMessage(message: Message): ModelMessage {
 }
 
 function readable(parts: readonly Part[]): string {
-  return parts.map(summarize).filter((line) => line !== '').join('\n');
+  return parts
+    .map(summarize)
+    .filter((line) => line !== '')
+    .join('\n');
 }
 
 function summarize(part: Part): string {
@@ -91,7 +98,12 @@ function summarize(part: Part): string {
       return `[tool call ${String(part.toolName)} ${JSON.stringify(part.input ?? null)}]`;
     case 'tool-result': {
       const output = part.output as { type: string; value?: unknown; reason?: string };
-      const value = output.type === 'execution-denied' ? `denied${output.reason ? `: ${output.reason}` : ''}` : typeof output.value === 'string' ? output.value : JSON.stringify(output.value);
+      const value =
+        output.type === 'execution-denied'
+          ? `denied${output.reason ? `: ${output.reason}` : ''}`
+          : typeof output.value === 'string'
+            ? output.value
+            : JSON.stringify(output.value);
       return `[tool result ${String(part.toolName)}${output.type.startsWith('error') ? ' error' : ''}] ${value}`;
     }
     case 'image':
@@ -110,5 +122,9 @@ function toJson(value: unknown): unknown {
   if (value instanceof ArrayBuffer) return Buffer.from(value).toString('base64');
   if (Array.isArray(value)) return value.map(toJson);
   if (value === null || typeof value !== 'object' || Object.getPrototypeOf(value) !== Object.prototype) return value; // the store refuses what JSON cannot hold
-  return Object.fromEntries(Object.entries(value).filter(([, item]) => item !== undefined).map(([key, item]) => [key, toJson(item)]));
+  return Object.fromEntries(
+    Object.entries(value)
+      .filter(([, item]) => item !== undefined)
+      .map(([key, item]) => [key, toJson(item)]),
+  );
 }

@@ -22,13 +22,23 @@ export interface TieredChatMessageHistoryInput {
   limit?: number;
 }
 
-
 /** The key of `Message.meta` under which LangChain's own fields are kept. */
 export const LANGCHAIN_META_KEY = 'langchain';
 
 const ROLES: Partial<Record<string, Role>> = { human: 'user', ai: 'assistant', system: 'system', tool: 'tool' };
 /** The message fields that must survive a round trip: tool calls, their ids and results, metadata. */
-const FIELDS = ['id', 'name', 'additional_kwargs', 'response_metadata', 'tool_calls', 'invalid_tool_calls', 'usage_metadata', 'tool_call_id', 'artifact', 'status'] as const;
+const FIELDS = [
+  'id',
+  'name',
+  'additional_kwargs',
+  'response_metadata',
+  'tool_calls',
+  'invalid_tool_calls',
+  'usage_metadata',
+  'tool_call_id',
+  'artifact',
+  'status',
+] as const;
 
 /**
  * A LangChain chat message history over a {@link TieredStore}, for one user.

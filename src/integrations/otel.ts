@@ -6,9 +6,27 @@ const SCOPE = 'tiered-conversation-store';
 const DB_SYSTEM: Record<string, string> = { redis: 'redis', postgres: 'postgresql', memory: 'memory' };
 // Adapter methods that reach a server; bind/describe/isUnavailable and friends are not worth a span.
 const TRACED = new Set([
-  'connect', 'ping', 'write', 'readHistory', 'readUser', 'readSubscribers', 'isSubscriber', 'fillHistory', 'fillUser',
-  'fillSubscribers', 'invalidate', 'invalidateAll', 'readPending', 'pendingUsers', 'readJournals', 'ack', 'indexJournals', 'pendingCount',
-  'acquireLease', 'releaseLease', 'runId',
+  'connect',
+  'ping',
+  'write',
+  'readHistory',
+  'readUser',
+  'readSubscribers',
+  'isSubscriber',
+  'fillHistory',
+  'fillUser',
+  'fillSubscribers',
+  'invalidate',
+  'invalidateAll',
+  'readPending',
+  'pendingUsers',
+  'readJournals',
+  'ack',
+  'indexJournals',
+  'pendingCount',
+  'acquireLease',
+  'releaseLease',
+  'runId',
 ]);
 
 /**

@@ -24,10 +24,7 @@ export function userKey(userId: UserId): string {
     throw invalid(ErrorCode.INVALID_USER_ID, `user id must be a safe integer, got ${String(userId)}`);
   }
   if (typeof userId === 'string' && USER_ID.test(userId)) return userId;
-  throw invalid(
-    ErrorCode.INVALID_USER_ID,
-    `user id must be a safe integer or 1-128 characters of [A-Za-z0-9_-], got ${describe(userId)}`,
-  );
+  throw invalid(ErrorCode.INVALID_USER_ID, `user id must be a safe integer or 1-128 characters of [A-Za-z0-9_-], got ${describe(userId)}`);
 }
 
 export function checkRole(role: unknown): Role {
@@ -75,7 +72,10 @@ function checkJsonObject(value: unknown, maxBytes: number, code: ErrorCode, what
 
 function checkJson(value: unknown, code: ErrorCode, path: string, depth: number, seen: Set<object>): void {
   if (value === null || typeof value === 'boolean') return;
-  if (typeof value === 'string') return checkText(value, code, path);
+  if (typeof value === 'string') {
+    checkText(value, code, path);
+    return;
+  }
   if (typeof value === 'number') {
     if (Number.isFinite(value)) return;
     throw invalid(code, `${path} is ${String(value)}, which JSON cannot hold`);

@@ -24,8 +24,12 @@ export class Batcher<T, R> {
     if (batch.length === 0) return;
     this.#pending = [];
     this.flush(batch.map((entry) => entry.item)).then(
-      (results) => batch.forEach((entry, i) => entry.resolve(results[i] as R)),
-      (error: unknown) => batch.forEach((entry) => entry.reject(error)),
+      (results) => {
+        for (const [i, entry] of batch.entries()) entry.resolve(results[i] as R);
+      },
+      (error: unknown) => {
+        for (const entry of batch) entry.reject(error);
+      },
     );
   }
 }

@@ -86,7 +86,9 @@ export class Breaker<A extends StorageAdapter = StorageAdapter> {
     if (!always && !this.adapter.isUnavailable(error)) return error instanceof TierError ? error : wrapRejected(this.name, masked);
     if (isTimeout(error)) void this.adapter.reset().catch(() => {});
     this.markDown(masked);
-    return new TierError(this.name, isTimeout(error) ? ErrorCode.TIER_TIMEOUT : ErrorCode.STORE_UNAVAILABLE, `${this.name}: ${masked.message}`, { cause: masked });
+    return new TierError(this.name, isTimeout(error) ? ErrorCode.TIER_TIMEOUT : ErrorCode.STORE_UNAVAILABLE, `${this.name}: ${masked.message}`, {
+      cause: masked,
+    });
   }
 
   markDown(error: Error): void {

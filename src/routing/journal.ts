@@ -48,8 +48,8 @@ export class Journal {
     if (!this.#fits(op)) return false;
     this.#ops.set(op.id, op);
     this.#bytes += opBytes(op);
-    let ids = this.#byUser.get(op.user);
-    if (!ids) this.#byUser.set(op.user, (ids = new Set()));
+    const ids = this.#byUser.get(op.user) ?? new Set<string>();
+    this.#byUser.set(op.user, ids);
     ids.add(op.id);
     return true;
   }

@@ -231,11 +231,18 @@ export class Syncer {
     const journals = await cache.readJournals(users, this.deps.batchSize);
     const chunk: Chunk = { ops: [], entries: new Map() };
     for (const [user, entries] of journals) {
-      chunk.entries.set(user, entries.map((entry) => entry.raw));
+      chunk.entries.set(
+        user,
+        entries.map((entry) => entry.raw),
+      );
       for (const { op, error, raw } of entries) {
         if (op) chunk.ops.push(op);
         // Acknowledged with the rest: an entry nobody can read would block the journal forever.
-        else this.deps.deadLetter({ user, kind: 'unreadable', id: '', entry: raw, error: `unreadable journal entry: ${error?.message}` }, error ?? new Error('unreadable'));
+        else
+          this.deps.deadLetter(
+            { user, kind: 'unreadable', id: '', entry: raw, error: `unreadable journal entry: ${error?.message}` },
+            error ?? new Error('unreadable'),
+          );
       }
       this.#noteOldest(entries[0]?.op?.id);
     }

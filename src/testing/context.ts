@@ -104,7 +104,8 @@ const GROUP_ROLE: Record<ContractGroup, ContractRole> = { durable: 'durable', ca
 /** Resolves the groups and the default role of a run from its options (the 0.1 `role` option included). */
 export function resolveGroups(options: ContractOptions): { groups: ContractGroup[]; role: ContractRole } {
   for (const group of options.groups ?? []) {
-    if (!CONTRACT_GROUPS.includes(group)) throw new TypeError(`runAdapterContract: unknown group ${JSON.stringify(group)} (one of ${CONTRACT_GROUPS.join(', ')})`);
+    if (!CONTRACT_GROUPS.includes(group))
+      throw new TypeError(`runAdapterContract: unknown group ${JSON.stringify(group)} (one of ${CONTRACT_GROUPS.join(', ')})`);
   }
   if (options.groups) {
     const groups = CONTRACT_GROUPS.filter((group) => options.groups?.includes(group));
@@ -159,7 +160,10 @@ export function createContext(name: string, make: () => Promise<ContractTarget>,
     },
     checkKnownFailures: () => {
       const unknown = [...known].filter((name) => !declared.has(name));
-      if (unknown.length > 0) throw new TypeError(`runAdapterContract(${JSON.stringify(name)}): knownFailures names no test of this run: ${unknown.map((n) => JSON.stringify(n)).join(', ')}`);
+      if (unknown.length > 0)
+        throw new TypeError(
+          `runAdapterContract(${JSON.stringify(name)}): knownFailures names no test of this run: ${unknown.map((n) => JSON.stringify(n)).join(', ')}`,
+        );
     },
     id,
     user: () => `contract_${run}_${process.pid}_${n++}`,

@@ -20,174 +20,208 @@ export function journalTests(c: ContractContext): void {
   const subscribe = (user: string, subscribed = true): Op => ({ kind: 'subscribe', user, id: c.id(), subscribed });
   const entries = async (cache: CacheAdapter, user: string, perUser = 0) => (await cache.readJournals([user], perUser)).get(user) ?? [];
   /** Acknowledges everything `user` has journaled; resolves what the ack says is left. */
-  const drain = async (cache: CacheAdapter, user: string) => cache.ack(user, (await entries(cache, user)).map((e) => e.raw));
+  const drain = async (cache: CacheAdapter, user: string) =>
+    cache.ack(
+      user,
+      (await entries(cache, user)).map((e) => e.raw),
+    );
 
-  c.it('journals pending writes oldest first and counts each in the pending index', w(async (cache) => {
-    const [a, b, nobody] = [c.user(), c.user(), c.user()];
-    const before = await cache.pendingCount();
-    const first: Op[] = [c.append(a, 'one'), phone(a), c.append(b, 'for b')];
-    expect(await cache.write(first, { pending: true })).toEqual([false, false, false]);
-    const second = subscribe(a);
-    expect(await cache.write([second], { pending: true })).toEqual([false]);
-    const ofA = [first[0], first[1], second];
-    expect(await cache.readPending(a)).toEqual(ofA);
-    expect(await cache.readPending(b)).toEqual([first[2]]);
-    expect(await cache.readPending(nobody)).toEqual([]);
-    expect(await cache.pendingCount()).toBe(before + 4);
-    expect(await cache.pendingUsers(ALL)).toEqual(expect.arrayContaining([a, b]));
-    expect(await cache.pendingUsers(1)).toHaveLength(1);
-    const journals = await cache.readJournals([a, b, nobody], 0);
-    expect(journals.get(a)?.map((e) => e.op)).toEqual(ofA);
-    expect(journals.get(a)?.every((e) => typeof e.raw === 'string' && e.raw.length > 0 && e.error === undefined)).toBe(true);
-    expect(journals.get(b)?.map((e) => e.op)).toEqual([first[2]]);
-    expect(journals.get(nobody) ?? []).toEqual([]);
-    expect((await entries(cache, a, 2)).map((e) => e.op)).toEqual(ofA.slice(0, 2));
-    expect(await drain(cache, a)).toBe(0);
-    expect(await drain(cache, b)).toBe(0);
-    expect(await cache.pendingCount()).toBe(before);
-  }));
+  c.it(
+    'journals pending writes oldest first and counts each in the pending index',
+    w(async (cache) => {
+      const [a, b, nobody] = [c.user(), c.user(), c.user()];
+      const before = await cache.pendingCount();
+      const first: Op[] = [c.append(a, 'one'), phone(a), c.append(b, 'for b')];
+      expect(await cache.write(first, { pending: true })).toEqual([false, false, false]);
+      const second = subscribe(a);
+      expect(await cache.write([second], { pending: true })).toEqual([false]);
+      const ofA = [first[0], first[1], second];
+      expect(await cache.readPending(a)).toEqual(ofA);
+      expect(await cache.readPending(b)).toEqual([first[2]]);
+      expect(await cache.readPending(nobody)).toEqual([]);
+      expect(await cache.pendingCount()).toBe(before + 4);
+      expect(await cache.pendingUsers(ALL)).toEqual(expect.arrayContaining([a, b]));
+      expect(await cache.pendingUsers(1)).toHaveLength(1);
+      const journals = await cache.readJournals([a, b, nobody], 0);
+      expect(journals.get(a)?.map((e) => e.op)).toEqual(ofA);
+      expect(journals.get(a)?.every((e) => typeof e.raw === 'string' && e.raw.length > 0 && e.error === undefined)).toBe(true);
+      expect(journals.get(b)?.map((e) => e.op)).toEqual([first[2]]);
+      expect(journals.get(nobody) ?? []).toEqual([]);
+      expect((await entries(cache, a, 2)).map((e) => e.op)).toEqual(ofA.slice(0, 2));
+      expect(await drain(cache, a)).toBe(0);
+      expect(await drain(cache, b)).toBe(0);
+      expect(await cache.pendingCount()).toBe(before);
+    }),
+  );
 
-  c.it('ack removes head entries and uncounts them; the user leaves the index when none are left', w(async (cache) => {
-    const u = c.user();
-    const before = await cache.pendingCount();
-    const ops = [c.append(u, '1'), phone(u), c.append(u, '3')];
-    for (const op of ops) await cache.write([op], { pending: true });
-    const [e0, e1, e2] = await entries(cache, u);
-    expect(await cache.ack(u, [e0!.raw, e1!.raw])).toBe(1);
-    expect(await cache.readPending(u)).toEqual([ops[2]]);
-    expect(await cache.pendingCount()).toBe(before + 1);
-    expect(await cache.pendingUsers(ALL)).toContain(u);
-    expect(await cache.ack(u, [e2!.raw])).toBe(0);
-    expect(await cache.readPending(u)).toEqual([]);
-    expect(await cache.pendingCount()).toBe(before);
-    expect(await cache.pendingUsers(ALL)).not.toContain(u);
-    // Acknowledged twice (two syncers): nothing more goes, nothing is uncounted twice.
-    expect(await cache.ack(u, [e0!.raw, e1!.raw, e2!.raw])).toBe(0);
-    expect(await cache.pendingCount()).toBe(before);
-  }));
-
-  c.it('ack leaves entries written after the read, and any entry not at the head', w(async (cache) => {
-    const u = c.user();
-    const before = await cache.pendingCount();
-    const [read1, read2, later] = [c.append(u, 'read 1'), c.append(u, 'read 2'), c.append(u, 'written after the read')];
-    await cache.write([read1, read2], { pending: true });
-    const [e0, e1] = await entries(cache, u);
-    await cache.write([later], { pending: true });
-    expect(await cache.ack(u, [e1!.raw])).toBe(3);
-    expect(await cache.readPending(u)).toEqual([read1, read2, later]);
-    expect(await cache.pendingCount()).toBe(before + 3);
-    expect(await cache.ack(u, [e0!.raw, e1!.raw])).toBe(1);
-    expect(await cache.readPending(u)).toEqual([later]);
-    expect(await cache.pendingCount()).toBe(before + 1);
-    expect(await cache.pendingUsers(ALL)).toContain(u);
-    // A second syncer acknowledging the same read later must not take the newer entry.
-    expect(await cache.ack(u, [e0!.raw, e1!.raw])).toBe(1);
-    expect(await cache.readPending(u)).toEqual([later]);
-    expect(await cache.pendingCount()).toBe(before + 1);
-    expect(await drain(cache, u)).toBe(0);
-    expect(await cache.pendingCount()).toBe(before);
-  }));
-
-  c.it('a delete drops the journal entries older than it, and their count', w(async (cache) => {
-    const u = c.user();
-    const before = await cache.pendingCount();
-    await cache.write([c.append(u, 'old'), phone(u), subscribe(u)], { pending: true });
-    const deleteId = c.id();
-    const newer = c.append(u, 'newer than the delete, journaled before it');
-    await cache.write([newer], { pending: true });
-    expect(await cache.pendingCount()).toBe(before + 4);
-    const erase: Op = { kind: 'delete', user: u, id: deleteId };
-    await cache.write([erase], { pending: true });
-    expect(await cache.readPending(u)).toEqual([newer, erase]);
-    expect(await cache.pendingCount()).toBe(before + 2);
-    expect(await drain(cache, u)).toBe(0);
-    expect(await cache.pendingCount()).toBe(before);
-    expect(await cache.pendingUsers(ALL)).not.toContain(u);
-  }));
-
-  if (c.options.idempotencyKeys !== false) {
-    c.it('does not journal a write that repeats an idempotency key, and names the first message', w(async (cache) => {
+  c.it(
+    'ack removes head entries and uncounts them; the user leaves the index when none are left',
+    w(async (cache) => {
       const u = c.user();
       const before = await cache.pendingCount();
-      const first = { ...c.append(u, 'hello'), key: 'update-1' };
-      expect(await cache.write([first], { pending: true })).toEqual([false]);
-      expect(await cache.write([{ ...c.append(u, 'hello, re-delivered'), key: 'update-1' }], { pending: true })).toEqual([first.id]);
-      expect(await cache.readPending(u)).toEqual([first]);
+      const ops = [c.append(u, '1'), phone(u), c.append(u, '3')];
+      for (const op of ops) await cache.write([op], { pending: true });
+      const [e0, e1, e2] = await entries(cache, u);
+      expect(await cache.ack(u, [e0!.raw, e1!.raw])).toBe(1);
+      expect(await cache.readPending(u)).toEqual([ops[2]]);
+      expect(await cache.pendingCount()).toBe(before + 1);
+      expect(await cache.pendingUsers(ALL)).toContain(u);
+      expect(await cache.ack(u, [e2!.raw])).toBe(0);
+      expect(await cache.readPending(u)).toEqual([]);
+      expect(await cache.pendingCount()).toBe(before);
+      expect(await cache.pendingUsers(ALL)).not.toContain(u);
+      // Acknowledged twice (two syncers): nothing more goes, nothing is uncounted twice.
+      expect(await cache.ack(u, [e0!.raw, e1!.raw, e2!.raw])).toBe(0);
+      expect(await cache.pendingCount()).toBe(before);
+    }),
+  );
+
+  c.it(
+    'ack leaves entries written after the read, and any entry not at the head',
+    w(async (cache) => {
+      const u = c.user();
+      const before = await cache.pendingCount();
+      const [read1, read2, later] = [c.append(u, 'read 1'), c.append(u, 'read 2'), c.append(u, 'written after the read')];
+      await cache.write([read1, read2], { pending: true });
+      const [e0, e1] = await entries(cache, u);
+      await cache.write([later], { pending: true });
+      expect(await cache.ack(u, [e1!.raw])).toBe(3);
+      expect(await cache.readPending(u)).toEqual([read1, read2, later]);
+      expect(await cache.pendingCount()).toBe(before + 3);
+      expect(await cache.ack(u, [e0!.raw, e1!.raw])).toBe(1);
+      expect(await cache.readPending(u)).toEqual([later]);
+      expect(await cache.pendingCount()).toBe(before + 1);
+      expect(await cache.pendingUsers(ALL)).toContain(u);
+      // A second syncer acknowledging the same read later must not take the newer entry.
+      expect(await cache.ack(u, [e0!.raw, e1!.raw])).toBe(1);
+      expect(await cache.readPending(u)).toEqual([later]);
       expect(await cache.pendingCount()).toBe(before + 1);
       expect(await drain(cache, u)).toBe(0);
-    }));
+      expect(await cache.pendingCount()).toBe(before);
+    }),
+  );
+
+  c.it(
+    'a delete drops the journal entries older than it, and their count',
+    w(async (cache) => {
+      const u = c.user();
+      const before = await cache.pendingCount();
+      await cache.write([c.append(u, 'old'), phone(u), subscribe(u)], { pending: true });
+      const deleteId = c.id();
+      const newer = c.append(u, 'newer than the delete, journaled before it');
+      await cache.write([newer], { pending: true });
+      expect(await cache.pendingCount()).toBe(before + 4);
+      const erase: Op = { kind: 'delete', user: u, id: deleteId };
+      await cache.write([erase], { pending: true });
+      expect(await cache.readPending(u)).toEqual([newer, erase]);
+      expect(await cache.pendingCount()).toBe(before + 2);
+      expect(await drain(cache, u)).toBe(0);
+      expect(await cache.pendingCount()).toBe(before);
+      expect(await cache.pendingUsers(ALL)).not.toContain(u);
+    }),
+  );
+
+  if (c.options.idempotencyKeys !== false) {
+    c.it(
+      'does not journal a write that repeats an idempotency key, and names the first message',
+      w(async (cache) => {
+        const u = c.user();
+        const before = await cache.pendingCount();
+        const first = { ...c.append(u, 'hello'), key: 'update-1' };
+        expect(await cache.write([first], { pending: true })).toEqual([false]);
+        expect(await cache.write([{ ...c.append(u, 'hello, re-delivered'), key: 'update-1' }], { pending: true })).toEqual([first.id]);
+        expect(await cache.readPending(u)).toEqual([first]);
+        expect(await cache.pendingCount()).toBe(before + 1);
+        expect(await drain(cache, u)).toBe(0);
+      }),
+    );
   }
 
-  c.it('a miss carries the ops journaled for that user', w(async (cache) => {
-    const u = c.user();
-    const ops = [c.append(u, 'pending'), phone(u), subscribe(u)];
-    await cache.write(ops, { pending: true });
-    await cache.invalidate([u], true);
-    expect(expectMiss(await cache.readHistory(u, limit), 'history').pending).toEqual(ops);
-    expect(expectMiss(await cache.readUser(u), 'user').pending).toEqual(ops);
-    expect(expectMiss(await cache.isSubscriber(u), 'subscription').pending).toContainEqual(ops[2]);
-    expect(expectMiss(await cache.readSubscribers(), 'subscribers').pending).toContainEqual(ops[2]);
-    expect(await drain(cache, u)).toBe(0);
-    expect(expectMiss(await cache.readHistory(u, limit), 'history after the ack').pending).toEqual([]);
-  }));
+  c.it(
+    'a miss carries the ops journaled for that user',
+    w(async (cache) => {
+      const u = c.user();
+      const ops = [c.append(u, 'pending'), phone(u), subscribe(u)];
+      await cache.write(ops, { pending: true });
+      await cache.invalidate([u], true);
+      expect(expectMiss(await cache.readHistory(u, limit), 'history').pending).toEqual(ops);
+      expect(expectMiss(await cache.readUser(u), 'user').pending).toEqual(ops);
+      expect(expectMiss(await cache.isSubscriber(u), 'subscription').pending).toContainEqual(ops[2]);
+      expect(expectMiss(await cache.readSubscribers(), 'subscribers').pending).toContainEqual(ops[2]);
+      expect(await drain(cache, u)).toBe(0);
+      expect(expectMiss(await cache.readHistory(u, limit), 'history after the ack').pending).toEqual([]);
+    }),
+  );
 
-  c.it('invalidate and invalidateAll keep the journals and their count', w(async (cache) => {
-    const u = c.user();
-    const before = await cache.pendingCount();
-    const ops = [c.append(u, 'pending'), subscribe(u)];
-    await cache.write(ops, { pending: true });
-    await cache.invalidate([u], true);
-    expect(await cache.readPending(u)).toEqual(ops);
-    await cache.invalidateAll();
-    expect(await cache.readPending(u)).toEqual(ops);
-    expect(await cache.pendingCount()).toBe(before + 2);
-    expect(await cache.pendingUsers(ALL)).toContain(u);
-    expect(await drain(cache, u)).toBe(0);
-  }));
+  c.it(
+    'invalidate and invalidateAll keep the journals and their count',
+    w(async (cache) => {
+      const u = c.user();
+      const before = await cache.pendingCount();
+      const ops = [c.append(u, 'pending'), subscribe(u)];
+      await cache.write(ops, { pending: true });
+      await cache.invalidate([u], true);
+      expect(await cache.readPending(u)).toEqual(ops);
+      await cache.invalidateAll();
+      expect(await cache.readPending(u)).toEqual(ops);
+      expect(await cache.pendingCount()).toBe(before + 2);
+      expect(await cache.pendingUsers(ALL)).toContain(u);
+      expect(await drain(cache, u)).toBe(0);
+    }),
+  );
 
-  c.it('indexJournals finds nothing to index when the index points to every journal', w(async (cache) => {
-    const u = c.user();
-    const before = await cache.pendingCount();
-    await cache.write([c.append(u, 'pending'), phone(u)], { pending: true });
-    expect(await cache.indexJournals()).toBe(0);
-    expect(await cache.pendingCount()).toBe(before + 2);
-    expect(await drain(cache, u)).toBe(0);
-    expect(await cache.indexJournals()).toBe(0);
-    expect(await cache.pendingCount()).toBe(before);
-  }));
+  c.it(
+    'indexJournals finds nothing to index when the index points to every journal',
+    w(async (cache) => {
+      const u = c.user();
+      const before = await cache.pendingCount();
+      await cache.write([c.append(u, 'pending'), phone(u)], { pending: true });
+      expect(await cache.indexJournals()).toBe(0);
+      expect(await cache.pendingCount()).toBe(before + 2);
+      expect(await drain(cache, u)).toBe(0);
+      expect(await cache.indexJournals()).toBe(0);
+      expect(await cache.pendingCount()).toBe(before);
+    }),
+  );
 
-  c.it('indexJournals finds a journal the pending index lost', c.withAdapter<CacheAdapter>(async (cache, test) => {
-    const dropFromIndex = c.options.dropFromIndex;
-    if (!dropFromIndex) return test.skip('no dropFromIndex option');
-    const u = c.user();
-    const before = await cache.pendingCount();
-    const ops = [c.append(u, 'pending'), phone(u)];
-    await cache.write(ops, { pending: true });
-    await dropFromIndex(cache, u);
-    expect(await cache.pendingUsers(ALL)).not.toContain(u);
-    expect(await cache.pendingCount()).toBe(before);
-    expect(await cache.indexJournals()).toBe(1);
-    expect(await cache.pendingUsers(ALL)).toContain(u);
-    expect(await cache.pendingCount()).toBe(before + 2);
-    expect(await cache.indexJournals()).toBe(0);
-    expect(await cache.readPending(u)).toEqual(ops);
-    expect(await drain(cache, u)).toBe(0);
-    expect(await cache.pendingCount()).toBe(before);
-    expect(await cache.pendingUsers(ALL)).not.toContain(u);
-  }, 'cache'));
+  c.it(
+    'indexJournals finds a journal the pending index lost',
+    c.withAdapter<CacheAdapter>(async (cache, test) => {
+      const dropFromIndex = c.options.dropFromIndex;
+      if (!dropFromIndex) return test.skip('no dropFromIndex option');
+      const u = c.user();
+      const before = await cache.pendingCount();
+      const ops = [c.append(u, 'pending'), phone(u)];
+      await cache.write(ops, { pending: true });
+      await dropFromIndex(cache, u);
+      expect(await cache.pendingUsers(ALL)).not.toContain(u);
+      expect(await cache.pendingCount()).toBe(before);
+      expect(await cache.indexJournals()).toBe(1);
+      expect(await cache.pendingUsers(ALL)).toContain(u);
+      expect(await cache.pendingCount()).toBe(before + 2);
+      expect(await cache.indexJournals()).toBe(0);
+      expect(await cache.readPending(u)).toEqual(ops);
+      expect(await drain(cache, u)).toBe(0);
+      expect(await cache.pendingCount()).toBe(before);
+      expect(await cache.pendingUsers(ALL)).not.toContain(u);
+    }, 'cache'),
+  );
 
-  c.it('hands the sync lease to one token at a time, until released or expired', w(async (cache) => {
-    const [a, b] = [`lease-a-${c.id()}`, `lease-b-${c.id()}`];
-    expect(await cache.acquireLease(a, 10_000)).toBe(true);
-    expect(await cache.acquireLease(b, 10_000)).toBe(false);
-    expect(await cache.acquireLease(a, 10_000)).toBe(true);
-    await cache.releaseLease(b);
-    expect(await cache.acquireLease(b, 10_000)).toBe(false);
-    await cache.releaseLease(a);
-    expect(await cache.acquireLease(b, 200)).toBe(true);
-    expect(await cache.acquireLease(a, 10_000)).toBe(false);
-    await new Promise((resolve) => setTimeout(resolve, 400));
-    expect(await cache.acquireLease(a, 10_000)).toBe(true);
-    await cache.releaseLease(a);
-  }));
+  c.it(
+    'hands the sync lease to one token at a time, until released or expired',
+    w(async (cache) => {
+      const [a, b] = [`lease-a-${c.id()}`, `lease-b-${c.id()}`];
+      expect(await cache.acquireLease(a, 10_000)).toBe(true);
+      expect(await cache.acquireLease(b, 10_000)).toBe(false);
+      expect(await cache.acquireLease(a, 10_000)).toBe(true);
+      await cache.releaseLease(b);
+      expect(await cache.acquireLease(b, 10_000)).toBe(false);
+      await cache.releaseLease(a);
+      expect(await cache.acquireLease(b, 200)).toBe(true);
+      expect(await cache.acquireLease(a, 10_000)).toBe(false);
+      await new Promise((resolve) => setTimeout(resolve, 400));
+      expect(await cache.acquireLease(a, 10_000)).toBe(true);
+      await cache.releaseLease(a);
+    }),
+  );
 }

@@ -31,7 +31,24 @@ export class BuiltCli {
     await mkdir(cache, { recursive: true });
     const dir = await mkdtemp(join(cache, 'tcs-cli-test-'));
     const tsup = join(ROOT, 'node_modules', '.bin', 'tsup');
-    const args = ['--entry.cli', 'src/cli/main.ts', '--no-config', '--format', 'esm', '--target', 'node20', '--platform', 'node', '--out-dir', dir, '--external', 'ioredis', '--external', 'postgres', '--silent'];
+    const args = [
+      '--entry.cli',
+      'src/cli/main.ts',
+      '--no-config',
+      '--format',
+      'esm',
+      '--target',
+      'node20',
+      '--platform',
+      'node',
+      '--out-dir',
+      dir,
+      '--external',
+      'ioredis',
+      '--external',
+      'postgres',
+      '--silent',
+    ];
     await promisify(execFile)(tsup, args, { cwd: ROOT });
     // The package is "type": "module"; the build directory says so too (node_modules ends the lookup).
     await writeFile(join(dir, 'package.json'), '{ "type": "module" }\n');

@@ -103,7 +103,10 @@ async function syncSteps(): Promise<void> {
       ? new Cluster(config.redis.nodes.map((url) => ({ host: new URL(url).hostname, port: Number(new URL(url).port) })))
       : new Redis(config.redis.url);
   client.on('error', () => {});
-  await loadScripts(client, [...Object.values(lua)].filter((s): s is string => typeof s === 'string'));
+  await loadScripts(
+    client,
+    [...Object.values(lua)].filter((s): s is string => typeof s === 'string'),
+  );
 
   let tapping = false;
   let pass = 0;

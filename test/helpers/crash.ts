@@ -80,7 +80,9 @@ export class CrashChild {
       this.failures.push(line);
       this.durations.push(Number(ms));
     }
-    this.#waiters = this.#waiters.filter((w) => !(w.test(line) && (w.resolve(line), true)));
+    const met = this.#waiters.filter((w) => w.test(line));
+    this.#waiters = this.#waiters.filter((w) => !met.includes(w));
+    for (const w of met) w.resolve(line);
   }
 
   /** The first line (already printed or to come) that passes `test`; rejects after `timeoutMs` or if the child exits. */
@@ -212,7 +214,10 @@ export async function drainedOnItsOwn(url: string, keyPrefix: string, timeoutMs 
 
 /** The child's last few log lines, for a failure message. */
 export function logsOf(child: CrashChild, lines = 12): string {
-  return child.lines.filter((l) => l.startsWith('LOG')).slice(-lines).join('\n');
+  return child.lines
+    .filter((l) => l.startsWith('LOG'))
+    .slice(-lines)
+    .join('\n');
 }
 
 /** For a failure message only: the background-sync lease as the store named it when these tests were written. */

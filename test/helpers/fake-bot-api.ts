@@ -105,10 +105,17 @@ export class FakeBotApi {
 
   /** The first sendMessage since the last push that matches; rejects after `timeoutMs` listing what was sent. */
   async waitForMessage(predicate: (message: SentMessage) => boolean, timeoutMs = 10_000): Promise<SentMessage> {
-    const call = await this.waitForCall((c) => c.method === 'sendMessage' && c.result !== undefined && predicate(sent(c)), timeoutMs, () => {
-      const texts = this.calls.slice(this.#mark).filter((c) => c.method === 'sendMessage').map((c) => JSON.stringify(c.payload.text));
-      return `no matching sendMessage within ${timeoutMs} ms; sent since the last push: ${texts.join(', ') || 'nothing'}`;
-    });
+    const call = await this.waitForCall(
+      (c) => c.method === 'sendMessage' && c.result !== undefined && predicate(sent(c)),
+      timeoutMs,
+      () => {
+        const texts = this.calls
+          .slice(this.#mark)
+          .filter((c) => c.method === 'sendMessage')
+          .map((c) => JSON.stringify(c.payload.text));
+        return `no matching sendMessage within ${timeoutMs} ms; sent since the last push: ${texts.join(', ') || 'nothing'}`;
+      },
+    );
     return sent(call);
   }
 
@@ -124,8 +131,14 @@ export class FakeBotApi {
       const waiter: Waiter = {
         from: this.#mark,
         predicate,
-        resolve: (call) => (settle(), resolve(call)),
-        reject: (error) => (settle(), reject(error)),
+        resolve: (call) => {
+          settle();
+          resolve(call);
+        },
+        reject: (error) => {
+          settle();
+          reject(error);
+        },
       };
       const timer = setTimeout(() => waiter.reject(new Error(explain?.() ?? `no matching Bot API call within ${timeoutMs} ms`)), timeoutMs);
       this.#waiters.add(waiter);
@@ -217,7 +230,8 @@ export class FakeBotApi {
     const ready = this.#available(offset, limit);
     if (ready.length > 0 || !(timeout > 0)) {
       call.result = ready;
-      return reply(res, 200, { ok: true, result: ready });
+      reply(res, 200, { ok: true, result: ready });
+      return;
     }
     const poll: Poll = {
       offset,

@@ -61,10 +61,7 @@ export default async function setup(project: TestProject): Promise<() => Promise
   const { redis, database } = resolved;
   project.provide('redisUrl', redis.url);
   project.provide('databaseUrl', database.url);
-  console.log(
-    `Integration services: Redis ${maskUrl(redis.url)} (${redis.source}), ` +
-      `PostgreSQL ${maskUrl(database.url)} (${database.source})`,
-  );
+  console.log(`Integration services: Redis ${maskUrl(redis.url)} (${redis.source}), ` + `PostgreSQL ${maskUrl(database.url)} (${database.source})`);
   return () => stopAll([redis, database]);
 }
 

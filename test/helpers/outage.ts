@@ -111,11 +111,23 @@ export class OutageRig {
         const rows = await this.sql`select id from ${table} where user_id = ${user} order by id`;
         acked += ids.length;
         stored += rows.length;
-        expect(rows.map((r) => r.id as string), `PostgreSQL rows of ${user}`).toEqual(expected);
-        expect((await this.store.getHistory(user, { limit: 10_000 })).map((m) => m.id), `full history of ${user}`).toEqual(expected);
+        expect(
+          rows.map((r) => r.id as string),
+          `PostgreSQL rows of ${user}`,
+        ).toEqual(expected);
+        expect(
+          (await this.store.getHistory(user, { limit: 10_000 })).map((m) => m.id),
+          `full history of ${user}`,
+        ).toEqual(expected);
         const tail = expected.slice(-historyLimit);
-        expect((await this.store.getHistory(user)).map((m) => m.id), `hot history of ${user}`).toEqual(tail);
-        expect((await fresh.getHistory(user)).map((m) => m.id), `another process's read of ${user}`).toEqual(tail);
+        expect(
+          (await this.store.getHistory(user)).map((m) => m.id),
+          `hot history of ${user}`,
+        ).toEqual(tail);
+        expect(
+          (await fresh.getHistory(user)).map((m) => m.id),
+          `another process's read of ${user}`,
+        ).toEqual(tail);
       }
     } finally {
       await fresh.close();

@@ -102,11 +102,7 @@ function errorMessage(err: unknown): string {
 }
 
 /** Open a standalone connection to one node, run `fn`, always disconnect. */
-async function withNode<T>(
-  address: RedisNodeAddress,
-  fn: (redis: Redis) => Promise<T>,
-  timeoutMs = 2_000,
-): Promise<T> {
+async function withNode<T>(address: RedisNodeAddress, fn: (redis: Redis) => Promise<T>, timeoutMs = 2_000): Promise<T> {
   const redis = new Redis({
     host: address.host,
     port: address.port,
@@ -183,14 +179,11 @@ function activeMasters(entries: ClusterNodeEntry[]): ClusterNodeEntry[] {
     .sort((a, b) => (a.slots[0]?.[0] ?? 0) - (b.slots[0]?.[0] ?? 0));
 }
 
-function execFileText(
-  file: string,
-  args: string[],
-  timeoutMs: number,
-): Promise<{ ok: boolean; output: string; error?: Error }> {
+function execFileText(file: string, args: string[], timeoutMs: number): Promise<{ ok: boolean; output: string; error?: Error }> {
   return new Promise((resolve) => {
     execFile(file, args, { timeout: timeoutMs, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
       const output = `${stdout}${stderr ? `\n[stderr]\n${stderr}` : ''}`
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: matching terminal escape codes is the point
         .replace(/\x1b\[[0-9;]*m/g, '') // redis-cli colours its output even when piped
         .trim();
       resolve(error ? { ok: false, output, error } : { ok: true, output });
@@ -378,22 +371,33 @@ class RedisNodeProcess {
     this.logTail = [];
     this.partialLine = '';
     const args = [
-      '--port', String(this.port),
-      '--cluster-enabled', 'yes',
-      '--cluster-config-file', this.configFile,
-      '--cluster-node-timeout', '1000',
-      '--appendonly', 'no',
-      '--save', '',
-      '--bind', HOST,
-      '--dir', this.dir,
-      '--protected-mode', 'no',
+      '--port',
+      String(this.port),
+      '--cluster-enabled',
+      'yes',
+      '--cluster-config-file',
+      this.configFile,
+      '--cluster-node-timeout',
+      '1000',
+      '--appendonly',
+      'no',
+      '--save',
+      '',
+      '--bind',
+      HOST,
+      '--dir',
+      this.dir,
+      '--protected-mode',
+      'no',
       // Start replica full syncs immediately instead of waiting 5 s for more replicas to
       // batch (Redis 7 default): makes cluster start and node rejoin ~5 s faster.
-      '--repl-diskless-sync-delay', '0',
+      '--repl-diskless-sync-delay',
+      '0',
       // Redis rewrites its process title ("redis-server 127.0.0.1:P [cluster]"), which hides the
       // command line; keep the config file path in it so `pgrep -af cluster-config-file` finds
       // (and identifies) processes started by this helper.
-      '--proc-title-template', `{title} {listen-addr} {server-mode} cluster-config-file=${this.configFile}`,
+      '--proc-title-template',
+      `{title} {listen-addr} {server-mode} cluster-config-file=${this.configFile}`,
     ];
     const child = spawn('redis-server', args, { stdio: ['ignore', 'pipe', 'pipe'] });
     trackProcess(child.pid, 'Redis Cluster node', 'SIGKILL');
@@ -407,17 +411,17 @@ class RedisNodeProcess {
 
     await pollUntil(`redis-server on port ${this.port} to answer PING`, NODE_BOOT_TIMEOUT_MS, async () => {
       if (spawnError) {
-        const hint = (spawnError as NodeJS.ErrnoException).code === 'ENOENT'
-          ? ' (is redis-server installed and on PATH? Or set TEST_REDIS_CLUSTER_NODES to use an existing cluster)'
-          : '';
+        const hint =
+          (spawnError as NodeJS.ErrnoException).code === 'ENOENT'
+            ? ' (is redis-server installed and on PATH? Or set TEST_REDIS_CLUSTER_NODES to use an existing cluster)'
+            : '';
         throw new NodeStartError(`Failed to spawn redis-server: ${spawnError.message}${hint}`, false);
       }
       if (child.pid === undefined) return { done: false, detail: 'redis-server is being spawned' };
       if (!this.running) {
         const log = this.log();
         throw new NodeStartError(
-          `redis-server on port ${this.port} exited early (code ${String(child.exitCode)}, signal ${String(child.signalCode)}).\n` +
-            `Log tail:\n${log}`,
+          `redis-server on port ${this.port} exited early (code ${String(child.exitCode)}, signal ${String(child.signalCode)}).\n` + `Log tail:\n${log}`,
           /Address already in use|Failed listening on port|Could not create server TCP listening socket/i.test(log),
         );
       }
@@ -494,9 +498,7 @@ async function checkHealth(livePorts: number[], expectedMasters?: number): Promi
       else if (isFailing(entry)) problems.push(`${where}: sees ${HOST}:${other} as ${entry.flags.join(',')}`);
     }
     const masters = activeMasters(view);
-    const signature = masters
-      .map((m) => `${m.port}[${m.slots.map(([a, b]) => `${a}-${b}`).join(',')}]`)
-      .join(' ');
+    const signature = masters.map((m) => `${m.port}[${m.slots.map(([a, b]) => `${a}-${b}`).join(',')}]`).join(' ');
     signatures.set(signature, [...(signatures.get(signature) ?? []), port]);
     masterPorts = masters.map((m) => m.port);
     for (const m of masters) {
@@ -514,10 +516,7 @@ async function checkHealth(livePorts: number[], expectedMasters?: number): Promi
   }
 
   if (signatures.size > 1) {
-    problems.push(
-      'nodes disagree about slot owners:\n' +
-        [...signatures].map(([sig, ports]) => `  seen by ${ports.join(',')}: ${sig}`).join('\n'),
-    );
+    problems.push(`nodes disagree about slot owners:\n${[...signatures].map(([sig, ports]) => `  seen by ${ports.join(',')}: ${sig}`).join('\n')}`);
   }
   if (problems.length === 0 && expectedMasters !== undefined && masterPorts.length !== expectedMasters) {
     problems.push(`expected ${expectedMasters} masters, cluster has ${masterPorts.length}: ${masterPorts.join(',')}`);
@@ -534,10 +533,7 @@ async function clusterCheckOutput(port: number): Promise<string> {
 // Handles
 // ---------------------------------------------------------------------------------------------
 
-async function queryFirstReachable<T>(
-  addresses: RedisNodeAddress[],
-  fn: (r: Redis) => Promise<T>,
-): Promise<T> {
+async function queryFirstReachable<T>(addresses: RedisNodeAddress[], fn: (r: Redis) => Promise<T>): Promise<T> {
   const errors: string[] = [];
   for (const address of addresses) {
     try {
@@ -570,9 +566,7 @@ abstract class BaseHandle implements RedisClusterHandle {
       const n = String(await r.call('CLUSTER', 'NODES'));
       return [s, n] as const;
     });
-    const owner = activeMasters(parseClusterNodes(nodesText)).find((m) =>
-      m.slots.some(([a, b]) => slot >= a && slot <= b),
-    );
+    const owner = activeMasters(parseClusterNodes(nodesText)).find((m) => m.slots.some(([a, b]) => slot >= a && slot <= b));
     if (!owner) throw new Error(`No active master owns slot ${slot} (key ${JSON.stringify(key)})`);
     return { host: owner.host, port: owner.port };
   }
@@ -707,14 +701,10 @@ class LocalRedisCluster extends BaseHandle {
       ),
     );
     const master = view.find((e) => e.port === masterPort);
-    if (!master || !master.flags.includes('master') || master.slots.length === 0) {
-      throw new Error(
-        `failover(): ${HOST}:${masterPort} is not a master owning slots (flags: ${master?.flags.join(',') ?? 'unknown'})`,
-      );
+    if (!master?.flags.includes('master') || master.slots.length === 0) {
+      throw new Error(`failover(): ${HOST}:${masterPort} is not a master owning slots (flags: ${master?.flags.join(',') ?? 'unknown'})`);
     }
-    const replicaPorts = view
-      .filter((e) => e.masterId === master.id && !isFailing(e) && observers.includes(e.port))
-      .map((e) => e.port);
+    const replicaPorts = view.filter((e) => e.masterId === master.id && !isFailing(e) && observers.includes(e.port)).map((e) => e.port);
     if (replicaPorts.length === 0) {
       throw new Error(`failover(): master ${HOST}:${masterPort} has no running replica that could be promoted`);
     }
@@ -723,8 +713,7 @@ class LocalRedisCluster extends BaseHandle {
 
     const timeoutMs = options.timeoutMs ?? DEFAULT_READY_TIMEOUT_MS;
     const newMasterPort = await pollUntil(
-      `a replica (${replicaPorts.join(', ')}) of crashed master ${HOST}:${masterPort} to be promoted ` +
-        'and cluster_state:ok on all surviving nodes',
+      `a replica (${replicaPorts.join(', ')}) of crashed master ${HOST}:${masterPort} to be promoted and cluster_state:ok on all surviving nodes`,
       timeoutMs,
       async (): Promise<PollResult<number>> => {
         const health = await checkHealth(this.livePorts());
@@ -777,22 +766,14 @@ class LocalRedisCluster extends BaseHandle {
       next = port + 1;
     }
     const ports = [...this.procs.keys()];
-    const createArgs = [
-      '--cluster', 'create',
-      ...ports.map((p) => `${HOST}:${p}`),
-      '--cluster-replicas', String(replicasPerMaster),
-      '--cluster-yes',
-    ];
+    const createArgs = ['--cluster', 'create', ...ports.map((p) => `${HOST}:${p}`), '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'];
     const created = await execFileText('redis-cli', createArgs, 60_000);
     if (!created.ok) {
-      throw new Error(
-        `redis-cli ${createArgs.join(' ')} failed: ${created.error?.message ?? ''}\n${created.output}`,
-      );
+      throw new Error(`redis-cli ${createArgs.join(' ')} failed: ${created.error?.message ?? ''}\n${created.output}`);
     }
 
     await pollUntil(
-      `Redis Cluster on ports ${ports.join(', ')} to become healthy ` +
-        '(cluster_state:ok on every node, replica master links up)',
+      `Redis Cluster on ports ${ports.join(', ')} to become healthy (cluster_state:ok on every node, replica master links up)`,
       readyTimeoutMs,
       async () => {
         const health = await checkHealth(ports, masters);

@@ -1,5 +1,5 @@
 import { expect } from 'vitest';
-import { RedisAdapter } from '../../src/index.js';
+import type { RedisAdapter } from '../../src/index.js';
 import { RedisKeys } from '../../src/adapters/redis-keys.js';
 import type { CacheAdapter, ContractContext, ContractOptions } from '../../src/testing.js';
 
@@ -29,18 +29,21 @@ export const redisContractOptions: Pick<ContractOptions, 'dropFromIndex' | 'addi
   },
   additionalTests(c: ContractContext) {
     if (!c.groups.includes('journal')) return;
-    c.it('reads an unreadable journal entry as an error with its raw text, and acknowledges it', c.withAdapter<RedisAdapter>(async (adapter) => {
-      const u = c.user();
-      const op = c.append(u, 'readable');
-      await adapter.write([op], { pending: true });
-      const journal = keysOf(adapter).user(u)[3];
-      await adapter.client.rpush(journal, '{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","kind":"from-the-future"}', 'not json');
-      const [readable, unknown, garbage] = (await adapter.readJournals([u], 0)).get(u) ?? [];
-      expect(readable).toMatchObject({ op });
-      expect(unknown).toMatchObject({ op: undefined, error: expect.objectContaining({ code: 'UNREADABLE_ENTRY' }) });
-      expect(garbage).toMatchObject({ op: undefined, error: expect.any(SyntaxError), raw: 'not json' });
-      expect(await adapter.ack(u, [readable!.raw, unknown!.raw, garbage!.raw])).toBe(0);
-      expect(await adapter.client.llen(journal)).toBe(0);
-    }, 'cache'));
+    c.it(
+      'reads an unreadable journal entry as an error with its raw text, and acknowledges it',
+      c.withAdapter<RedisAdapter>(async (adapter) => {
+        const u = c.user();
+        const op = c.append(u, 'readable');
+        await adapter.write([op], { pending: true });
+        const journal = keysOf(adapter).user(u)[3];
+        await adapter.client.rpush(journal, '{"id":"01ARZ3NDEKTSV4RRFFQ69G5FAV","kind":"from-the-future"}', 'not json');
+        const [readable, unknown, garbage] = (await adapter.readJournals([u], 0)).get(u) ?? [];
+        expect(readable).toMatchObject({ op });
+        expect(unknown).toMatchObject({ op: undefined, error: expect.objectContaining({ code: 'UNREADABLE_ENTRY' }) });
+        expect(garbage).toMatchObject({ op: undefined, error: expect.any(SyntaxError), raw: 'not json' });
+        expect(await adapter.ack(u, [readable!.raw, unknown!.raw, garbage!.raw])).toBe(0);
+        expect(await adapter.client.llen(journal)).toBe(0);
+      }, 'cache'),
+    );
   },
 };

@@ -75,7 +75,10 @@ export function postgresBinDir(): string | undefined {
   const onPath = findProgram('initdb');
   if (onPath && findProgram(path.join(path.dirname(onPath), 'pg_ctl'))) return path.dirname(onPath);
   try {
-    const versions = execFileSync('ls', ['/usr/lib/postgresql'], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim().split('\n');
+    const versions = execFileSync('ls', ['/usr/lib/postgresql'], { stdio: ['ignore', 'pipe', 'ignore'] })
+      .toString()
+      .trim()
+      .split('\n');
     for (const version of versions.sort((a, b) => Number(b) - Number(a))) {
       const bin = `/usr/lib/postgresql/${version}/bin`;
       if (isExecutable(path.join(bin, 'initdb'))) return bin;

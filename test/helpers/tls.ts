@@ -14,7 +14,12 @@ export function makeCertificates(dir: string): { ca: Buffer; cert: string; key: 
   writeFileSync(path.join(dir, 'ext.cnf'), 'subjectAltName=IP:127.0.0.1,DNS:localhost\n');
   run('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '2', '-extfile', 'ext.cnf');
   chmodSync(path.join(dir, 'server.key'), 0o600);
-  return { ca: readFileSync(path.join(dir, 'ca.crt')), cert: path.join(dir, 'server.crt'), key: path.join(dir, 'server.key'), caFile: path.join(dir, 'ca.crt') };
+  return {
+    ca: readFileSync(path.join(dir, 'ca.crt')),
+    cert: path.join(dir, 'server.crt'),
+    key: path.join(dir, 'server.key'),
+    caFile: path.join(dir, 'ca.crt'),
+  };
 }
 
 /** Why the TLS servers cannot start on this machine, or undefined when they can. */
@@ -59,8 +64,32 @@ export class TlsServers {
     try {
       const certs = makeCertificates(dir);
       const redisPort = await freePort();
-      redis = spawn('redis-server', ['--port', '0', '--tls-port', String(redisPort), '--tls-cert-file', certs.cert, '--tls-key-file', certs.key,
-        '--tls-ca-cert-file', certs.caFile, '--tls-auth-clients', 'no', '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir], { stdio: 'ignore' });
+      redis = spawn(
+        'redis-server',
+        [
+          '--port',
+          '0',
+          '--tls-port',
+          String(redisPort),
+          '--tls-cert-file',
+          certs.cert,
+          '--tls-key-file',
+          certs.key,
+          '--tls-ca-cert-file',
+          certs.caFile,
+          '--tls-auth-clients',
+          'no',
+          '--bind',
+          '127.0.0.1',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--dir',
+          dir,
+        ],
+        { stdio: 'ignore' },
+      );
       trackProcess(redis.pid, 'TLS redis-server', 'SIGKILL');
       const pgPort = await freePort();
       mkdirSync(pgData);
@@ -71,8 +100,17 @@ export class TlsServers {
         for (const file of ['server.crt', 'server.key', 'pg']) chownSync(path.join(dir, file), uid as number, gid as number);
       }
       runPostgresTool('initdb', ['-D', pgData, '-A', 'trust', '-U', 'postgres']);
-      writeFileSync(path.join(pgData, 'postgresql.auto.conf'), [`port = ${pgPort}`, "listen_addresses = '127.0.0.1'", "unix_socket_directories = ''", 'ssl = on',
-        `ssl_cert_file = '${certs.cert}'`, `ssl_key_file = '${certs.key}'`].join('\n'));
+      writeFileSync(
+        path.join(pgData, 'postgresql.auto.conf'),
+        [
+          `port = ${pgPort}`,
+          "listen_addresses = '127.0.0.1'",
+          "unix_socket_directories = ''",
+          'ssl = on',
+          `ssl_cert_file = '${certs.cert}'`,
+          `ssl_key_file = '${certs.key}'`,
+        ].join('\n'),
+      );
       runPostgresTool('pg_ctl', ['-D', pgData, '-l', path.join(pgData, 'server.log'), '-w', 'start']);
       trackProcess(postmasterPid(pgData), 'TLS PostgreSQL (postgres -D)', 'SIGQUIT');
       const servers = new TlsServers(dir, certs.ca, redisPort, pgPort, redis, pgData);
