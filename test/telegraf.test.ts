@@ -169,7 +169,7 @@ describe('Telegraf middleware: ctx.memory', () => {
 
   it('imports only types from telegraf (and nothing of grammy at run time)', () => {
     for (const file of ['telegraf.ts', 'grammy.ts']) {
-      const source = readFileSync(new URL(`../src/${file}`, import.meta.url), 'utf8');
+      const source = readFileSync(new URL(`../src/integrations/${file}`, import.meta.url), 'utf8');
       const js = ts.transpileModule(source, {
         compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, verbatimModuleSyntax: true },
       }).outputText;
