@@ -68,3 +68,22 @@ export interface CacheAdapter extends StorageAdapter {
   /** Calls `listener` each time the client (re)connects, so a restart can be noticed without an outage. */
   onReady(listener: () => void): void;
 }
+
+/** Every method the cache role adds to the durable contract. */
+export const CACHE_METHODS = [
+  'fillHistory',
+  'fillUser',
+  'fillSubscribers',
+  'invalidate',
+  'invalidateAll',
+  'readPending',
+  'pendingUsers',
+  'readJournals',
+  'ack',
+  'indexJournals',
+  'pendingCount',
+  'acquireLease',
+  'releaseLease',
+  'runId',
+  'onReady',
+] as const satisfies readonly (keyof CacheAdapter)[];

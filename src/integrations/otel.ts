@@ -1,11 +1,12 @@
 import { metrics, SpanStatusCode, trace, type Meter, type Tracer } from '@opentelemetry/api';
 import type { StorageAdapter } from '../adapters/contract.js';
+import { CACHE_METHODS } from '../cache/contract.js';
 import type { TieredStore } from '../store.js';
 
 const SCOPE = 'tiered-conversation-store';
 const DB_SYSTEM: Record<string, string> = { redis: 'redis', postgres: 'postgresql', memory: 'memory' };
 // Adapter methods that reach a server; bind/describe/isUnavailable and friends are not worth a span.
-const TRACED = new Set([
+const TRACED = new Set<string>([
   'connect',
   'ping',
   'write',
@@ -13,20 +14,7 @@ const TRACED = new Set([
   'readUser',
   'readSubscribers',
   'isSubscriber',
-  'fillHistory',
-  'fillUser',
-  'fillSubscribers',
-  'invalidate',
-  'invalidateAll',
-  'readPending',
-  'pendingUsers',
-  'readJournals',
-  'ack',
-  'indexJournals',
-  'pendingCount',
-  'acquireLease',
-  'releaseLease',
-  'runId',
+  ...CACHE_METHODS.filter((method) => method !== 'onReady'),
 ]);
 
 /**

@@ -1,27 +1,8 @@
 import { expect } from 'vitest';
 import { isMiss, type CacheMiss, type UserRecord } from '../adapters/contract.js';
-import type { CacheAdapter } from '../cache/contract.js';
+import { CACHE_METHODS, type CacheAdapter } from '../cache/contract.js';
 import type { Message } from '../types.js';
 import type { ContractContext } from './context.js';
-
-/** Every method the cache role adds to the durable contract. */
-export const CACHE_METHODS = [
-  'fillHistory',
-  'fillUser',
-  'fillSubscribers',
-  'invalidate',
-  'invalidateAll',
-  'readPending',
-  'pendingUsers',
-  'readJournals',
-  'ack',
-  'indexJournals',
-  'pendingCount',
-  'acquireLease',
-  'releaseLease',
-  'runId',
-  'onReady',
-] as const satisfies readonly (keyof CacheAdapter)[];
 
 /** The miss `value` must be, or a failed test. */
 export function expectMiss(value: unknown, what: string): CacheMiss {
