@@ -48,7 +48,7 @@ export class PgBouncer {
         `pidfile = ${path.join(dir, 'pgbouncer.pid')}`,
       ].join('\n'),
     );
-    const child = spawn('pgbouncer', isRoot() ? ['-u', 'postgres', config] : [config], { stdio: 'ignore' });
+    const child = spawn(findProgram('pgbouncer') ?? 'pgbouncer', isRoot() ? ['-u', 'postgres', config] : [config], { stdio: 'ignore' });
     trackProcess(child.pid, 'pgbouncer');
     const bouncer = new PgBouncer(port, database, child, dir);
     for (let i = 0; i < 100; i++) {

@@ -53,7 +53,8 @@ export function processStartTime(pid: number): string | undefined {
 /** A program on PATH (or at an absolute path), or undefined. */
 export function findProgram(name: string): string | undefined {
   if (path.isAbsolute(name)) return isExecutable(name) ? name : undefined;
-  for (const dir of (process.env.PATH ?? '').split(path.delimiter)) {
+  // Debian installs daemons such as pgbouncer in sbin, which a normal user's PATH leaves out.
+  for (const dir of [...(process.env.PATH ?? '').split(path.delimiter), '/usr/local/sbin', '/usr/sbin', '/sbin']) {
     if (dir && isExecutable(path.join(dir, name))) return path.join(dir, name);
   }
   return undefined;
