@@ -43,7 +43,8 @@ export interface AddMemoryOptions {
   /**
    * Makes a repeat a no-op: a second addMemory for the same user with the same key (a Telegram
    * update re-delivered after a crash: pass its update_id) stores nothing and returns the first
-   * message. Kept forever in PostgreSQL, a day (the last 1000 per user) in Redis, for the process in RAM.
+   * message. Kept forever in PostgreSQL, a day (the last 1000 per user) in Redis, for the process in RAM,
+   * until `clearHistory` or `deleteUser` removes the message it names (a re-delivery after that is a new message).
    */
   idempotencyKey?: string | number;
 }

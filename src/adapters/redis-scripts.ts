@@ -168,6 +168,14 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, p
   return held + subscription + (shared and 0 or 4 * dropped)
 end
 
+-- A key names a message: once a clear or delete removed the message, a re-delivery is a new one.
+local function forget_keys(ik, id)
+  local pairs_ = redis.call('HGETALL', ik)
+  for x = 1, #pairs_, 2 do
+    if pairs_[x + 1] <= id then redis.call('HDEL', ik, pairs_[x]) end
+  end
+end
+
 local out = {}
 local per = shared and 9 or 5
 for i = 0, (#ARGV - 6) / 6 - 1 do
@@ -185,7 +193,7 @@ for i = 0, (#ARGV - 6) / 6 - 1 do
       redis.call('HSET', ik, key, id)
       redis.call('PEXPIRE', ik, 86400000)
     end
-    if kind == 'delete' then redis.call('DEL', ik) end
+    if kind == 'delete' or kind == 'clear' then forget_keys(ik, id) end
     out[i + 1] = apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, pending)
   end
 end

@@ -84,6 +84,8 @@ function setStamped<T>(field: Stamped<T>, value: T, id: string): void {
 function raiseFloor(state: UserState, id: string): number {
   if (id <= state.floor) return 0;
   state.floor = id;
+  // A key names a message: once the message is gone, a re-delivery is a new message (as in PostgreSQL).
+  for (const [key, named] of state.keys) if (named <= id) state.keys.delete(key);
   const keep = state.messages.findIndex((m) => m.id > id);
   const removed = keep === -1 ? state.messages.length : keep;
   state.messages.splice(0, removed);

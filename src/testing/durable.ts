@@ -147,6 +147,22 @@ export function durableTests(c: ContractContext): void {
     );
 
     c.it(
+      'forgets an idempotency key once a clear or delete removed its message: a re-delivery after it is stored again',
+      w(async (adapter) => {
+        for (const kind of ['clear', 'delete'] as const) {
+          const u = c.user();
+          const first = { ...c.append(u, 'before'), key: 'update-3' };
+          await adapter.write([first]);
+          await adapter.write([{ kind, user: u, id: c.id() }]);
+          const again = { ...c.append(u, 'after'), key: 'update-3' };
+          const outcomes = await adapter.write([again]);
+          if (outcomes !== undefined) expect(outcomes).toEqual([expect.any(Boolean)]);
+          expect(await contents(adapter, u, limit)).toEqual(['after']);
+        }
+      }),
+    );
+
+    c.it(
       'keeps the first of two appends with one idempotency key in a batch',
       w(async (adapter) => {
         const u = c.user();
