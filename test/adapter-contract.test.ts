@@ -1,7 +1,7 @@
 import { afterAll } from 'vitest';
 import { PostgresAdapter, RedisAdapter } from '../src/index.js';
 import { runAdapterContract, type DeadLetterRecord } from '../src/testing.js';
-import { REDIS_KNOWN_FAILURES, redisContractOptions } from './helpers/redis-contract.js';
+import { redisContractOptions } from './helpers/redis-contract.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 
 // The contract on the servers; MemoryAdapter's run needs none (adapter-contract-memory.test.ts).
@@ -37,6 +37,5 @@ const redis = (role: string) => async () => {
 runAdapterContract('RedisAdapter alone', redis('durable'), { groups: ['durable'] });
 runAdapterContract('RedisAdapter in front of PostgreSQL', redis('cache'), {
   groups: ['cache', 'journal'],
-  knownFailures: REDIS_KNOWN_FAILURES,
   ...redisContractOptions,
 });

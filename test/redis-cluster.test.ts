@@ -4,7 +4,7 @@ import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions } f
 import { runAdapterContract } from '../src/testing.js';
 import { startRedisCluster, type RedisClusterHandle } from './helpers/redis-cluster.js';
 import { describeIfAble, missingRedisServer } from './helpers/run-registry.js';
-import { CLUSTER_KNOWN_FAILURES, redisContractOptions } from './helpers/redis-contract.js';
+import { redisContractOptions } from './helpers/redis-contract.js';
 import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
 
 // Issue 6: every guarantee on a real Redis Cluster (3 masters, 3 replicas on loopback), failover included.
@@ -47,7 +47,6 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
   runAdapterContract('RedisAdapter alone on a Cluster', clusterAdapter('durable'), { groups: ['durable'] });
   runAdapterContract('RedisAdapter on a Cluster in front of PostgreSQL', clusterAdapter('cache'), {
     groups: ['cache', 'journal'],
-    knownFailures: CLUSTER_KNOWN_FAILURES,
     ...redisContractOptions,
   });
 

@@ -221,20 +221,35 @@ count_pending(KEYS[1], KEYS[2], ARGV[1], tonumber(ARGV[2]))
 return 1
 `;
 
-/** KEYS: h, m, j. ARGV: limit. A hit is the items; a miss is {0, version, journal entries...}. */
-export const READ_HISTORY = `
+/**
+ * The version a miss hands to its fill. A user never written through this Redis has no meta hash:
+ * the miss makes one (version 0, expiring like the copies), so that invalidateAll, which moves every
+ * version it finds, also fails a fill in flight for such a user.
+ */
+const MISS_VERSION = `
+local function miss_version(m, ttl)
+  local v = redis.call('HGET', m, 'v')
+  if v then return v end
+  redis.call('HSET', m, 'v', '0')
+  if ttl > 0 then redis.call('PEXPIRE', m, ttl) end
+  return '0'
+end
+`;
+
+/** KEYS: h, m, j. ARGV: limit, ttl of the meta hash. A hit is the items; a miss is {0, version, journal entries...}. */
+export const READ_HISTORY = `${MISS_VERSION}
 local items = redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)
 if #items > 0 then return items end
-local out = {0, redis.call('HGET', KEYS[2], 'v') or '0'}
+local out = {0, miss_version(KEYS[2], tonumber(ARGV[2]))}
 for _, e in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do out[#out + 1] = e end
 return out
 `;
 
-/** KEYS: d, m, j. A hit is {1, phone, booking}; a miss is {0, version, journal entries...}. */
-export const READ_USER = `
+/** KEYS: d, m, j. ARGV: ttl of the meta hash. A hit is {1, phone, booking}; a miss is {0, version, journal entries...}. */
+export const READ_USER = `${MISS_VERSION}
 local v = redis.call('HMGET', KEYS[1], '_', 'p', 'b')
 if v[1] then return {1, v[2], v[3]} end
-local out = {0, redis.call('HGET', KEYS[2], 'v') or '0'}
+local out = {0, miss_version(KEYS[2], tonumber(ARGV[1]))}
 for _, e in ipairs(redis.call('LRANGE', KEYS[3], 0, -1)) do out[#out + 1] = e end
 return out
 `;

@@ -165,6 +165,11 @@ export class RedisAdapter implements CacheAdapter {
     return this.#cfg.role === 'durable';
   }
 
+  /** The meta hash (versions) lives as long as the longest-lived copy it guards. */
+  get #metaTtl(): number {
+    return Math.max(this.#cfg.ttlMs.history, this.#cfg.ttlMs.userData);
+  }
+
   get #role(): string {
     return this.#durable ? FLAG.durable : FLAG.cache;
   }
@@ -271,7 +276,7 @@ export class RedisAdapter implements CacheAdapter {
     // A plain LRANGE on the hot path; only a miss pays for the script that reads the version.
     const items = await this.#call(this.client.lrange(h, -limit, -1));
     if (items.length > 0) return { messages: items.map(decodeMessage), floor: '' };
-    const reply = (await this.#eval(S.readHistory, [h, m, j], [limit])) as Reply;
+    const reply = (await this.#eval(S.readHistory, [h, m, j], [limit, this.#metaTtl])) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
     return { messages: (reply as string[]).map(decodeMessage), floor: '' };
   }
@@ -286,7 +291,7 @@ export class RedisAdapter implements CacheAdapter {
       ]);
       return record(phone ?? null, booking ?? null, phoneId ?? '', bookingId ?? '', subscribed === 1);
     }
-    const reply = (await this.#eval(S.readUser, [d, m, j], [])) as Reply;
+    const reply = (await this.#eval(S.readUser, [d, m, j], [this.#metaTtl])) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
     return record((reply[1] as string | null) ?? null, (reply[2] as string | null) ?? null, '', '', false);
   }
@@ -352,7 +357,7 @@ export class RedisAdapter implements CacheAdapter {
 
   /** Drops hot copies that missed writes (and stops fills in flight from installing old ones). */
   async invalidate(users: Iterable<string>, subscribers: boolean): Promise<void> {
-    const ttl = Math.max(this.#cfg.ttlMs.history, this.#cfg.ttlMs.userData);
+    const ttl = this.#metaTtl;
     const calls: Promise<unknown>[] = [];
     for (const user of users) {
       const [h, d, m] = this.#keys.user(user);

@@ -8,15 +8,6 @@ function keysOf(adapter: RedisAdapter): RedisKeys {
   return new RedisKeys(adapter.keyPrefix, adapter.cluster ? 16 : 1);
 }
 
-/**
- * A known gap: a fill whose miss saw no version yet ('0': the user was never written through this
- * Redis) still matches after invalidateAll, which moves only the versions that exist. The store
- * calls invalidateAll only after more than 100,000 users missed writes during one outage.
- */
-export const REDIS_KNOWN_FAILURES = ['invalidateAll fails a fill whose miss came before any write'];
-
-export const CLUSTER_KNOWN_FAILURES = REDIS_KNOWN_FAILURES;
-
 /** What the contract needs beyond the adapter's own methods to check a RedisAdapter (one Redis or a Cluster). */
 export const redisContractOptions: Pick<ContractOptions, 'dropFromIndex' | 'additionalTests'> = {
   /** As a crash or 0.1 (which kept a set) could leave it: the user's journal is there, the index does not point to it. */
