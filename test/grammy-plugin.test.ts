@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { memory, UserMemory, type MemoryFlavor, type MemoryOptions } from '../src/integrations/grammy.js';
 import { isStoreError, PostgresAdapter, RedisAdapter, TieredStore, type Message } from '../src/index.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
-import { FAKE_BOT_INFO } from './helpers/fake-bot-api.js';
+import { ANONYMOUS_POLL, FAKE_BOT_INFO } from './helpers/fake-bot-api.js';
 
 type MyContext = Context & MemoryFlavor;
 
@@ -99,16 +99,7 @@ describe('grammY plugin: ctx.memory', () => {
     });
     await bot.handleUpdate({
       update_id: ++nextUpdate,
-      poll: {
-        id: 'p',
-        question: 'q?',
-        options: [],
-        total_voter_count: 0,
-        is_closed: false,
-        is_anonymous: true,
-        type: 'regular',
-        allows_multiple_answers: false,
-      },
+      poll: ANONYMOUS_POLL,
     } as unknown as Update);
     expect(seen).toBeInstanceOf(UserMemory);
     expect(seen?.userId).toBeUndefined();

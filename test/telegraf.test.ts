@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserMemory as GrammyUserMemory } from '../src/integrations/grammy.js';
 import { isStoreError, PostgresAdapter, TieredStore, type Message } from '../src/index.js';
 import { memory, UserMemory, type MemoryFlavor, type MemoryOptions } from '../src/integrations/telegraf.js';
-import { FAKE_BOT_INFO, FakeBotApi } from './helpers/fake-bot-api.js';
+import { ANONYMOUS_POLL, FAKE_BOT_INFO, FakeBotApi } from './helpers/fake-bot-api.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 import { makeStore } from './helpers/stores.js';
 
@@ -117,16 +117,7 @@ describe('Telegraf middleware: ctx.memory', () => {
     });
     await bot.handleUpdate({
       update_id: ++nextUpdate,
-      poll: {
-        id: 'p',
-        question: 'q?',
-        options: [],
-        total_voter_count: 0,
-        is_closed: false,
-        is_anonymous: true,
-        type: 'regular',
-        allows_multiple_answers: false,
-      },
+      poll: ANONYMOUS_POLL,
     } as unknown as Update);
     expect(seen).toBeInstanceOf(UserMemory);
     expect(seen?.userId).toBeUndefined();

@@ -140,16 +140,18 @@ export class HotCache {
 
   /**
    * After the durable tier committed `ops`: copies that missed them stop serving, and copies a
-   * fill may have made before the commit are dropped. `cached` is the cache's half (undefined: it
-   * got none); `repeats[i]`: the durable tier knew op i as a repeated idempotency key.
+   * fill may have made before the commit are dropped. `cached` is how the cache's half ended (a
+   * value of undefined: it got none); `repeats[i]`: the durable tier knew op i as a repeated
+   * idempotency key.
    */
-  async committed(ops: readonly Op[], cached: PromiseSettledResult<WriteOutcome[]> | undefined, repeats: readonly boolean[], deadline: number): Promise<void> {
-    if (cached?.status !== 'fulfilled') {
+  async committed(ops: readonly Op[], cached: PromiseSettledResult<WriteOutcome[] | undefined>, repeats: readonly boolean[], deadline: number): Promise<void> {
+    if (cached.status !== 'fulfilled' || cached.value === undefined) {
       for (const op of ops) this.markStale(op);
       return;
     }
     // No copy to change, or one kept a message the durable tier knew as a repeat: drop copies now.
-    const cold = ops.filter((_, i) => cached.value[i] === false || (repeats[i] === true && typeof cached.value[i] !== 'string'));
+    const outcomes = cached.value;
+    const cold = ops.filter((_, i) => outcomes[i] === false || (repeats[i] === true && typeof outcomes[i] !== 'string'));
     if (cold.length === 0) return;
     const subscribers = cold.some(touchesSubscribers);
     await this.invalidate(new Set(cold.map((op) => op.user)), subscribers, deadline).catch(() => {

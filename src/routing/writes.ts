@@ -37,11 +37,10 @@ export class Writes {
     if (!durable.up) return this.#withoutDurable(op, deadline);
     const toCache = writeMode === 'write-through' ? cache?.writeThrough([op], deadline) : undefined;
     const [toDurable, cached] = await Promise.allSettled([durable.call((t) => t.write([op]), deadline), toCache]);
-    const inCache = toCache && (cached as PromiseSettledResult<WriteOutcome[]>);
     if (toDurable.status === 'fulfilled') {
       const earlier = repeatedIn(toDurable.value);
-      await cache?.committed([op], inCache, [earlier !== undefined], deadline);
-      return earlier ?? repeatedIn(inCache?.status === 'fulfilled' ? inCache.value : undefined);
+      await cache?.committed([op], cached, [earlier !== undefined], deadline);
+      return earlier ?? repeatedIn(cached.status === 'fulfilled' ? cached.value : undefined);
     }
     if (!isTierUnavailable(toDurable.reason)) {
       cache?.markStale(op);
@@ -67,7 +66,7 @@ export class Writes {
     const toCache = cache?.writeThrough(ops, deadline);
     const [toDurable, cached] = await Promise.allSettled([durable.call((t) => t.write(ops), deadline), toCache]);
     if (toDurable.status === 'rejected') return single();
-    await cache?.committed(ops, toCache && (cached as PromiseSettledResult<WriteOutcome[]>), [], deadline);
+    await cache?.committed(ops, cached, [], deadline);
     return ops.map(() => undefined);
   }
 

@@ -35,6 +35,11 @@ export function cacheTests(c: ContractContext): void {
     booking: { value: booking, id: booking === null ? '' : ids.booking || c.id() },
     subscribed: { value: false, id: '' },
   });
+  /** Fills a user's history and user data after their misses (each fill must be installed). */
+  const fillBoth = async (cache: CacheAdapter, u: string) => {
+    expect(await cache.fillHistory(u, expectMiss(await cache.readHistory(u, limit), 'history').version, [message(`for ${u}`)])).toBe(true);
+    expect(await cache.fillUser(u, expectMiss(await cache.readUser(u), 'user').version, record('+10000000001'))).toBe(true);
+  };
 
   c.it(
     'implements every method of the cache role',
@@ -166,10 +171,7 @@ export function cacheTests(c: ContractContext): void {
     'invalidate drops the copies it names and fails fills in flight; other copies stay',
     w(async (cache) => {
       const [a, b, inFlight] = [c.user(), c.user(), c.user()];
-      for (const u of [a, b]) {
-        expect(await cache.fillHistory(u, expectMiss(await cache.readHistory(u, limit), 'history').version, [message(`for ${u}`)])).toBe(true);
-        expect(await cache.fillUser(u, expectMiss(await cache.readUser(u), 'user').version, record('+10000000001'))).toBe(true);
-      }
+      for (const u of [a, b]) await fillBoth(cache, u);
       await cache.invalidate([], true);
       expect(await cache.fillSubscribers(expectMiss(await cache.readSubscribers(), 'subscribers').version, [a])).toBe(true);
       const history = expectMiss(await cache.readHistory(inFlight, limit), 'history');
@@ -199,10 +201,7 @@ export function cacheTests(c: ContractContext): void {
     'invalidateAll drops every copy and fails fills in flight',
     w(async (cache) => {
       const [a, b, inFlight] = [c.user(), c.user(), c.user()];
-      for (const u of [a, b]) {
-        expect(await cache.fillHistory(u, expectMiss(await cache.readHistory(u, limit), 'history').version, [message(`for ${u}`)])).toBe(true);
-        expect(await cache.fillUser(u, expectMiss(await cache.readUser(u), 'user').version, record('+10000000001'))).toBe(true);
-      }
+      for (const u of [a, b]) await fillBoth(cache, u);
       await cache.invalidate([], true);
       expect(await cache.fillSubscribers(expectMiss(await cache.readSubscribers(), 'subscribers').version, [a, b])).toBe(true);
       await cache.write([c.append(inFlight, 'written before the miss')]);

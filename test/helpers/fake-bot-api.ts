@@ -33,6 +33,18 @@ interface Waiter {
   reject: (error: Error) => void;
 }
 
+/** An update with no user or chat (a poll's state): plugins must cope without a user id. */
+export const ANONYMOUS_POLL = {
+  id: 'p',
+  question: 'q?',
+  options: [],
+  total_voter_count: 0,
+  is_closed: false,
+  is_anonymous: true,
+  type: 'regular',
+  allows_multiple_answers: false,
+} as const;
+
 export const FAKE_BOT_INFO = {
   id: 424242,
   is_bot: true,
