@@ -34,6 +34,10 @@ export interface TieredStoreOptions {
    * @default keep everything
    */
   retention?: Retention;
+  /** A draft's `update`s are written at most once per this many milliseconds (to Redis, or RAM). @default 250 */
+  draftFlushMs?: number;
+  /** A draft not updated for this long (its process died) is finished as 'aborted' by the syncer. @default 600_000 (10 minutes) */
+  draftTimeoutMs?: number;
 }
 
 export interface Retention {
@@ -58,6 +62,8 @@ export interface ResolvedOptions {
   journalLimit: number;
   syncBatchSize: number;
   retention: Retention;
+  draftFlushMs: number;
+  draftTimeoutMs: number;
 }
 
 export const MAX_HISTORY_LIMIT = 10_000;
@@ -84,6 +90,8 @@ export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
     journalLimit: positive(options.journalLimit, 'journalLimit', 100_000),
     syncBatchSize: positive(options.syncBatchSize, 'syncBatchSize', 5000),
     retention: checkRetention(options.retention, historyLimit),
+    draftFlushMs: positive(options.draftFlushMs, 'draftFlushMs', 250),
+    draftTimeoutMs: positive(options.draftTimeoutMs, 'draftTimeoutMs', 600_000),
   };
 }
 

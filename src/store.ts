@@ -9,14 +9,27 @@ import { ErrorCode, StoreError } from './errors.js';
 import { idTime, nextId } from './model/ids.js';
 import { Journal } from './routing/journal.js';
 import { createLogger, Secrets, type StoreLogger } from './logger.js';
-import { toMessage, type AppendOp, type Op } from './model/ops.js';
+import { after, applyEdit, toMessage, type AppendOp, type EditOp, type Op } from './model/ops.js';
+import { Draft } from './draft.js';
 import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredStoreOptions } from './options.js';
 import { Reads } from './routing/reads.js';
 import { Stats, type StoreStats } from './stats.js';
 import { HotCache, RestartWatch } from './cache/hot-cache.js';
 import { Syncer } from './routing/syncer.js';
-import type { BookingData, Health, JsonObject, Message, Role, SyncResult, TierState, UserId } from './types.js';
-import { checkBooking, checkContent, checkIdempotencyKey, checkLimit, checkMeta, checkRole, normalizePhone, userKey } from './model/validate.js';
+import type { BookingData, Health, JsonObject, Message, Role, SyncResult, ThreadPage, TierState, UserId } from './types.js';
+import {
+  checkBooking,
+  checkContent,
+  checkIdempotencyKey,
+  checkLimit,
+  checkMessageId,
+  checkMeta,
+  checkRole,
+  checkThread,
+  checkTitle,
+  normalizePhone,
+  userKey,
+} from './model/validate.js';
 import { Writes } from './routing/writes.js';
 
 export interface StoreEvents {
@@ -47,6 +60,28 @@ export interface AddMemoryOptions {
    * until `clearHistory` or `deleteUser` removes the message it names (a re-delivery after that is a new message).
    */
   idempotencyKey?: string | number;
+  /** The conversation (1-128 characters of [A-Za-z0-9_-]). @default 'main' */
+  thread?: string;
+}
+
+export interface HistoryOptions {
+  /** How many of the newest messages. @default historyLimit */
+  limit?: number;
+  /** @default 'main' */
+  thread?: string;
+}
+
+export interface ListThreadsOptions {
+  /** Threads per page (1-1000). @default 20 */
+  limit?: number;
+  /** The `cursor` of the previous page. */
+  cursor?: string | null;
+}
+
+export interface MessagePatch {
+  content?: string;
+  /** Replaces the meta; null removes it. */
+  meta?: JsonObject | null;
 }
 
 const MAX_DEAD_LETTERS = 1000;
@@ -54,6 +89,10 @@ const LEFTOVERS_AFTER_MS = 1000;
 const OPERATION_OF: Record<Op['kind'], string> = {
   append: 'addMemory',
   clear: 'clearHistory',
+  edit: 'updateMessage',
+  cut: 'deleteMessage',
+  title: 'setThreadTitle',
+  dropThread: 'deleteThread',
   phone: 'setUserPhone',
   booking: 'setBookingData',
   subscribe: 'setEmailSubscriber',
@@ -84,6 +123,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #started: Promise<void>;
   readonly #stats = new Stats();
   readonly #appends: Batcher<AppendOp, string | undefined>;
+  /** Drafts this process is streaming (the syncer leaves them alone). */
+  readonly #drafts = new Map<string, Draft>();
   /** Users this process appended to since the last sync pass, for retention.keepLast. */
   readonly #written = new Set<string>();
   #deadLetters: DeadLetter[] = [];
@@ -175,8 +216,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const checked = checkContent(content, this.#opts.limits);
     const meta = options.meta === undefined ? undefined : checkMeta(options.meta, this.#opts.limits);
     const key = options.idempotencyKey === undefined ? undefined : checkIdempotencyKey(options.idempotencyKey);
+    const thread = checkThread(options.thread);
     const id = nextId();
-    const op: AppendOp = { kind: 'append', user, id, role: checkedRole, content: checked, createdAt: idTime(id) };
+    const op: AppendOp = { kind: 'append', user, id, thread, role: checkedRole, content: checked, createdAt: idTime(id) };
     if (meta !== undefined) op.meta = meta;
     if (key !== undefined) op.key = key;
     const earlier = await this.#write(op);
@@ -184,15 +226,140 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     return earlier === undefined ? message : { ...message, id: earlier, createdAt: new Date(idTime(earlier)) };
   }
 
-  /** The newest `limit` messages (default `historyLimit`), oldest first. */
-  async getHistory(userId: UserId, options: { limit?: number } = {}): Promise<Message[]> {
+  /** The newest `limit` messages (default `historyLimit`) of a thread (default 'main'), oldest first. */
+  async getHistory(userId: UserId, options: HistoryOptions = {}): Promise<Message[]> {
     const user = userKey(userId);
     const limit = options.limit === undefined ? this.#opts.historyLimit : checkLimit(options.limit, MAX_HISTORY_LIMIT);
-    return this.#run('getHistory', (deadline) => this.#reads.history(user, limit, deadline));
+    const thread = checkThread(options.thread);
+    return this.#run('getHistory', (deadline) => this.#reads.history(user, thread, limit, deadline));
   }
 
-  async clearHistory(userId: UserId): Promise<void> {
-    await this.#write({ kind: 'clear', user: userKey(userId), id: nextId() });
+  /** Removes every message of a thread (default 'main'); its title stays. */
+  async clearHistory(userId: UserId, options: { thread?: string } = {}): Promise<void> {
+    const user = userKey(userId);
+    await this.#write({ kind: 'clear', user, id: nextId(), thread: checkThread(options.thread) });
+  }
+
+  // ---- threads
+
+  /** The user's threads, most recently active first, `limit` per page. */
+  async listThreads(userId: UserId, options: ListThreadsOptions = {}): Promise<ThreadPage> {
+    const user = userKey(userId);
+    const limit = options.limit === undefined ? 20 : checkLimit(options.limit, 1000);
+    const cursor = options.cursor ?? null;
+    if (cursor !== null && (typeof cursor !== 'string' || cursor.length > 512)) {
+      throw new StoreError(ErrorCode.INVALID_OPTION, 'cursor must be the string a previous listThreads returned');
+    }
+    if (limit === 0) return { threads: [], cursor: null };
+    return this.#run('listThreads', (deadline) => this.#reads.threads(user, limit, cursor, deadline));
+  }
+
+  /** Names a thread (at most 256 characters); null removes the title. */
+  async setThreadTitle(userId: UserId, thread: string, title: string | null): Promise<void> {
+    const user = userKey(userId);
+    const op: Op = { kind: 'title', user, id: nextId(), thread: checkThread(thread), title: checkTitle(title) };
+    await this.#write(op);
+  }
+
+  /** Erases a thread: its messages and title, in every tier; a replay never brings them back. */
+  async deleteThread(userId: UserId, thread: string): Promise<void> {
+    const user = userKey(userId);
+    await this.#write({ kind: 'dropThread', user, id: nextId(), thread: checkThread(thread) });
+  }
+
+  // ---- messages by id
+
+  /** The message with this id (any thread), or null. */
+  async getMessage(userId: UserId, messageId: string): Promise<Message | null> {
+    const user = userKey(userId);
+    const id = checkMessageId(messageId);
+    return (await this.#run('getMessage', (deadline) => this.#reads.message(user, id, deadline))).message;
+  }
+
+  /** Replaces a message's content and/or meta; resolves the updated message, or null when there is none. */
+  async updateMessage(userId: UserId, messageId: string, patch: MessagePatch): Promise<Message | null> {
+    const user = userKey(userId);
+    const id = checkMessageId(messageId);
+    if (patch === null || typeof patch !== 'object' || (patch.content === undefined && patch.meta === undefined)) {
+      throw new StoreError(ErrorCode.INVALID_OPTION, 'updateMessage needs { content } and/or { meta }');
+    }
+    const content = patch.content === undefined ? undefined : checkContent(patch.content, this.#opts.limits);
+    const meta = patch.meta === undefined || patch.meta === null ? patch.meta : checkMeta(patch.meta, this.#opts.limits);
+    return this.#run('updateMessage', async (deadline) => {
+      const found = await this.#reads.message(user, id, deadline);
+      if (!found.message) return null;
+      const current = found.message;
+      const op: EditOp = { kind: 'edit', user, id: nextId(), thread: current.thread, target: id, content: content ?? current.content };
+      const nextMeta = meta === undefined ? current.meta : (meta ?? undefined);
+      if (nextMeta !== undefined) op.meta = nextMeta;
+      if (current.status !== undefined) op.status = current.status;
+      op.updatedAt = idTime(op.id);
+      await this.#writes.route(op, deadline, found.pending);
+      const stored = { ...fromPublic(user, current) };
+      applyEdit(stored, op);
+      return toMessage(stored);
+    });
+  }
+
+  /** Deletes one message for good; resolves whether it existed. */
+  async deleteMessage(userId: UserId, messageId: string): Promise<boolean> {
+    const user = userKey(userId);
+    const id = checkMessageId(messageId);
+    return this.#run('deleteMessage', async (deadline) => {
+      const found = await this.#reads.message(user, id, deadline);
+      if (!found.message) return false;
+      await this.#writes.route({ kind: 'cut', user, id: nextId(), thread: found.message.thread, from: id, to: id }, deadline, found.pending);
+      return true;
+    });
+  }
+
+  /**
+   * Removes every message of the message's thread newer than it (it stays): edit-and-regenerate.
+   * Resolves how many went (0 when the message does not exist).
+   */
+  async truncateAfter(userId: UserId, messageId: string): Promise<number> {
+    const user = userKey(userId);
+    const id = checkMessageId(messageId);
+    return this.#run('truncateAfter', async (deadline) => {
+      const found = await this.#reads.message(user, id, deadline);
+      if (!found.message) return 0;
+      const thread = found.message.thread;
+      const cutId = nextId();
+      const newer = (await this.#reads.history(user, thread, MAX_HISTORY_LIMIT, deadline)).filter((m) => m.id > id && m.id <= cutId);
+      await this.#writes.route({ kind: 'cut', user, id: cutId, thread, from: after(id), to: cutId }, deadline, found.pending);
+      return newer.length;
+    });
+  }
+
+  // ---- streaming drafts
+
+  /**
+   * Starts a streamed answer: a message with status 'streaming', visible in reads at once. Feed it
+   * with `draft.update(textSoFar)`; end it with `finish()` or `abort()`.
+   */
+  async startDraft(userId: UserId, role: Role, options: { thread?: string; meta?: JsonObject } = {}): Promise<Draft> {
+    const user = userKey(userId);
+    const checkedRole = checkRole(role);
+    const thread = checkThread(options.thread);
+    const meta = options.meta === undefined ? undefined : checkMeta(options.meta, this.#opts.limits);
+    const id = nextId();
+    const op: AppendOp = { kind: 'append', user, id, thread, role: checkedRole, content: '', createdAt: idTime(id), status: 'streaming' };
+    if (meta !== undefined) op.meta = meta;
+    await this.#run('startDraft', (deadline) => this.#writes.route(op, deadline));
+    const draft = new Draft(
+      {
+        flushMs: this.#opts.draftFlushMs,
+        check: (text, m) => ({ content: checkContent(text, this.#opts.limits), meta: m === undefined ? undefined : checkMeta(m, this.#opts.limits) }),
+        flush: (edit) => this.#flushDraft(edit),
+        commit: async (edit) => {
+          await this.#run('finishDraft', (deadline) => this.#writes.route(edit, deadline, true));
+        },
+        closed: (draftId) => this.#drafts.delete(draftId),
+      },
+      op,
+    );
+    this.#drafts.set(id, draft);
+    return draft;
   }
 
   // ---- user data
@@ -336,6 +503,16 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     );
   }
 
+  /** A draft's progress: Redis's copy (never journaled), else, with no server at all, RAM. */
+  async #flushDraft(op: EditOp): Promise<void> {
+    if (this.#cache) {
+      if (this.#cache.up) await this.#cache.breaker.call((c) => c.write([op]));
+      return;
+    }
+    if (this.#postgres) return;
+    await this.#run('updateDraft', (deadline) => this.#writes.route(op, deadline));
+  }
+
   /** Before Redis serves again: see if it restarted, and drop every copy that missed writes while it was away. */
   async #recover(tier: Breaker): Promise<void> {
     if (tier !== this.#redis) return;
@@ -468,6 +645,14 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     parts.push(this.#durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
     return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}`;
   }
+}
+
+function fromPublic(user: string, message: Message): AppendOp {
+  const op: AppendOp = { kind: 'append', user, id: message.id, thread: message.thread, role: message.role, content: message.content, createdAt: message.createdAt.getTime() };
+  if (message.meta !== undefined) op.meta = message.meta;
+  if (message.status !== undefined) op.status = message.status;
+  if (message.updatedAt !== undefined) op.updatedAt = message.updatedAt.getTime();
+  return op;
 }
 
 function within<T>(ms: number, work: Promise<T>): Promise<T | undefined> {

@@ -14,6 +14,31 @@ export interface Message {
   content: string;
   createdAt: Date;
   meta?: JsonObject;
+  /** The conversation it belongs to ('main' unless written with `{ thread }`). */
+  thread: string;
+  /** Set once a person edited it (updateMessage, a Telegram edit). */
+  updatedAt?: Date;
+  /** 'streaming': a draft still being written; 'aborted': a draft that stopped. Absent: complete. */
+  status?: MessageStatus;
+}
+
+export type MessageStatus = 'streaming' | 'aborted';
+
+/** One conversation of a user, as `listThreads` returns it. */
+export interface ThreadInfo {
+  id: string;
+  title: string | null;
+  /** Messages it holds now. */
+  messages: number;
+  createdAt: Date;
+  /** Its newest message, edit or title change. */
+  updatedAt: Date;
+}
+
+export interface ThreadPage {
+  threads: ThreadInfo[];
+  /** Pass it back for the next page; null on the last one. */
+  cursor: string | null;
 }
 
 export type BookingData = JsonObject;

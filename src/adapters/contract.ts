@@ -19,11 +19,33 @@ export interface ReadOptions {
   fresh?: boolean;
 }
 
+export interface HistoryReadOptions extends ReadOptions {
+  /** The thread to read. @default 'main' */
+  thread?: string;
+}
+
 export interface HistoryRead {
-  /** Oldest first, the newest `limit`. */
+  /** Oldest first, the newest `limit` of the thread. */
   messages: Message[];
-  /** The id at or below which this user's messages were cleared or deleted ('' for none). */
+  /** The id at or below which the thread's messages were cleared or deleted with the user ('' for none). */
   floor: string;
+  /** Id ranges [from, to] removed from the thread above the floor (deleteMessage, truncateAfter), when known. */
+  cuts?: [string, string][];
+}
+
+/** A thread as a durable tier keeps it; `lastId` (its newest message id, '' for none) lets pending writes be laid over it. */
+export interface ThreadRecord {
+  id: string;
+  title: string | null;
+  messages: number;
+  createdAt: Date;
+  updatedAt: Date;
+  lastId: string;
+}
+
+export interface ThreadRecordPage {
+  threads: ThreadRecord[];
+  cursor: string | null;
 }
 
 /** A user's fields, each with the id of the write that set it ('' when unknown, as from a cache). */
@@ -69,7 +91,18 @@ export interface StorageAdapter {
    * The newest `limit` messages, oldest first; only a cache answers with a miss. `fresh`: the read
    * fills a cache, so it must see every committed write (no lagging replica).
    */
-  readHistory(user: string, limit: number, options?: ReadOptions): Promise<HistoryRead | CacheMiss>;
+  readHistory(user: string, limit: number, options?: HistoryReadOptions): Promise<HistoryRead | CacheMiss>;
+  /**
+   * The message with id `id` of any of the user's threads, or null. A cache looks in the copies it
+   * holds and answers null when none has it (the store then asks the durable tier).
+   */
+  readMessage(user: string, id: string): Promise<Message | null>;
+  /**
+   * The user's threads holding messages or a title, most recently active first (`updatedAt`
+   * descending, then id), `limit` per page; `cursor` is what the previous page returned. A cache
+   * is never asked.
+   */
+  listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage>;
   /** Phone, booking and subscription (nulls and false for an unknown user); a cache may answer with a miss. */
   readUser(user: string, options?: ReadOptions): Promise<UserRecord | CacheMiss>;
   /** Every subscriber, in no particular order; a cache may answer with a miss. */

@@ -1,7 +1,9 @@
-import type { AdapterConfig, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from './contract.js';
+import type { AdapterConfig, HistoryRead, HistoryReadOptions, StorageAdapter, ThreadRecord, ThreadRecordPage, UserRecord, WriteOutcome } from './contract.js';
 import { adapterInUse, ErrorCode, UnavailableError } from '../errors.js';
 import { positive } from '../options.js';
-import { applyOp, emptyUserState, toMessage, type Op, type UserState } from '../model/ops.js';
+import { applyOp, emptyUserState, findMessage, MAIN_THREAD, toMessage, type Op, type UserState } from '../model/ops.js';
+import type { Message } from '../types.js';
+import { idTime } from '../model/ids.js';
 import { opBytes } from '../model/sizes.js';
 
 export interface MemoryAdapterOptions {
@@ -68,22 +70,41 @@ export class MemoryAdapter implements StorageAdapter {
     }
     const first = op.kind === 'append' && op.key !== undefined ? state.keys.get(op.key) : undefined;
     if (first !== undefined && first !== op.id) return first;
-    const floorRaised = op.kind === 'clear' || op.kind === 'delete';
-    const before = floorRaised ? messageBytes(state) : 0;
+    const reshapes = op.kind !== 'append' && op.kind !== 'phone' && op.kind !== 'booking' && op.kind !== 'subscribe';
+    const before = reshapes ? messageBytes(state) : 0;
     const delta = applyOp(state, op);
     this.#messages += delta;
     if (op.kind === 'append') this.#bytes += delta * opBytes(op);
-    else if (floorRaised) this.#bytes -= before - messageBytes(state);
+    else if (reshapes) this.#bytes -= before - messageBytes(state);
     if (state.subscribed.value) this.#subscribers.add(op.user);
     else this.#subscribers.delete(op.user);
     return true;
   }
 
-  async readHistory(user: string, limit: number): Promise<HistoryRead> {
+  async readHistory(user: string, limit: number, options: HistoryReadOptions = {}): Promise<HistoryRead> {
     const state = this.#users.get(user);
     if (!state) return { messages: [], floor: '' };
-    const messages = limit === 0 ? [] : state.messages.slice(-limit);
-    return { messages: messages.map(toMessage), floor: state.floor };
+    const thread = options.thread ?? MAIN_THREAD;
+    const t = state.threads.get(thread);
+    const messages = limit === 0 ? [] : state.messages.filter((m) => m.thread === thread).slice(-limit);
+    const floor = t && t.floor > state.floor ? t.floor : state.floor;
+    return { messages: messages.map(toMessage), floor, cuts: t?.cuts.map(([from, to]) => [from, to]) ?? [] };
+  }
+
+  async readMessage(user: string, id: string): Promise<Message | null> {
+    const state = this.#users.get(user);
+    const found = state && findMessage(state, id);
+    return found ? toMessage(found) : null;
+  }
+
+  /** Threads from the fold; the cursor is the offset of the next page. */
+  async listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage> {
+    const state = this.#users.get(user);
+    if (!state) return { threads: [], cursor: null };
+    const all = threadRecords(state);
+    const start = cursor === null ? 0 : Number(cursor) || 0;
+    const threads = all.slice(start, start + limit);
+    return { threads, cursor: start + limit < all.length ? String(start + limit) : null };
   }
 
   async readUser(user: string): Promise<UserRecord> {
@@ -124,6 +145,31 @@ export class MemoryAdapter implements StorageAdapter {
   async reset(): Promise<void> {}
 
   async close(): Promise<void> {}
+}
+
+/** A user's threads that hold messages or a title, most recently active first. */
+export function threadRecords(state: UserState): ThreadRecord[] {
+  const records = new Map<string, ThreadRecord>();
+  for (const m of state.messages) {
+    const at = new Date(Math.max(m.createdAt, m.updatedAt ?? 0));
+    const record = records.get(m.thread);
+    if (!record) {
+      records.set(m.thread, { id: m.thread, title: null, messages: 1, createdAt: new Date(m.createdAt), updatedAt: at, lastId: m.id });
+      continue;
+    }
+    record.messages++;
+    record.lastId = m.id;
+    if (at > record.updatedAt) record.updatedAt = at;
+  }
+  for (const [id, t] of state.threads) {
+    if (t.title.value === null) continue;
+    const at = new Date(idTime(t.title.id));
+    const record = records.get(id) ?? { id, title: null, messages: 0, createdAt: at, updatedAt: at, lastId: '' };
+    record.title = t.title.value;
+    if (at > record.updatedAt) record.updatedAt = at;
+    records.set(id, record);
+  }
+  return [...records.values()].sort((a, b) => b.updatedAt.getTime() - a.updatedAt.getTime() || (a.id < b.id ? -1 : 1));
 }
 
 function messageBytes(state: UserState): number {

@@ -1,4 +1,4 @@
-import type { CacheMiss, HistoryRead, StorageAdapter, UserRecord, WriteOutcome } from '../adapters/contract.js';
+import type { CacheMiss, HistoryRead, HistoryReadOptions, StorageAdapter, UserRecord, WriteOutcome } from '../adapters/contract.js';
 import type { Op } from '../model/ops.js';
 import type { Message } from '../types.js';
 
@@ -18,7 +18,7 @@ export interface JournalEntry {
  */
 export interface CacheAdapter extends StorageAdapter {
   /** The newest `limit` messages of a complete copy, or a miss carrying the version a fill must present and the user's journal. */
-  readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss>;
+  readHistory(user: string, limit: number, options?: HistoryReadOptions): Promise<HistoryRead | CacheMiss>;
   /** Phone and booking of a held copy (subscription not included), or a miss like `readHistory`'s. */
   readUser(user: string): Promise<UserRecord | CacheMiss>;
   /** Every subscriber, when every shard holds a copy; otherwise a miss whose version names the missing shards. */
@@ -34,7 +34,7 @@ export interface CacheAdapter extends StorageAdapter {
    */
   write(ops: readonly Op[], options?: { pending?: boolean }): Promise<WriteOutcome[]>;
   /** Installs a complete copy of the newest messages, only if the version is still the miss's and no copy exists. Resolves whether it did. */
-  fillHistory(user: string, version: string, messages: readonly Message[]): Promise<boolean>;
+  fillHistory(user: string, version: string, messages: readonly Message[], thread?: string): Promise<boolean>;
   /** Installs a copy of the user's fields under the same rule as `fillHistory`. */
   fillUser(user: string, version: string, record: UserRecord): Promise<boolean>;
   /** Installs the subscriber shards a `readSubscribers` miss named, under the same rule. */

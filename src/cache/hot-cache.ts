@@ -60,8 +60,13 @@ export class HotCache {
 
   // ---- reads: undefined means "not from the cache" (down, stale or failed), counted as a fallback
 
-  readHistory(user: string, limit: number, deadline: number): Promise<HistoryRead | CacheMiss | undefined> {
-    return this.#read(this.usable(user), (c) => c.readHistory(user, limit), deadline);
+  readHistory(user: string, thread: string, limit: number, deadline: number): Promise<HistoryRead | CacheMiss | undefined> {
+    return this.#read(this.usable(user), (c) => c.readHistory(user, limit, { thread }), deadline);
+  }
+
+  /** A message from the copies the cache holds (null: none holds it; undefined: not from the cache). */
+  readMessage(user: string, id: string, deadline: number): Promise<Message | null | undefined> {
+    return this.#read<Message | null, never>(this.usable(user), (c) => c.readMessage(user, id), deadline);
   }
 
   readUser(user: string, deadline: number): Promise<UserRecord | CacheMiss | undefined> {
@@ -83,13 +88,13 @@ export class HotCache {
     return this.up && !this.#staleAll && fresh;
   }
 
-  async #read<T>(usable: boolean, read: (c: CacheAdapter) => Promise<T | CacheMiss>, deadline: number): Promise<T | CacheMiss | undefined> {
+  async #read<T, M extends CacheMiss | never = CacheMiss>(usable: boolean, read: (c: CacheAdapter) => Promise<T | M>, deadline: number): Promise<T | M | undefined> {
     if (!usable) {
       this.stats.count('redis', 'fallbacks');
       return undefined;
     }
     const result = await this.#try(this.breaker.call(read, deadline));
-    this.stats.count('redis', result === undefined ? 'fallbacks' : isMiss(result) ? 'misses' : 'hits');
+    this.stats.count('redis', result === undefined ? 'fallbacks' : isMiss(result) || result === null ? 'misses' : 'hits');
     return result;
   }
 
@@ -102,8 +107,8 @@ export class HotCache {
 
   // ---- fills: after a miss, never waited for
 
-  fillHistory(user: string, miss: CacheMiss, messages: readonly Message[]): void {
-    this.#background(this.breaker.call((c) => c.fillHistory(user, miss.version, messages)));
+  fillHistory(user: string, thread: string, miss: CacheMiss, messages: readonly Message[]): void {
+    this.#background(this.breaker.call((c) => c.fillHistory(user, miss.version, messages, thread)));
   }
 
   fillUser(user: string, miss: CacheMiss, record: UserRecord): void {

@@ -1,19 +1,76 @@
-import type { JsonObject, Message, Role } from '../types.js';
+import type { JsonObject, Message, MessageStatus, Role } from '../types.js';
+
+/** The thread of a message written without one, and of every message written by 0.1. */
+export const MAIN_THREAD = 'main';
 
 /**
  * Every write becomes an op with a time-ordered id. Ops are idempotent and commute: each field is
- * last-writer-wins by op id and clears/deletes set a floor below which messages are gone, so
- * replaying ops more than once or out of order (journals, retries, several syncers) converges.
+ * last-writer-wins by op id, and clears, deletes and cuts remove a range of ids for good (a
+ * replay never brings a removed message back), so replaying ops more than once or out of order
+ * (journals, retries, several syncers) converges. An edit changes a message that is there; the
+ * store sends an edit of a message still pending through the journal behind it.
  */
 export type Op =
-  | { kind: 'append'; user: string; id: string; role: Role; content: string; createdAt: number; meta?: JsonObject; key?: string }
-  | { kind: 'clear'; user: string; id: string }
+  | AppendOp
+  | { kind: 'clear'; user: string; id: string; thread: string }
+  | EditOp
+  | CutOp
+  | { kind: 'title'; user: string; id: string; thread: string; title: string | null }
+  | { kind: 'dropThread'; user: string; id: string; thread: string }
   | { kind: 'phone'; user: string; id: string; phone: string | null }
   | { kind: 'booking'; user: string; id: string; booking: JsonObject | null }
   | { kind: 'subscribe'; user: string; id: string; subscribed: boolean }
   | { kind: 'delete'; user: string; id: string };
 
-export type AppendOp = Extract<Op, { kind: 'append' }>;
+/** A new message (a draft when `status` is 'streaming'). Stored, it also carries its edit stamp `v` and `updatedAt`. */
+export interface AppendOp {
+  kind: 'append';
+  user: string;
+  id: string;
+  thread: string;
+  role: Role;
+  content: string;
+  createdAt: number;
+  meta?: JsonObject;
+  key?: string;
+  status?: MessageStatus;
+  /** Id of the last edit applied (stored messages only). */
+  v?: string;
+  /** When a person last edited it, in ms (stored messages only). */
+  updatedAt?: number;
+}
+
+/**
+ * Replaces message `target`'s content, meta and status as a whole (last writer by op id wins):
+ * updateMessage, a Telegram edit, a draft's flush, finish or abort. `updatedAt` is set by edits a
+ * person made, not by a draft's progress.
+ */
+export interface EditOp {
+  kind: 'edit';
+  user: string;
+  id: string;
+  thread: string;
+  target: string;
+  content: string;
+  meta?: JsonObject;
+  status?: MessageStatus;
+  updatedAt?: number;
+}
+
+/** Removes the messages of `thread` with `from <= id <= to`, for good: deleteMessage (one id) and truncateAfter. */
+export interface CutOp {
+  kind: 'cut';
+  user: string;
+  id: string;
+  thread: string;
+  from: string;
+  to: string;
+}
+
+/** Marks ids just above `id` (every longer id of the same length is above it too): the start of "after this message". */
+export function after(id: string): string {
+  return `${id}!`;
+}
 
 export interface Stamped<T> {
   value: T;
@@ -21,12 +78,21 @@ export interface Stamped<T> {
   id: string;
 }
 
+export interface ThreadState {
+  /** Messages of the thread with an id at or below it were cleared. */
+  floor: string;
+  /** Removed id ranges [from, to] above the floor. */
+  cuts: [string, string][];
+  title: Stamped<string | null>;
+}
+
 /** One user's state as the fold of every op applied to it. */
 export interface UserState {
-  /** Sorted by id. */
+  /** Every thread's messages, sorted by id. */
   messages: AppendOp[];
-  /** Messages with an id at or below the floor were cleared or deleted. */
+  /** Messages with an id at or below the floor were deleted with the user. */
   floor: string;
+  threads: Map<string, ThreadState>;
   phone: Stamped<string | null>;
   booking: Stamped<JsonObject | null>;
   subscribed: Stamped<boolean>;
@@ -39,24 +105,66 @@ export function emptyUserState(): UserState {
     keys: new Map(),
     messages: [],
     floor: '',
+    threads: new Map(),
     phone: { value: null, id: '' },
     booking: { value: null, id: '' },
     subscribed: { value: false, id: '' },
   };
 }
 
+export function threadState(state: UserState, thread: string): ThreadState {
+  let t = state.threads.get(thread);
+  if (!t) {
+    t = { floor: '', cuts: [], title: { value: null, id: '' } };
+    state.threads.set(thread, t);
+  }
+  return t;
+}
+
+/** Whether a message of `thread` with id `id` was removed (by a delete of the user, a clear, or a cut). */
+export function isRemoved(state: UserState, thread: string, id: string): boolean {
+  if (id <= state.floor) return true;
+  const t = state.threads.get(thread);
+  return t !== undefined && removedIn(t.floor, t.cuts, id);
+}
+
+export function removedIn(floor: string, cuts: readonly (readonly [string, string])[], id: string): boolean {
+  return id <= floor || cuts.some(([from, to]) => from <= id && id <= to);
+}
+
 /** Applies one op in place; returns the change in the number of stored messages. */
 export function applyOp(state: UserState, op: Op): number {
   switch (op.kind) {
     case 'append': {
-      if (op.id <= state.floor) return 0;
+      if (isRemoved(state, op.thread, op.id)) return 0;
       const first = op.key === undefined ? undefined : state.keys.get(op.key);
       if (first !== undefined && first !== op.id) return 0;
       if (op.key !== undefined) state.keys.set(op.key, op.id);
       return insertMessage(state.messages, op);
     }
-    case 'clear':
-      return raiseFloor(state, op.id);
+    case 'edit': {
+      const message = findMessage(state, op.target);
+      if (message && (message.v ?? '') < op.id) applyEdit(message, op);
+      return 0;
+    }
+    case 'clear': {
+      const t = threadState(state, op.thread);
+      if (op.id <= t.floor) return 0;
+      t.floor = op.id;
+      t.cuts = t.cuts.filter(([, to]) => to > op.id);
+      return -removeWhere(state, (m) => m.thread === op.thread && m.id <= op.id);
+    }
+    case 'cut': {
+      const t = threadState(state, op.thread);
+      if (!t.cuts.some(([from, to]) => from === op.from && to === op.to)) t.cuts.push([op.from, op.to]);
+      return -removeWhere(state, (m) => m.thread === op.thread && op.from <= m.id && m.id <= op.to);
+    }
+    case 'title':
+      setStamped(threadState(state, op.thread).title, op.title, op.id);
+      return 0;
+    case 'dropThread':
+      setStamped(threadState(state, op.thread).title, null, op.id);
+      return applyOp(state, { kind: 'clear', user: op.user, id: op.id, thread: op.thread });
     case 'phone':
       setStamped(state.phone, op.phone, op.id);
       return 0;
@@ -70,8 +178,36 @@ export function applyOp(state: UserState, op: Op): number {
       setStamped(state.phone, null, op.id);
       setStamped(state.booking, null, op.id);
       setStamped(state.subscribed, false, op.id);
-      return raiseFloor(state, op.id);
+      for (const t of state.threads.values()) setStamped(t.title, null, op.id);
+      if (op.id <= state.floor) return 0;
+      state.floor = op.id;
+      return -removeWhere(state, (m) => m.id <= op.id);
   }
+}
+
+export function applyEdit(message: AppendOp, op: EditOp): void {
+  message.content = op.content;
+  if (op.meta === undefined) delete message.meta;
+  else message.meta = op.meta;
+  if (op.status === undefined) delete message.status;
+  else message.status = op.status;
+  if (op.updatedAt !== undefined) message.updatedAt = op.updatedAt;
+  message.v = op.id;
+}
+
+/** The stored message with id `id` (any thread), or undefined. */
+export function findMessage(state: UserState, id: string): AppendOp | undefined {
+  const { messages } = state;
+  let lo = 0;
+  let hi = messages.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    const m = messages[mid] as AppendOp;
+    if (m.id === id) return m;
+    if (m.id < id) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return undefined;
 }
 
 function setStamped<T>(field: Stamped<T>, value: T, id: string): void {
@@ -81,15 +217,17 @@ function setStamped<T>(field: Stamped<T>, value: T, id: string): void {
   }
 }
 
-function raiseFloor(state: UserState, id: string): number {
-  if (id <= state.floor) return 0;
-  state.floor = id;
-  // A key names a message: once the message is gone, a re-delivery is a new message (as in PostgreSQL).
-  for (const [key, named] of state.keys) if (named <= id) state.keys.delete(key);
-  const keep = state.messages.findIndex((m) => m.id > id);
-  const removed = keep === -1 ? state.messages.length : keep;
-  state.messages.splice(0, removed);
-  return -removed;
+/** Removes messages; a key names a message, so once it is gone a re-delivery is a new message (as in PostgreSQL). */
+function removeWhere(state: UserState, doomed: (m: AppendOp) => boolean): number {
+  const before = state.messages.length;
+  const gone = new Set<string>();
+  state.messages = state.messages.filter((m) => {
+    if (!doomed(m)) return true;
+    gone.add(m.id);
+    return false;
+  });
+  if (gone.size > 0) for (const [key, named] of state.keys) if (gone.has(named)) state.keys.delete(key);
+  return before - state.messages.length;
 }
 
 // Appends nearly always arrive in id order, so search from the end.
@@ -97,38 +235,62 @@ function insertMessage(messages: AppendOp[], op: AppendOp): number {
   let i = messages.length;
   while (i > 0 && (messages[i - 1] as AppendOp).id > op.id) i--;
   if (i > 0 && (messages[i - 1] as AppendOp).id === op.id) return 0;
-  messages.splice(i, 0, op);
+  messages.splice(i, 0, { ...op });
   return 1;
 }
 
 export function toMessage(op: AppendOp): Message {
-  const message: Message = { id: op.id, role: op.role, content: op.content, createdAt: new Date(op.createdAt) };
+  const message: Message = { id: op.id, role: op.role, content: op.content, createdAt: new Date(op.createdAt), thread: op.thread };
   if (op.meta !== undefined) message.meta = op.meta;
+  if (op.status !== undefined) message.status = op.status;
+  if (op.updatedAt !== undefined) message.updatedAt = new Date(op.updatedAt);
   return message;
 }
 
-export function fromMessage(user: string, message: Message): AppendOp {
+/** The stored form of a message read back from a tier (`v`: the id of the last edit it had, when known). */
+export function fromMessage(user: string, message: Message, v?: string): AppendOp {
   const op: AppendOp = {
     kind: 'append',
     user,
     id: message.id,
+    thread: message.thread,
     role: message.role,
     content: message.content,
     createdAt: message.createdAt.getTime(),
   };
   if (message.meta !== undefined) op.meta = message.meta;
+  if (message.status !== undefined) op.status = message.status;
+  if (message.updatedAt !== undefined) op.updatedAt = message.updatedAt.getTime();
+  if (v !== undefined) op.v = v;
   return op;
 }
 
+/** The thread an op changes messages of, if any. */
+export function threadOf(op: Op): string | undefined {
+  return 'thread' in op ? op.thread : undefined;
+}
+
 /**
- * Newest `limit` messages of a durable read with pending ops (not yet durable) laid over it.
- * `floor` is the durable tier's floor, so a pending append older than a durable clear stays gone.
+ * Newest `limit` messages of `thread` from a durable read with pending ops (not yet durable) laid
+ * over it. `floor` and `cuts` are what the durable tier removed from that thread (the user's
+ * floor included), so a pending append the durable tier already removed stays gone.
  */
-export function mergeHistory(durable: Message[], floor: string, user: string, pending: readonly Op[], limit: number): Message[] {
-  if (pending.length === 0) return durable.length > limit ? durable.slice(-limit) : durable;
+export function mergeHistory(
+  durable: Message[],
+  removed: { floor: string; cuts?: readonly [string, string][] },
+  user: string,
+  thread: string,
+  pending: readonly Op[],
+  limit: number,
+): Message[] {
+  const relevant = pending.filter((op) => op.user === user && (op.kind === 'delete' || threadOf(op) === thread || op.kind === 'edit'));
+  if (relevant.length === 0) return durable.length > limit ? durable.slice(-limit) : durable;
   const state = emptyUserState();
-  state.floor = floor;
+  const t = threadState(state, thread);
+  t.floor = removed.floor;
+  t.cuts = (removed.cuts ?? []).map(([from, to]) => [from, to]);
   for (const message of durable) state.messages.push(fromMessage(user, message));
-  for (const op of pending) if (op.user === user) applyOp(state, op);
-  return state.messages.slice(-limit).map(toMessage);
+  for (const op of relevant) applyOp(state, op);
+  const messages = state.messages.filter((m) => m.thread === thread);
+  return messages.slice(-limit).map(toMessage);
 }

@@ -122,6 +122,33 @@ export function checkIdempotencyKey(key: unknown): string {
   throw invalid(ErrorCode.INVALID_OPTION, `idempotencyKey must be a safe integer or a string of 1-200 characters, got ${describe(key)}`);
 }
 
+const THREAD_ID = /^[A-Za-z0-9_-]{1,128}$/;
+const MESSAGE_ID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+export const MAX_TITLE_LENGTH = 256;
+
+/** A thread id: 1-128 characters of [A-Za-z0-9_-]; undefined is the main thread. */
+export function checkThread(thread: unknown): string {
+  if (thread === undefined) return 'main';
+  if (typeof thread === 'string' && THREAD_ID.test(thread)) return thread;
+  throw invalid(ErrorCode.INVALID_THREAD, `thread must be 1-128 characters of [A-Za-z0-9_-], got ${describe(thread)}`);
+}
+
+/** A message id the store made: 26 characters of Crockford base32. */
+export function checkMessageId(id: unknown): string {
+  if (typeof id === 'string' && MESSAGE_ID.test(id)) return id;
+  throw invalid(ErrorCode.INVALID_MESSAGE_ID, `message id must be an id the store returned (26 characters of Crockford base32), got ${describe(id)}`);
+}
+
+/** A thread title: a string of at most 256 characters, or null to remove it. */
+export function checkTitle(title: unknown): string | null {
+  if (title === null) return null;
+  if (typeof title === 'string' && title.length <= MAX_TITLE_LENGTH) {
+    checkText(title, ErrorCode.INVALID_TITLE, 'title');
+    return title;
+  }
+  throw invalid(ErrorCode.INVALID_TITLE, `title must be a string of at most ${MAX_TITLE_LENGTH} characters or null, got ${describe(title)}`);
+}
+
 export function checkLimit(limit: unknown, max: number): number {
   if (typeof limit === 'number' && Number.isSafeInteger(limit) && limit >= 0 && limit <= max) return limit;
   throw invalid(ErrorCode.INVALID_OPTION, `limit must be an integer from 0 to ${max}, got ${describe(limit)}`);

@@ -4,9 +4,10 @@ import type { MemoryAdapter } from '../adapters/memory.js';
 import { isTierUnavailable, type Breaker } from './breaker.js';
 import type { HotCache } from '../cache/hot-cache.js';
 import type { Journal } from './journal.js';
-import { applyOp, emptyUserState, mergeHistory, type Op } from '../model/ops.js';
+import { applyOp, emptyUserState, findMessage, fromMessage, mergeHistory, toMessage, type Op } from '../model/ops.js';
+import { overlayThreads } from '../model/threads.js';
 import type { Stats } from '../stats.js';
-import type { Message } from '../types.js';
+import type { Message, ThreadPage } from '../types.js';
 
 export interface ReadsDeps {
   /** Redis in front of PostgreSQL; undefined in other layouts. */
@@ -28,13 +29,13 @@ export interface ReadsDeps {
 export class Reads {
   constructor(private readonly d: ReadsDeps) {}
 
-  async history(user: string, limit: number, deadline: number): Promise<Message[]> {
+  async history(user: string, thread: string, limit: number, deadline: number): Promise<Message[]> {
     const { cache, durable, memory, historyLimit } = this.d;
     if (limit === 0) return [];
-    if (!durable) return (await memory.readHistory(user, limit)).messages;
+    if (!durable) return (await memory.readHistory(user, limit, { thread })).messages;
     let miss: CacheMiss | undefined;
     if (cache && limit <= historyLimit) {
-      const read = await cache.readHistory(user, limit, deadline);
+      const read = await cache.readHistory(user, thread, limit, deadline);
       if (read && !isMiss(read)) return read.messages;
       miss = read;
     } else if (cache && !cache.usable(user)) {
@@ -43,20 +44,50 @@ export class Reads {
     const want = Math.max(limit, historyLimit);
     if (durable.up) {
       const [read, pending] = await Promise.all([
-        durable.call((t) => t.readHistory(user, want, { fresh: miss !== undefined }), deadline).catch(unlessDown),
+        durable.call((t) => t.readHistory(user, want, { fresh: miss !== undefined, thread }), deadline).catch(unlessDown),
         this.#pending(user, miss, deadline),
       ]);
       if (read && !isMiss(read)) {
-        const merged = mergeHistory(read.messages, read.floor, user, pending, want);
-        if (miss) cache?.fillHistory(user, miss, merged.slice(-historyLimit));
+        const merged = mergeHistory(read.messages, read, user, thread, pending, want);
+        if (miss) cache?.fillHistory(user, thread, miss, merged.slice(-historyLimit));
         return merged.length > limit ? merged.slice(-limit) : merged;
       }
     }
     this.d.stats.count(durable.name, 'fallbacks');
     const pending = await this.#pending(user, miss, deadline);
-    const hot = !miss && cache?.usable(user) ? await cache.readHistory(user, Math.min(limit, historyLimit), deadline) : undefined;
-    const base = hot && !isMiss(hot) ? hot.messages : (await memory.readHistory(user, limit)).messages;
-    return mergeHistory(base, '', user, [...(isMiss(hot) ? hot.pending : []), ...pending], limit);
+    const hot = !miss && cache?.usable(user) ? await cache.readHistory(user, thread, Math.min(limit, historyLimit), deadline) : undefined;
+    const base = hot && !isMiss(hot) ? hot.messages : (await memory.readHistory(user, limit, { thread })).messages;
+    return mergeHistory(base, { floor: '' }, user, thread, [...(isMiss(hot) ? hot.pending : []), ...pending], limit);
+  }
+
+  /**
+   * A message by id, with the writes still pending laid over it; `pending` says whether the user
+   * has writes not yet durable (a change to the message must then follow them through the journal).
+   */
+  async message(user: string, id: string, deadline: number): Promise<{ message: Message | null; pending: boolean }> {
+    const { cache, durable, memory } = this.d;
+    if (!durable) return { message: await memory.readMessage(user, id), pending: false };
+    const [hot, pending] = await Promise.all([cache ? cache.readMessage(user, id, deadline) : undefined, this.#pending(user, undefined, deadline)]);
+    // A held copy has every write that reached the cache; the durable tier is asked only when no copy holds it.
+    let base: Message | null | undefined = hot ?? undefined;
+    if (!base && durable.up) base = await durable.call((t) => t.readMessage(user, id), deadline).catch(unlessDown);
+    if (base === undefined) base = await memory.readMessage(user, id);
+    if (pending.length === 0) return { message: base, pending: false };
+    const state = emptyUserState();
+    if (base) state.messages.push(fromMessage(user, base));
+    for (const op of pending) applyOp(state, op);
+    const found = findMessage(state, id);
+    return { message: found ? toMessage(found) : null, pending: true };
+  }
+
+  /** A page of threads from the durable tier, with this user's pending writes laid over it. */
+  async threads(user: string, limit: number, cursor: string | null, deadline: number): Promise<ThreadPage> {
+    const { durable, memory } = this.d;
+    if (!durable) return overlayThreads(await memory.listThreads(user, limit, cursor), [], false);
+    const page = durable.up ? await durable.call((t) => t.listThreads(user, limit, cursor), deadline).catch(unlessDown) : undefined;
+    if (!page) this.d.stats.count(durable.name, 'fallbacks');
+    const pending = await this.#pending(user, undefined, deadline);
+    return overlayThreads(page ?? (await memory.listThreads(user, limit, cursor)), pending, cursor === null);
   }
 
   async user(user: string, deadline: number): Promise<UserRecord> {

@@ -25,12 +25,17 @@ export interface WritesDeps {
 export class Writes {
   constructor(private readonly d: WritesDeps) {}
 
-  /** One op, through whichever tiers can take it (see the README's failure table). */
-  async route(op: Op, deadline: number): Promise<string | undefined> {
+  /**
+   * One op, through whichever tiers can take it (see the README's failure table). `behindPending`:
+   * the user has writes not yet durable that this op may depend on (an edit of a message still in
+   * the journal), so it follows them through the journal rather than overtake them.
+   */
+  async route(op: Op, deadline: number, behindPending = false): Promise<string | undefined> {
     const { durable, cache, writeMode } = this.d;
     if (!durable) return repeatedIn(this.d.memory.writeSync([op]));
     if (op.kind === 'delete') this.#erasePending(op.user);
-    if (writeMode === 'write-behind') {
+    if (behindPending && this.d.journal.forUser(op.user).length > 0) return this.#hold(op);
+    if (writeMode === 'write-behind' || behindPending) {
       const journaled = await this.#journalInCache([op], deadline);
       if (journaled) return repeatedIn(journaled);
     }

@@ -3,6 +3,7 @@ import { isMiss, type CacheMiss, type UserRecord } from '../adapters/contract.js
 import { CACHE_METHODS, type CacheAdapter } from '../cache/contract.js';
 import type { Message } from '../types.js';
 import type { ContractContext } from './context.js';
+import { conversationCacheTests } from './conversations.js';
 
 /** The miss `value` must be, or a failed test. */
 export function expectMiss(value: unknown, what: string): CacheMiss {
@@ -27,7 +28,7 @@ export function expectHit<T>(value: T | CacheMiss, what: string): T {
 export function cacheTests(c: ContractContext): void {
   const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
   const limit = c.historyLimit;
-  const message = (content: string, id = c.id()): Message => ({ id, role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)) });
+  const message = (content: string, id = c.id()): Message => ({ id, role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread: 'main' });
   const texts = async (cache: CacheAdapter, user: string, n = limit) =>
     expectHit(await cache.readHistory(user, n), `history of ${user}`).messages.map((m) => m.content);
   const record = (phone: string | null, booking: UserRecord['booking']['value'] = null, ids = { phone: '', booking: '' }): UserRecord => ({
@@ -260,4 +261,6 @@ export function cacheTests(c: ContractContext): void {
         .toBe('up');
     }),
   );
+
+  conversationCacheTests(c);
 }

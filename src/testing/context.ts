@@ -95,8 +95,8 @@ export interface ContractContext {
   id(): string;
   /** A user id no other test of any run used. */
   user(): string;
-  /** An append op of `user` with a new id (or `id`). */
-  append(user: string, content: string, id?: string): AppendOp;
+  /** An append op of `user` with a new id (or `id`), in thread 'main' (or `thread`). */
+  append(user: string, content: string, id?: string, thread?: string): AppendOp;
 }
 
 const GROUP_ROLE: Record<ContractGroup, ContractRole> = { durable: 'durable', cache: 'cache', journal: 'cache' };
@@ -167,6 +167,6 @@ export function createContext(name: string, make: () => Promise<ContractTarget>,
     },
     id,
     user: () => `contract_${run}_${process.pid}_${n++}`,
-    append: (user, content, opId = id()) => ({ kind: 'append', user, id: opId, role: 'user', content, createdAt: Date.now() }),
+    append: (user, content, opId = id(), thread = 'main') => ({ kind: 'append', user, id: opId, thread, role: 'user', content, createdAt: Date.now() }),
   };
 }

@@ -3,6 +3,7 @@ import { isMiss, type DeadLetterRecord, type StorageAdapter, type UserRecord } f
 import { ErrorCode, StoreError } from '../errors.js';
 import type { Op } from '../model/ops.js';
 import type { ContractContext } from './context.js';
+import { conversationTests } from './conversations.js';
 
 /** A durable tier never misses: its read, or a failed test. */
 async function contents(adapter: StorageAdapter, user: string, limit: number): Promise<string[]> {
@@ -72,11 +73,12 @@ export function durableTests(c: ContractContext): void {
     w(async (adapter) => {
       const u = c.user();
       const createdAt = Date.UTC(2024, 1, 29, 12, 30, 45, 678);
-      const plain: Op = { kind: 'append', user: u, id: c.id(), role: 'assistant', content: 'Привет, "мир" \\ 🌍\n', createdAt };
+      const plain: Op = { kind: 'append', user: u, id: c.id(), thread: 'main', role: 'assistant', content: 'Привет, "мир" \\ 🌍\n', createdAt };
       const withMeta: Op = {
         kind: 'append',
         user: u,
         id: c.id(),
+        thread: 'main',
         role: 'tool',
         content: '',
         createdAt: createdAt + 1,
@@ -86,8 +88,15 @@ export function durableTests(c: ContractContext): void {
       const read = await adapter.readHistory(u, limit);
       if (isMiss(read)) throw new Error('a durable tier answered a miss');
       expect(read.messages).toEqual([
-        { id: plain.id, role: 'assistant', content: 'Привет, "мир" \\ 🌍\n', createdAt: new Date(createdAt) },
-        { id: withMeta.id, role: 'tool', content: '', createdAt: new Date(createdAt + 1), meta: { tool: 'search', n: 2, ok: true, list: [1, null, 'x'] } },
+        { id: plain.id, role: 'assistant', content: 'Привет, "мир" \\ 🌍\n', createdAt: new Date(createdAt), thread: 'main' },
+        {
+          id: withMeta.id,
+          role: 'tool',
+          content: '',
+          createdAt: new Date(createdAt + 1),
+          meta: { tool: 'search', n: 2, ok: true, list: [1, null, 'x'] },
+          thread: 'main',
+        },
       ]);
       expect(read.floor).toBe('');
     }),
@@ -153,7 +162,7 @@ export function durableTests(c: ContractContext): void {
           const u = c.user();
           const first = { ...c.append(u, 'before'), key: 'update-3' };
           await adapter.write([first]);
-          await adapter.write([{ kind, user: u, id: c.id() }]);
+          await adapter.write([kind === 'clear' ? { kind, user: u, id: c.id(), thread: 'main' } : { kind, user: u, id: c.id() }]);
           const again = { ...c.append(u, 'after'), key: 'update-3' };
           const outcomes = await adapter.write([again]);
           if (outcomes !== undefined) expect(outcomes).toEqual([expect.any(Boolean)]);
@@ -206,7 +215,7 @@ export function durableTests(c: ContractContext): void {
     w(async (adapter) => {
       const u = c.user();
       const old = c.append(u, 'old');
-      const clear: Op = { kind: 'clear', user: u, id: c.id() };
+      const clear: Op = { kind: 'clear', user: u, id: c.id(), thread: 'main' };
       const fresh = c.append(u, 'fresh');
       await adapter.write([old, clear, fresh]);
       await adapter.write([old]);
@@ -214,7 +223,7 @@ export function durableTests(c: ContractContext): void {
       const read = await adapter.readHistory(u, 10);
       expect(isMiss(read) ? 'miss' : read.floor).toBe(clear.id);
       // An older clear arriving late does not lower the floor.
-      await adapter.write([{ kind: 'clear', user: u, id: old.id }]);
+      await adapter.write([{ kind: 'clear', user: u, id: old.id, thread: 'main' }]);
       const again = await adapter.readHistory(u, 10);
       expect(isMiss(again) ? 'miss' : again.floor).toBe(clear.id);
       expect(await contents(adapter, u, limit)).toEqual(['fresh']);
@@ -372,4 +381,6 @@ export function durableTests(c: ContractContext): void {
         expect(await c.options.deadLetters(adapter, u)).toEqual(expect.arrayContaining(letters.map((l) => expect.objectContaining(l))));
     }, 'durable'),
   );
+
+  conversationTests(c);
 }

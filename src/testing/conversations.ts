@@ -1,0 +1,380 @@
+import { expect } from 'vitest';
+import { isMiss, type HistoryRead, type StorageAdapter, type ThreadRecord } from '../adapters/contract.js';
+import type { CacheAdapter } from '../cache/contract.js';
+import type { Message } from '../types.js';
+import { expectHit, expectMiss } from './cache.js';
+import { after, type AppendOp, type EditOp, type Op } from '../model/ops.js';
+import type { ContractContext } from './context.js';
+
+async function history(adapter: StorageAdapter, user: string, thread: string, limit = 100): Promise<HistoryRead> {
+  const read = await adapter.readHistory(user, limit, { thread });
+  if (isMiss(read)) throw new Error(`${adapter.name} answered a miss in the durable role`);
+  return read;
+}
+
+async function texts(adapter: StorageAdapter, user: string, thread = 'main'): Promise<string[]> {
+  return (await history(adapter, user, thread)).messages.map((m) => m.content);
+}
+
+async function allThreads(adapter: StorageAdapter, user: string, pageSize = 100): Promise<ThreadRecord[]> {
+  const out: ThreadRecord[] = [];
+  let cursor: string | null = null;
+  for (let pages = 0; pages < 1000; pages++) {
+    const page = await adapter.listThreads(user, pageSize, cursor);
+    out.push(...page.threads);
+    cursor = page.cursor;
+    if (cursor === null) return out;
+  }
+  throw new Error('listThreads never returned a null cursor');
+}
+
+/**
+ * Version 2 of the durable contract: threads, messages by id, edits, cuts (deleteMessage,
+ * truncateAfter), titles and dropped threads. Each op is idempotent and a removal holds against
+ * replays, whatever the order they arrive in.
+ */
+export function conversationTests(c: ContractContext): void {
+  const w = <A extends StorageAdapter>(test: (adapter: A) => Promise<void>) => c.withAdapter<A>(test, 'durable');
+  const edit = (target: AppendOp, content: string, extra: Partial<EditOp> = {}): EditOp => ({
+    kind: 'edit',
+    user: target.user,
+    id: c.id(),
+    thread: target.thread,
+    target: target.id,
+    content,
+    ...extra,
+  });
+
+  c.it(
+    'keeps threads apart: each read returns its own messages, each message names its thread',
+    w(async (adapter) => {
+      const u = c.user();
+      await adapter.write([c.append(u, 'm1'), c.append(u, 't1', undefined, 'topic-42'), c.append(u, 'm2')]);
+      await adapter.write([c.append(u, 't2', undefined, 'topic-42')]);
+      expect(await texts(adapter, u)).toEqual(['m1', 'm2']);
+      expect(await texts(adapter, u, 'topic-42')).toEqual(['t1', 't2']);
+      expect((await history(adapter, u, 'topic-42')).messages.map((m) => m.thread)).toEqual(['topic-42', 'topic-42']);
+      expect((await history(adapter, u, 'main')).messages.map((m) => m.thread)).toEqual(['main', 'main']);
+      expect((await history(adapter, u, 'topic-42', 1)).messages.map((m) => m.content)).toEqual(['t2']);
+      expect(await texts(adapter, u, 'other')).toEqual([]);
+    }),
+  );
+
+  c.it(
+    'clears one thread below a floor that replays cannot cross, and leaves the others',
+    w(async (adapter) => {
+      const u = c.user();
+      const old = c.append(u, 'old', undefined, 'a');
+      const kept = c.append(u, 'kept in b', undefined, 'b');
+      const clear: Op = { kind: 'clear', user: u, id: c.id(), thread: 'a' };
+      const fresh = c.append(u, 'fresh', undefined, 'a');
+      await adapter.write([old, kept, clear, fresh]);
+      await adapter.write([old, kept]);
+      expect(await texts(adapter, u, 'a')).toEqual(['fresh']);
+      expect(await texts(adapter, u, 'b')).toEqual(['kept in b']);
+      expect((await history(adapter, u, 'a')).floor).toBe(clear.id);
+    }),
+  );
+
+  c.it(
+    'finds a message by id in any thread; null for an id it does not hold',
+    w(async (adapter) => {
+      const u = c.user();
+      const a = c.append(u, 'in main');
+      const b = { ...c.append(u, 'in topic', undefined, 'topic'), meta: { x: 1 } };
+      await adapter.write([a, b]);
+      expect(await adapter.readMessage(u, b.id)).toEqual({ id: b.id, role: 'user', content: 'in topic', createdAt: new Date(b.createdAt), thread: 'topic', meta: { x: 1 } });
+      expect((await adapter.readMessage(u, a.id))?.thread).toBe('main');
+      expect(await adapter.readMessage(u, c.id())).toBeNull();
+      expect(await adapter.readMessage(c.user(), a.id)).toBeNull();
+    }),
+  );
+
+  c.it(
+    'edits a message in place: the newest edit wins whatever the order, replays change nothing',
+    w(async (adapter) => {
+      const u = c.user();
+      const before = c.append(u, 'before', undefined, 'topic');
+      const m = c.append(u, 'original', undefined, 'topic');
+      await adapter.write([before, m]);
+      const older = edit(m, 'older edit', { meta: { n: 1 } });
+      const newer = edit(m, 'newer edit', { updatedAt: Date.UTC(2030, 0, 1) });
+      await adapter.write([newer]);
+      await adapter.write([older]);
+      await adapter.write([newer, older]);
+      const read = await adapter.readMessage(u, m.id);
+      expect(read).toMatchObject({ id: m.id, content: 'newer edit', thread: 'topic', updatedAt: new Date(Date.UTC(2030, 0, 1)) });
+      expect(read?.meta).toBeUndefined();
+      expect(await texts(adapter, u, 'topic')).toEqual(['before', 'newer edit']);
+      // A replayed append does not undo the edit.
+      await adapter.write([m]);
+      expect(await texts(adapter, u, 'topic')).toEqual(['before', 'newer edit']);
+      // An edit of a message that is not there writes nothing.
+      await adapter.write([{ ...edit(m, 'ghost'), target: c.id() }]);
+      expect(await texts(adapter, u, 'topic')).toEqual(['before', 'newer edit']);
+    }),
+  );
+
+  c.it(
+    'keeps a draft status until an edit completes or aborts it',
+    w(async (adapter) => {
+      const u = c.user();
+      const draft: AppendOp = { ...c.append(u, ''), status: 'streaming', role: 'assistant' };
+      await adapter.write([draft]);
+      expect((await adapter.readMessage(u, draft.id))?.status).toBe('streaming');
+      await adapter.write([edit(draft, 'partial', { status: 'streaming' })]);
+      expect(await adapter.readMessage(u, draft.id)).toMatchObject({ content: 'partial', status: 'streaming' });
+      await adapter.write([edit(draft, 'final answer')]);
+      const done = await adapter.readMessage(u, draft.id);
+      expect(done?.content).toBe('final answer');
+      expect(done?.status).toBeUndefined();
+      expect(done?.updatedAt).toBeUndefined();
+      const aborted: AppendOp = { ...c.append(u, ''), status: 'streaming' };
+      await adapter.write([aborted, edit(aborted, 'cut off', { status: 'aborted' })]);
+      expect(await adapter.readMessage(u, aborted.id)).toMatchObject({ content: 'cut off', status: 'aborted' });
+    }),
+  );
+
+  c.it(
+    'deletes one message for good: a replay of its append never brings it back',
+    w(async (adapter) => {
+      const u = c.user();
+      const [a, b, x] = [c.append(u, 'a'), c.append(u, 'b'), c.append(u, 'x', undefined, 'other')];
+      await adapter.write([a, b, x]);
+      const cut: Op = { kind: 'cut', user: u, id: c.id(), thread: 'main', from: a.id, to: a.id };
+      await adapter.write([cut]);
+      await adapter.write([a, cut]);
+      expect(await texts(adapter, u)).toEqual(['b']);
+      expect(await texts(adapter, u, 'other')).toEqual(['x']);
+      expect(await adapter.readMessage(u, a.id)).toBeNull();
+      // A cut that arrives before the append it removes still holds.
+      const late = c.append(u, 'late');
+      await adapter.write([{ kind: 'cut', user: u, id: c.id(), thread: 'main', from: late.id, to: late.id }]);
+      await adapter.write([late]);
+      expect(await texts(adapter, u)).toEqual(['b']);
+    }),
+  );
+
+  c.it(
+    'truncates a thread after a message: newer ones go for good, later appends and other threads stay',
+    w(async (adapter) => {
+      const u = c.user();
+      const [a, b, cc] = [c.append(u, 'a', undefined, 't'), c.append(u, 'b', undefined, 't'), c.append(u, 'c', undefined, 't')];
+      const other = c.append(u, 'other thread');
+      await adapter.write([a, b, cc, other]);
+      const cutId = c.id();
+      await adapter.write([{ kind: 'cut', user: u, id: cutId, thread: 't', from: after(a.id), to: cutId }]);
+      const regenerated = c.append(u, 'b again', undefined, 't');
+      await adapter.write([regenerated, b, cc]);
+      expect(await texts(adapter, u, 't')).toEqual(['a', 'b again']);
+      expect(await texts(adapter, u)).toEqual(['other thread']);
+    }),
+  );
+
+  c.it(
+    'lists threads most recently active first, with titles and counts, page by page',
+    w(async (adapter) => {
+      const u = c.user();
+      const t0 = Date.UTC(2025, 0, 1);
+      const at = (thread: string, content: string, minutes: number): AppendOp => ({ ...c.append(u, content, undefined, thread), createdAt: t0 + minutes * 60_000 });
+      await adapter.write([at('old', '1', 0), at('old', '2', 1), at('mid', '1', 5), at('new', '1', 10), at('new', '2', 11), at('new', '3', 12)]);
+      await adapter.write([{ kind: 'title', user: u, id: c.id(), thread: 'mid', title: 'Haircut on Friday' }]);
+      const threads = await allThreads(adapter, u);
+      const byId = new Map(threads.map((t) => [t.id, t]));
+      expect(threads.map((t) => t.id).sort()).toEqual(['mid', 'new', 'old']);
+      expect(byId.get('old')).toMatchObject({ title: null, messages: 2, createdAt: new Date(t0) });
+      expect(byId.get('new')).toMatchObject({ messages: 3, createdAt: new Date(t0 + 10 * 60_000) });
+      expect(byId.get('mid')).toMatchObject({ title: 'Haircut on Friday', messages: 1 });
+      // 'mid' was renamed just now: the most recent activity.
+      expect(threads.map((t) => t.id)).toEqual(['mid', 'new', 'old']);
+      for (let i = 1; i < threads.length; i++) expect(threads[i - 1]!.updatedAt.getTime()).toBeGreaterThanOrEqual(threads[i]!.updatedAt.getTime());
+      // Pages of one cover every thread once, in the same order.
+      expect((await allThreads(adapter, u, 1)).map((t) => t.id)).toEqual(threads.map((t) => t.id));
+      expect((await adapter.listThreads(c.user(), 10, null)).threads).toEqual([]);
+    }),
+  );
+
+  c.it(
+    'lets the newest title win whatever the order, and null remove it',
+    w(async (adapter) => {
+      const u = c.user();
+      const older: Op = { kind: 'title', user: u, id: c.id(), thread: 't', title: 'older' };
+      const newer: Op = { kind: 'title', user: u, id: c.id(), thread: 't', title: 'newer' };
+      await adapter.write([newer, older]);
+      expect((await allThreads(adapter, u)).map((t) => [t.id, t.title, t.messages])).toEqual([['t', 'newer', 0]]);
+      await adapter.write([{ kind: 'title', user: u, id: c.id(), thread: 't', title: null }]);
+      expect(await allThreads(adapter, u)).toEqual([]);
+    }),
+  );
+
+  c.it(
+    'drops a thread with its title for good; the same id can start again',
+    w(async (adapter) => {
+      const u = c.user();
+      const a = c.append(u, 'a', undefined, 't');
+      await adapter.write([a, c.append(u, 'kept'), { kind: 'title', user: u, id: c.id(), thread: 't', title: 'T' }]);
+      const drop: Op = { kind: 'dropThread', user: u, id: c.id(), thread: 't' };
+      await adapter.write([drop]);
+      await adapter.write([a, drop]);
+      expect(await texts(adapter, u, 't')).toEqual([]);
+      expect((await allThreads(adapter, u)).map((t) => t.id)).toEqual(['main']);
+      await adapter.write([c.append(u, 'again', undefined, 't')]);
+      const again = (await allThreads(adapter, u)).find((t) => t.id === 't');
+      expect(again).toMatchObject({ title: null, messages: 1 });
+      expect(await texts(adapter, u, 't')).toEqual(['again']);
+    }),
+  );
+
+  c.it(
+    'erases every thread and title of a deleted user',
+    w(async (adapter) => {
+      const u = c.user();
+      const a = c.append(u, 'a', undefined, 't');
+      await adapter.write([a, c.append(u, 'm'), { kind: 'title', user: u, id: c.id(), thread: 't', title: 'T' }]);
+      const del: Op = { kind: 'delete', user: u, id: c.id() };
+      await adapter.write([del]);
+      await adapter.write([a]);
+      expect(await texts(adapter, u, 't')).toEqual([]);
+      expect(await texts(adapter, u)).toEqual([]);
+      expect(await adapter.readMessage(u, a.id)).toBeNull();
+      expect(await allThreads(adapter, u)).toEqual([]);
+    }),
+  );
+
+  c.it(
+    'converges whatever order a journal of thread ops is replayed in',
+    w(async (adapter) => {
+      const u = c.user();
+      const ops: Op[] = [];
+      const appends: AppendOp[] = [];
+      for (let i = 0; i < 12; i++) {
+        const op = c.append(u, `m${i}`, undefined, i % 3 === 0 ? 'x' : 'y');
+        appends.push(op);
+        ops.push(op);
+        if (i === 4) ops.push({ kind: 'clear', user: u, id: c.id(), thread: 'x' });
+        if (i === 7) ops.push({ kind: 'cut', user: u, id: c.id(), thread: 'y', from: appends[5]!.id, to: appends[5]!.id });
+        if (i === 9) ops.push({ kind: 'title', user: u, id: c.id(), thread: 'y', title: `title ${i}` });
+      }
+      const v = c.user();
+      const inOrder = ops.map((op) => ({ ...op, user: v }));
+      await adapter.write(inOrder);
+      const shuffled = [...ops].sort(() => Math.random() - 0.5);
+      for (const op of shuffled) await adapter.write([op]);
+      await adapter.write(shuffled);
+      for (const thread of ['x', 'y']) expect(await texts(adapter, u, thread)).toEqual(await texts(adapter, v, thread));
+      const strip = (list: ThreadRecord[]) => list.map((t) => [t.id, t.title, t.messages]);
+      expect(strip(await allThreads(adapter, u))).toEqual(strip(await allThreads(adapter, v)));
+    }),
+  );
+}
+
+/**
+ * Version 2 of the cache and journal groups: a copy per thread; edits and cuts change a held copy
+ * in place and never create one; a clear or drop of one thread leaves the others' copies; every
+ * new kind of op is journaled and read back as it was written.
+ */
+export function conversationCacheTests(c: ContractContext): void {
+  const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
+  const limit = c.historyLimit;
+  const message = (content: string, thread: string, id = c.id()): Message => ({ id, role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread });
+  const fill = async (cache: CacheAdapter, u: string, thread: string, messages: Message[]) => {
+    const miss = expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
+    expect(await cache.fillHistory(u, miss.version, messages, thread)).toBe(true);
+  };
+  const held = async (cache: CacheAdapter, u: string, thread: string) =>
+    expectHit(await cache.readHistory(u, limit, { thread }), `history of ${thread}`).messages.map((m) => m.content);
+
+  c.it(
+    'holds one copy per thread',
+    w(async (cache) => {
+      const u = c.user();
+      await fill(cache, u, 'topic', [message('t1', 'topic')]);
+      expectMiss(await cache.readHistory(u, limit, { thread: 'main' }), 'history of main');
+      expect(await held(cache, u, 'topic')).toEqual(['t1']);
+      expect(expectHit(await cache.readHistory(u, limit, { thread: 'topic' }), 'topic').messages[0]?.thread).toBe('topic');
+      await cache.write([{ ...c.append(u, 't2', undefined, 'topic') }, c.append(u, 'main, not held')]);
+      expect(await held(cache, u, 'topic')).toEqual(['t1', 't2']);
+      expectMiss(await cache.readHistory(u, limit, { thread: 'main' }), 'history of main');
+    }),
+  );
+
+  c.it(
+    'edits and cuts a held copy in place; finds messages only in held copies',
+    w(async (cache) => {
+      const u = c.user();
+      const [a, b, d] = [message('a', 'topic'), message('b', 'topic'), message('d', 'topic')];
+      await fill(cache, u, 'topic', [a, b, d]);
+      const newer = c.id();
+      await cache.write([{ kind: 'edit', user: u, id: newer, thread: 'topic', target: b.id, content: 'b edited', meta: { by: 'x' } }]);
+      // An older edit arriving late changes nothing.
+      await cache.write([{ kind: 'edit', user: u, id: b.id, thread: 'topic', target: b.id, content: 'stale' }]);
+      expect(await held(cache, u, 'topic')).toEqual(['a', 'b edited', 'd']);
+      expect(await cache.readMessage(u, b.id)).toMatchObject({ id: b.id, content: 'b edited', meta: { by: 'x' }, thread: 'topic' });
+      await cache.write([{ kind: 'cut', user: u, id: c.id(), thread: 'topic', from: a.id, to: a.id }]);
+      expect(await held(cache, u, 'topic')).toEqual(['b edited', 'd']);
+      expect(await cache.readMessage(u, a.id)).toBeNull();
+      expect(await cache.readMessage(u, c.id())).toBeNull();
+    }),
+  );
+
+  c.it(
+    'drops only the cleared or dropped thread\'s copy; a delete drops them all',
+    w(async (cache) => {
+      const u = c.user();
+      await fill(cache, u, 'main', [message('m', 'main')]);
+      await fill(cache, u, 'x', [message('x', 'x')]);
+      await fill(cache, u, 'y', [message('y', 'y')]);
+      await cache.write([{ kind: 'clear', user: u, id: c.id(), thread: 'x' }]);
+      await cache.write([{ kind: 'dropThread', user: u, id: c.id(), thread: 'y' }]);
+      expect(await held(cache, u, 'main')).toEqual(['m']);
+      for (const thread of ['x', 'y']) {
+        const read = await cache.readHistory(u, limit, { thread });
+        if (!isMiss(read)) expect(read.messages).toEqual([]);
+      }
+      await cache.write([{ kind: 'delete', user: u, id: c.id() }]);
+      const main = await cache.readHistory(u, limit, { thread: 'main' });
+      if (!isMiss(main)) expect(main.messages).toEqual([]);
+    }),
+  );
+
+  c.it(
+    'moves the version when an edit, cut or title finds no copy, so an older fill fails',
+    w(async (cache) => {
+      for (const kind of ['edit', 'cut', 'title', 'dropThread'] as const) {
+        const u = c.user();
+        const m = message('old', 't');
+        const miss = expectMiss(await cache.readHistory(u, limit, { thread: 't' }), 'history');
+        const op: Op =
+          kind === 'edit'
+            ? { kind, user: u, id: c.id(), thread: 't', target: m.id, content: 'new' }
+            : kind === 'cut'
+              ? { kind, user: u, id: c.id(), thread: 't', from: m.id, to: m.id }
+              : kind === 'title'
+                ? { kind, user: u, id: c.id(), thread: 't', title: 'T' }
+                : { kind, user: u, id: c.id(), thread: 't' };
+        await cache.write([op]);
+        expect(await cache.fillHistory(u, miss.version, [m], 't')).toBe(false);
+      }
+    }),
+  );
+
+  c.it(
+    'journals every new kind of op and reads it back as written',
+    w(async (cache) => {
+      const u = c.user();
+      const a: AppendOp = { ...c.append(u, 'draft', undefined, 'topic'), status: 'streaming', meta: { k: [1] } };
+      const ops: Op[] = [
+        a,
+        { kind: 'edit', user: u, id: c.id(), thread: 'topic', target: a.id, content: 'done', meta: { k: 2 }, updatedAt: 1_700_000_000_000 },
+        { kind: 'edit', user: u, id: c.id(), thread: 'topic', target: a.id, content: 'stopped', status: 'aborted' },
+        { kind: 'cut', user: u, id: c.id(), thread: 'topic', from: after(a.id), to: c.id() },
+        { kind: 'title', user: u, id: c.id(), thread: 'topic', title: 'A "title" \\ ✓' },
+        { kind: 'title', user: u, id: c.id(), thread: 'topic', title: null },
+        { kind: 'clear', user: u, id: c.id(), thread: 'other' },
+        { kind: 'dropThread', user: u, id: c.id(), thread: 'topic' },
+      ];
+      await cache.write(ops, { pending: true });
+      expect(await cache.readPending(u)).toEqual(ops);
+    }),
+  );
+}
