@@ -16,6 +16,7 @@ import { Reads } from './routing/reads.js';
 import { Stats, type StoreStats } from './stats.js';
 import { HotCache, RestartWatch } from './cache/hot-cache.js';
 import { Syncer } from './routing/syncer.js';
+import { DraftSweeper } from './routing/draft-sweeper.js';
 import type { BookingData, Health, JsonObject, Message, Role, SyncResult, ThreadPage, TierState, UserId } from './types.js';
 import {
   checkBooking,
@@ -179,6 +180,15 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       this.#drainLeftovers();
     });
     const durable = this.#durable;
+    const sweeper = new DraftSweeper({
+      durable: durable as Breaker<StorageAdapter>,
+      redis,
+      reads: this.#reads,
+      writes: this.#writes,
+      live: (id) => this.#drafts.has(id),
+      timeoutMs: this.#opts.draftTimeoutMs,
+      budgetMs: this.#budgetMs,
+    });
     this.#syncer =
       durable &&
       new Syncer({
@@ -192,6 +202,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         flushed: (users) => this.#cache?.invalidate(users, true) ?? Promise.resolve(),
         deadLetter: (letter, error) => this.#deadLetter(letter, error),
         retention: this.#opts.retention,
+        sweepDrafts: () => sweeper.sweep(),
         takeWrittenUsers: () => {
           const users = [...this.#written];
           this.#written.clear();
@@ -648,7 +659,15 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 }
 
 function fromPublic(user: string, message: Message): AppendOp {
-  const op: AppendOp = { kind: 'append', user, id: message.id, thread: message.thread, role: message.role, content: message.content, createdAt: message.createdAt.getTime() };
+  const op: AppendOp = {
+    kind: 'append',
+    user,
+    id: message.id,
+    thread: message.thread,
+    role: message.role,
+    content: message.content,
+    createdAt: message.createdAt.getTime(),
+  };
   if (message.meta !== undefined) op.meta = message.meta;
   if (message.status !== undefined) op.status = message.status;
   if (message.updatedAt !== undefined) op.updatedAt = message.updatedAt.getTime();

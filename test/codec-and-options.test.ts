@@ -15,6 +15,7 @@ describe('codec', () => {
       kind: 'append',
       user: 'u',
       id: next(),
+      thread: 'main',
       role: 'assistant',
       content: 'héllo "quoted"\n',
       createdAt: 1_700_000_000_000,
@@ -27,17 +28,54 @@ describe('codec', () => {
       { kind: 'phone', user: 'u', id: next(), phone: null },
       { kind: 'booking', user: 'u', id: next(), booking: { service: 'cut', at: '10:00' } },
       { kind: 'subscribe', user: 'u', id: next(), subscribed: false },
-      { kind: 'clear', user: 'u', id: next() },
+      { kind: 'clear', user: 'u', id: next(), thread: 'main' },
+      { kind: 'clear', user: 'u', id: next(), thread: 'topic-42' },
       { kind: 'delete', user: 'u', id: next() },
+      { ...append, id: next(), thread: 'topic-42', status: 'streaming', key: undefined as never },
+      {
+        kind: 'edit',
+        user: 'u',
+        id: next(),
+        thread: 't',
+        target: append.id,
+        content: 'new "text"',
+        meta: { m: 1 },
+        status: 'aborted',
+        updatedAt: 1_700_000_000_001,
+      },
+      { kind: 'edit', user: 'u', id: next(), thread: 'main', target: append.id, content: '' },
+      { kind: 'cut', user: 'u', id: next(), thread: 't', from: `${append.id}!`, to: next() },
+      { kind: 'title', user: 'u', id: next(), thread: 't', title: 'Стрижка "в пятницу"' },
+      { kind: 'title', user: 'u', id: next(), thread: 't', title: null },
+      { kind: 'dropThread', user: 'u', id: next(), thread: 't' },
     ];
+    // The spread above leaves an explicit undefined key: drop it so the round trip compares like with like.
+    delete (ops[9] as AppendOp).key;
     for (const op of ops) {
       const text = encodeOp(op);
       expect(text.startsWith(`{"id":"${op.id}"`)).toBe(true);
       expect(decodeOp('u', text)).toEqual(op);
     }
     const message = decodeMessage(encodeMessage(append));
-    expect(message).toEqual({ id: append.id, role: 'assistant', content: append.content, createdAt: new Date(append.createdAt), meta: { a: [1, null] } });
+    expect(message).toEqual({
+      id: append.id,
+      role: 'assistant',
+      content: append.content,
+      createdAt: new Date(append.createdAt),
+      meta: { a: [1, null] },
+      thread: 'main',
+    });
     expect('key' in message).toBe(false);
+    // 0.1's items carry no thread: they read as the list's thread ('main' unless told).
+    const old = `{"id":"${append.id}","role":"user","content":"hi","createdAt":1}`;
+    expect(decodeMessage(old).thread).toBe('main');
+    expect(decodeMessage(old, 'topic').thread).toBe('topic');
+    expect(decodeOp('u', old)).toMatchObject({ kind: 'append', thread: 'main' });
+    expect(decodeOp('u', `{"id":"${append.id}","kind":"clear"}`)).toEqual({ kind: 'clear', user: 'u', id: append.id, thread: 'main' });
+    // An edited item carries its edit stamp right after the id, where Lua reads it; it never reaches a Message.
+    const stamped = encodeMessage({ ...append, v: next() });
+    expect(stamped.slice(34, 40)).toBe(',"v":"');
+    expect('v' in decodeMessage(stamped)).toBe(false);
   });
 });
 

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { createIdGenerator, idTime } from '../src/model/ids.js';
-import { applyOp, emptyUserState, mergeHistory, type AppendOp, type Op } from '../src/model/ops.js';
+import { after, applyOp, emptyUserState, mergeHistory, type AppendOp, type Op } from '../src/model/ops.js';
 import { Secrets } from '../src/logger.js';
 
 describe('ids', () => {
@@ -26,13 +26,19 @@ describe('ids', () => {
 describe('ops converge whatever the order they are applied in', () => {
   const next = createIdGenerator();
   const user = 'u';
-  const append = (content: string): AppendOp => ({ kind: 'append', user, id: next(), role: 'user', content, createdAt: 0 });
+  const append = (content: string, thread = 'main'): AppendOp => ({ kind: 'append', user, id: next(), thread, role: 'user', content, createdAt: 0 });
   const ops: Op[] = [
     append('a'),
     { kind: 'phone', user, id: next(), phone: '+111111111' },
     append('b'),
-    { kind: 'clear', user, id: next() },
+    append('t1', 't'),
+    { kind: 'clear', user, id: next(), thread: 'main' },
     append('c'),
+    append('t2', 't'),
+    { kind: 'title', user, id: next(), thread: 't', title: 'first' },
+    append('t3', 't'),
+    { kind: 'title', user, id: next(), thread: 't', title: 'second' },
+    append('t4', 't'),
     { kind: 'subscribe', user, id: next(), subscribed: true },
     { kind: 'phone', user, id: next(), phone: '+222222222' },
     { kind: 'booking', user, id: next(), booking: { s: 1 } },
@@ -47,7 +53,8 @@ describe('ops converge whatever the order they are applied in', () => {
 
   it('in order, reversed, shuffled and applied twice', () => {
     const expected = fold(ops);
-    expect(expected).toMatchObject({ messages: ['c', 'd'], phone: { value: '+222222222' }, subscribed: { value: false } });
+    expect(expected).toMatchObject({ messages: ['t1', 'c', 't2', 't3', 't4', 'd'], phone: { value: '+222222222' }, subscribed: { value: false } });
+    expect(expected.threads.get('t')?.title.value).toBe('second');
     expect(fold([...ops].reverse())).toEqual(expected);
     expect(fold([...ops, ...ops])).toEqual(expected);
     const shuffled = [...ops].sort((x, y) => (x.id.charCodeAt(25) % 7) - (y.id.charCodeAt(25) % 7));
@@ -61,13 +68,51 @@ describe('ops converge whatever the order they are applied in', () => {
     expect(state).toMatchObject({ messages: ['after'], phone: { value: null }, booking: { value: null }, subscribed: { value: false } });
   });
 
-  it('mergeHistory lays pending ops over a durable read, respecting its floor', () => {
-    const durable = [append('x'), append('y')].map((op) => ({ id: op.id, role: op.role, content: op.content, createdAt: new Date(0) }));
+  it('mergeHistory lays pending ops over a durable read, respecting its floor and cuts', () => {
+    const durable = [append('x'), append('y')].map((op) => ({ id: op.id, role: op.role, content: op.content, createdAt: new Date(0), thread: 'main' }));
     const floor = next();
     const late = append('late');
+    const cutAway = append('cut away');
     const older: AppendOp = { ...append('older than the floor'), id: '0'.repeat(26) };
-    expect(mergeHistory(durable, '', user, [late], 2).map((m) => m.content)).toEqual(['y', 'late']);
-    expect(mergeHistory([], floor, user, [older, late], 10).map((m) => m.content)).toEqual(['late']);
+    const elsewhere = append('other thread', 't');
+    expect(mergeHistory(durable, { floor: '' }, user, 'main', [late, elsewhere], 2).map((m) => m.content)).toEqual(['y', 'late']);
+    expect(mergeHistory([], { floor, cuts: [[cutAway.id, cutAway.id]] }, user, 'main', [older, cutAway, late], 10).map((m) => m.content)).toEqual(['late']);
+    const edit: Op = { kind: 'edit', user, id: next(), thread: 'main', target: durable[0]!.id, content: 'x edited', updatedAt: 5 };
+    const merged = mergeHistory(durable, { floor: '' }, user, 'main', [edit], 10);
+    expect(merged.map((m) => m.content)).toEqual(['x edited', 'y']);
+    expect(merged[0]?.updatedAt).toEqual(new Date(5));
+  });
+
+  it('edits: the newest by op id wins in any order, an edit of a missing message writes nothing, a cut is never undone', () => {
+    const m = append('original');
+    const older: Op = { kind: 'edit', user, id: next(), thread: 'main', target: m.id, content: 'older', meta: { a: 1 } };
+    const newer: Op = { kind: 'edit', user, id: next(), thread: 'main', target: m.id, content: 'newer' };
+    const cut: Op = { kind: 'cut', user, id: next(), thread: 'main', from: m.id, to: m.id };
+    expect(fold([m, newer, older]).messages).toEqual(['newer']);
+    expect(fold([m, older, newer]).messages).toEqual(['newer']);
+    expect(fold([older, newer]).messages).toEqual([]);
+    expect(fold([m, cut, m, newer]).messages).toEqual([]);
+    expect(fold([cut, m]).messages).toEqual([]);
+    const truncate: Op = { kind: 'cut', user, id: next(), thread: 'main', from: after(m.id), to: next() };
+    const later = append('after the truncation');
+    const between = append('between');
+    expect(fold([m, truncate, later]).messages).toEqual(['original', 'after the truncation']);
+    // 'between' was made after the truncation's 'to': it stays.
+    expect(fold([truncate, m, between]).messages).toEqual(['original', 'between']);
+  });
+
+  it('a dropped thread loses its messages and title; a deleted user loses every thread', () => {
+    const a = append('a', 't');
+    const title: Op = { kind: 'title', user, id: next(), thread: 't', title: 'T' };
+    const drop: Op = { kind: 'dropThread', user, id: next(), thread: 't' };
+    const state = fold([a, title, append('m'), drop, a, title]);
+    expect(state.messages).toEqual(['m']);
+    expect(state.threads.get('t')?.title.value).toBeNull();
+    const m = append('m');
+    const del: Op = { kind: 'delete', user, id: next() };
+    const gone = fold([a, title, m, del, a, m]);
+    expect(gone.messages).toEqual([]);
+    expect(gone.threads.get('t')?.title.value).toBeNull();
   });
 });
 

@@ -114,6 +114,8 @@ export interface StorageAdapter {
    * `retention` is set.
    */
   enforceRetention?(rule: RetentionRule): Promise<number>;
+  /** Optional: messages still 'streaming' that were started before `before`, for the draft sweeper. */
+  streamingDrafts?(before: Date, limit: number): Promise<{ user: string; message: Message }[]>;
   /** Optional: keeps a dead letter where every process (and the doctor command) can see it. */
   recordDeadLetter?(letter: DeadLetterRecord): Promise<void>;
   /** Optional: the connection target, secrets masked, for the store's start-up line. */

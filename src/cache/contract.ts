@@ -67,6 +67,10 @@ export interface CacheAdapter extends StorageAdapter {
   runId(): Promise<string>;
   /** Calls `listener` each time the client (re)connects, so a restart can be noticed without an outage. */
   onReady(listener: () => void): void;
+  /** Optional: the latest text a draft's flushes left (the full message) and when it was flushed (ms), or null. */
+  draftProgress?(user: string, id: string): Promise<{ message: Message; at: number } | null>;
+  /** Optional: drafts whose last flush (or start) is older than `before` (ms), for the sweeper to finish as 'aborted'. */
+  staleDrafts?(before: number, limit: number): Promise<{ user: string; id: string }[]>;
 }
 
 /** Every method the cache role adds to the durable contract. */

@@ -88,7 +88,11 @@ export class HotCache {
     return this.up && !this.#staleAll && fresh;
   }
 
-  async #read<T, M extends CacheMiss | never = CacheMiss>(usable: boolean, read: (c: CacheAdapter) => Promise<T | M>, deadline: number): Promise<T | M | undefined> {
+  async #read<T, M extends CacheMiss | never = CacheMiss>(
+    usable: boolean,
+    read: (c: CacheAdapter) => Promise<T | M>,
+    deadline: number,
+  ): Promise<T | M | undefined> {
     if (!usable) {
       this.stats.count('redis', 'fallbacks');
       return undefined;

@@ -25,6 +25,8 @@ export interface SyncerDeps {
   /** Retention rules, and the users this process wrote messages for since the last pass (taken by the call). */
   retention: Retention;
   takeWrittenUsers(): string[];
+  /** Finishes drafts abandoned by dead processes; resolves how many. */
+  sweepDrafts(): Promise<number>;
 }
 
 /** The sync lease: short, and renewed each round, so a process that dies holding it blocks others for seconds only. */
@@ -151,6 +153,7 @@ export class Syncer {
       pending += inCache;
     }
     await this.#retain();
+    await this.#sweepDrafts();
     this.lastSyncAt = new Date();
     return { ...moved, pending, durationMs: Date.now() - started };
   }
@@ -161,6 +164,16 @@ export class Syncer {
     const found = await cache.indexJournals();
     this.#indexed = true;
     if (found > 0) this.deps.logger.warn(`found ${found} pending journals missing from the index (written by 0.1, or left by a crash); they sync now`);
+  }
+
+  /** A failed sweep is tried again next pass; it never fails the pass that moved writes. */
+  async #sweepDrafts(): Promise<void> {
+    try {
+      const finished = await this.deps.sweepDrafts();
+      if (finished > 0) this.deps.logger.info(`finished ${finished} abandoned drafts as 'aborted'`);
+    } catch (error) {
+      this.deps.logger.debug(`draft sweep failed: ${(error as Error).message}`);
+    }
   }
 
   async #retain(): Promise<void> {

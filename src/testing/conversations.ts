@@ -83,7 +83,14 @@ export function conversationTests(c: ContractContext): void {
       const a = c.append(u, 'in main');
       const b = { ...c.append(u, 'in topic', undefined, 'topic'), meta: { x: 1 } };
       await adapter.write([a, b]);
-      expect(await adapter.readMessage(u, b.id)).toEqual({ id: b.id, role: 'user', content: 'in topic', createdAt: new Date(b.createdAt), thread: 'topic', meta: { x: 1 } });
+      expect(await adapter.readMessage(u, b.id)).toEqual({
+        id: b.id,
+        role: 'user',
+        content: 'in topic',
+        createdAt: new Date(b.createdAt),
+        thread: 'topic',
+        meta: { x: 1 },
+      });
       expect((await adapter.readMessage(u, a.id))?.thread).toBe('main');
       expect(await adapter.readMessage(u, c.id())).toBeNull();
       expect(await adapter.readMessage(c.user(), a.id)).toBeNull();
@@ -176,7 +183,10 @@ export function conversationTests(c: ContractContext): void {
     w(async (adapter) => {
       const u = c.user();
       const t0 = Date.UTC(2025, 0, 1);
-      const at = (thread: string, content: string, minutes: number): AppendOp => ({ ...c.append(u, content, undefined, thread), createdAt: t0 + minutes * 60_000 });
+      const at = (thread: string, content: string, minutes: number): AppendOp => ({
+        ...c.append(u, content, undefined, thread),
+        createdAt: t0 + minutes * 60_000,
+      });
       await adapter.write([at('old', '1', 0), at('old', '2', 1), at('mid', '1', 5), at('new', '1', 10), at('new', '2', 11), at('new', '3', 12)]);
       await adapter.write([{ kind: 'title', user: u, id: c.id(), thread: 'mid', title: 'Haircut on Friday' }]);
       const threads = await allThreads(adapter, u);
@@ -318,7 +328,7 @@ export function conversationCacheTests(c: ContractContext): void {
   );
 
   c.it(
-    'drops only the cleared or dropped thread\'s copy; a delete drops them all',
+    "drops only the cleared or dropped thread's copy; a delete drops them all",
     w(async (cache) => {
       const u = c.user();
       await fill(cache, u, 'main', [message('m', 'main')]);
