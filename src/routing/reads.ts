@@ -2,6 +2,7 @@ import type { CacheMiss, StorageAdapter, UserRecord } from '../adapters/contract
 import { isMiss } from '../adapters/contract.js';
 import type { MemoryAdapter } from '../adapters/memory.js';
 import { isTierUnavailable, type Breaker } from './breaker.js';
+import { ErrorCode, UnavailableError } from '../errors.js';
 import type { HotCache } from '../cache/hot-cache.js';
 import type { Journal } from './journal.js';
 import { applyOp, emptyUserState, findMessage, fromMessage, mergeHistory, toMessage, type Op } from '../model/ops.js';
@@ -71,13 +72,17 @@ export class Reads {
     // A held copy has every write that reached the cache; the durable tier is asked only when no copy holds it.
     let base: Message | null | undefined = hot ?? undefined;
     if (!base && durable.up) base = await durable.call((t) => t.readMessage(user, id), deadline).catch(unlessDown);
+    // Without an answer from a tier that keeps everything, "not found" would be a guess.
+    const known = base !== undefined;
     if (base === undefined) base = await memory.readMessage(user, id);
-    if (pending.length === 0) return { message: base, pending: false };
     const state = emptyUserState();
     if (base) state.messages.push(fromMessage(user, base));
     for (const op of pending) applyOp(state, op);
     const found = findMessage(state, id);
-    return { message: found ? toMessage(found) : null, pending: true };
+    if (!found && !known) {
+      throw new UnavailableError(ErrorCode.STORE_UNAVAILABLE, `cannot tell whether message ${id} exists: ${durable.name} is unreachable and no copy at hand holds it`);
+    }
+    return { message: found ? toMessage(found) : null, pending: pending.length > 0 };
   }
 
   /** A page of threads from the durable tier, with this user's pending writes laid over it. */
