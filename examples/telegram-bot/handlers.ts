@@ -13,7 +13,7 @@ export interface BotOptions {
   apiRoot?: string;
   /** Console mode: /start also says how to share a contact and press buttons by typing; answers are shown growing as they stream. */
   console?: boolean;
-  /** Where answers stream from. @default standInStream (40 ms per chunk in console mode, no delay otherwise) */
+  /** Where console-mode answers stream from. @default standInStream(40) */
   stream?: ReplyStreamer;
 }
 
@@ -66,7 +66,7 @@ export function createBot(token: string, store: TieredStore, options: BotOptions
   // the booking flow's alone (it replaces that object whole). After a restart a chat is back in
   // 'main'; /threads still lists every conversation. Chats without an entry follow Telegram topics.
   const currentThread = new Map<number, string>();
-  const stream = options.stream ?? standInStream(options.console ? 40 : 0);
+  const stream = options.stream ?? standInStream(40);
   bot.use(
     commandEntity,
     memory(store, {
@@ -172,7 +172,9 @@ export function createBot(token: string, store: TieredStore, options: BotOptions
     const reply = before
       ? `I have ${count(history.length, 'message')} from our chat. You said before: "${clip(before.content, 200)}"`
       : `I have ${count(history.length, 'message')} from our chat: this one. Say something else and I will remind you of it; /history shows them all.`;
-    await streamAnswer(ctx, stream(reply), options.console === true);
+    if (options.console) return streamAnswer(ctx, stream(reply));
+    await ctx.reply(reply);
+    await ctx.memory.add('assistant', reply);
   });
 
   bot.on('message', (ctx) => ctx.reply('I understand text messages (and a contact shared after /phone). /start lists what I can do.'));
@@ -182,12 +184,13 @@ export function createBot(token: string, store: TieredStore, options: BotOptions
 }
 
 /**
- * Writes a streamed answer through a store draft: visible in the history at once (status
- * 'streaming'), updated as text arrives, then finished as a normal message. In console mode each
- * step is shown with sendMessageDraft (the Bot API's streaming preview), then the message is sent.
- * If anything fails mid-stream the draft is kept as 'aborted' with the text so far.
+ * Console mode: writes a streamed answer through a store draft, visible in the history at once
+ * (status 'streaming'), updated as text arrives, then finished as a normal message. Each step is
+ * shown with sendMessageDraft (the Bot API's streaming preview), then the message is sent. If
+ * anything fails mid-stream the draft is kept as 'aborted' with the text so far. (On Telegram the
+ * bot answers in one message: sendMessageDraft is for private chats only, and a bot has to opt in.)
  */
-async function streamAnswer(ctx: BotContext, parts: AsyncIterable<string>, preview: boolean): Promise<void> {
+async function streamAnswer(ctx: BotContext, parts: AsyncIterable<string>): Promise<void> {
   const draft = await ctx.memory.startDraft('assistant');
   const chatId = ctx.chat?.id;
   try {
@@ -195,7 +198,7 @@ async function streamAnswer(ctx: BotContext, parts: AsyncIterable<string>, previ
     for await (const soFar of parts) {
       text = soFar;
       draft.update(text);
-      if (preview && chatId !== undefined) await ctx.api.sendMessageDraft(chatId, draftNumber(draft.id), text);
+      if (chatId !== undefined) await ctx.api.sendMessageDraft(chatId, draftNumber(draft.id), text);
     }
     await draft.finish(text);
     await ctx.reply(text);
