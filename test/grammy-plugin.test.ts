@@ -223,7 +223,7 @@ function messageIn(
 
 /** The `edited_message` update for a message sent earlier as `original`, now reading `text`. */
 function editOf(original: Update, text: string): Update {
-  const { message } = original as { message: Record<string, unknown> };
+  const { message } = original as unknown as { message: Record<string, unknown> };
   return { update_id: ++nextUpdate, edited_message: { ...message, edit_date: 1, text } } as Update;
 }
 
@@ -293,7 +293,7 @@ describe('grammY plugin, v2: Telegram edits and topics (replies through the stan
     const unknown = messageIn('private', 52, 'never stored');
     await bot.handleUpdate(editOf(unknown, 'edited'));
     // The same message_id in another chat is another message.
-    const { message } = stored as { message: Record<string, unknown> };
+    const { message } = stored as unknown as { message: Record<string, unknown> };
     await bot.handleUpdate({
       update_id: ++nextUpdate,
       edited_message: { ...message, chat: { id: -777, type: 'group', title: 'G' }, text: 'not this one' },
@@ -370,7 +370,7 @@ describe('grammY plugin, v2: Telegram edits and topics (replies through the stan
     await bot.handleUpdate(editOf(inTopic, 'topic text, edited'));
     expect(contents(await store.getHistory(61, { thread: '5' }))).toEqual(['user:topic text, edited']);
     const clear = messageIn('forum', 61, '/clear', { threadId: 5, chatId: -62 });
-    (clear as { message: Record<string, unknown> }).message.entities = [{ type: 'bot_command', offset: 0, length: 6 }];
+    (clear as unknown as { message: Record<string, unknown> }).message.entities = [{ type: 'bot_command', offset: 0, length: 6 }];
     await bot.handleUpdate(clear);
     expect(await store.getHistory(61, { thread: '5' })).toEqual([]);
     expect(contents(await store.getHistory(61))).toEqual(['user:general text']);

@@ -179,7 +179,7 @@ function topicText(userId: number, text: string, options: { threadId?: number; c
 }
 
 function editOf(original: Update, text: string): Update {
-  const { message } = original as { message: Record<string, unknown> };
+  const { message } = original as unknown as { message: Record<string, unknown> };
   return { update_id: ++nextUpdate, edited_message: { ...message, edit_date: 1, text } } as Update;
 }
 
