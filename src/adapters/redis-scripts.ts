@@ -93,37 +93,8 @@ end
  * plus 16 x the journal entries a delete dropped (with FLAG.sharedByCaller: the caller takes them
  * off the pending index).
  */
-export const WRITE = `${HELPERS}${PENDING}${USER}
-local durable = ARGV[1] == '${FLAG.durable}'
-local limit, ttl_h, ttl_u, ttl_s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local shared = ARGV[6] == '${FLAG.sharedHere}'
-local now = ARGV[7]
-local ttl_m = math.max(ttl_h, ttl_u)
-
--- Returns whether it inserted (false: the id was there).
-local function insert_ordered(h, id, item)
-  local last = redis.call('LINDEX', h, -1)
-  if not last or item_id(last) < id then redis.call('RPUSH', h, item) return true end
-  local n = redis.call('LLEN', h)
-  for i = -1, -n, -1 do
-    local cur = redis.call('LINDEX', h, i)
-    local cur_id = item_id(cur)
-    if cur_id == id then return false end
-    if cur_id < id then redis.call('LINSERT', h, 'AFTER', cur, item) return true end
-  end
-  redis.call('LPUSH', h, item)
-  return true
-end
-
-local function set_field(d, m, field, id, value)
-  local stamp = redis.call('HGET', d, field .. 'v')
-  if stamp and stamp >= id then return end
-  if durable and id <= (redis.call('HGET', m, 'df') or '') then return end
-  if value == '' then redis.call('HDEL', d, field) else redis.call('HSET', d, field, value) end
-  redis.call('HSET', d, field .. 'v', id, '_', '1')
-end
-
--- Replaces a list's items, keeping its time to live.
+/** What only the full write script needs (every kind but append, phone, booking and subscribe; the durable role). */
+const V2_HELPERS = `
 local function keep_only(h, keep)
   local ttl = redis.call('PTTL', h)
   redis.call('DEL', h)
@@ -217,40 +188,18 @@ end
 
 -- A draft's record: "<flush time>|<item>" under its id in hash r.
 local function draft_item(record) return record and string.match(record, '^%d+|(.*)$') end
+`;
 
-local function apply(kind, id, user, payload, entry, h, d, m, j, ik, thread, extra, s, sv, index, pending, z)
-  local held, subscription, draft, dropped = durable and 1 or 0, 0, 0, 0
-  if kind == 'append' then
-    local fresh
-    if durable then
+const DURABLE_APPEND = `
       local base = base_of(m)
       if not removed(base, m, thread, id) then
         fresh = insert_ordered(h, id, payload)
         if thread ~= 'main' then redis.call('SADD', base .. ':l', thread) end
         raise_activity(base, thread, activity(payload))
       end
-    else
-      -- The hot path: append to a copy that exists; only an out-of-order id or a repeat is redone.
-      local n = redis.call('RPUSHX', h, payload)
-      fresh = true
-      if n > 0 then
-        held = 1
-        if n > 1 and item_id(redis.call('LINDEX', h, -2)) >= id then
-          redis.call('RPOP', h)
-          fresh = insert_ordered(h, id, payload)
-        end
-        if n > limit then redis.call('LTRIM', h, -limit, -1) end
-        expire(h, ttl_h)
-        if thread ~= 'main' then expire(base_of(m) .. ':l', ttl_h) end
-      end
-    end
-    if fresh and extra == '${FLAG.draft}' then
-      local r = base_of(m) .. ':r'
-      if redis.call('HEXISTS', r, id) == 0 then
-        redis.call('HSET', r, id, now .. '|' .. payload)
-        draft = 1
-      end
-    end
+`;
+
+const V2_BRANCHES = `
   elseif kind == 'edit' then
     local base = base_of(m)
     local p = split(payload)
@@ -332,29 +281,9 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, ik, thread, ext
   elseif kind == 'title' then
     -- A cache holds no titles (they are read from the durable tier): the version just moves.
     if durable then set_title(base_of(m), m, thread, id, payload) end
-  elseif kind == 'phone' or kind == 'booking' then
-    if durable or redis.call('EXISTS', d) == 1 then
-      set_field(d, m, kind == 'phone' and 'p' or 'b', id, payload)
-      expire(d, ttl_u)
-      held = 1
-    end
-  elseif kind == 'subscribe' then
-    local stamp = redis.call('HGET', m, 'sv')
-    if (not stamp or stamp < id) and (not durable or id > (redis.call('HGET', m, 'df') or '')) then
-      redis.call('HSET', m, 'sv', id)
-      subscription = 2
-    end
-    if shared then
-      if durable or redis.call('EXISTS', s) == 1 then
-        held = 1
-        if subscription == 2 then
-          if payload == '1' then redis.call('SADD', s, user) else redis.call('SREM', s, user) end
-          expire(s, ttl_s)
-        end
-      end
-      redis.call('INCR', sv)
-      expire(sv, ttl_s)
-    end
+`;
+
+const DELETE_BRANCH = `
   elseif kind == 'delete' then
     local base = base_of(m)
     local all = lists(base)
@@ -394,6 +323,99 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, ik, thread, ext
       for x = 1, #kept, 1000 do redis.call('RPUSH', j, unpack(kept, x, math.min(x + 999, #kept))) end
       if shared then count_pending(index, pending, user, -dropped) end
     end
+`;
+
+/** The cache role's hot path needs only the base name of the user's keys. */
+const LEAN_USER = `
+local function base_of(m) return string.sub(m, 1, -3) end
+`;
+
+const writeScript = (full: boolean): string => `${HELPERS}${PENDING}${full ? USER : LEAN_USER}
+local durable = ARGV[1] == '${FLAG.durable}'
+local limit, ttl_h, ttl_u, ttl_s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local shared = ARGV[6] == '${FLAG.sharedHere}'
+local now = ARGV[7]
+local ttl_m = math.max(ttl_h, ttl_u)
+
+-- Returns whether it inserted (false: the id was there).
+local function insert_ordered(h, id, item)
+  local last = redis.call('LINDEX', h, -1)
+  if not last or item_id(last) < id then redis.call('RPUSH', h, item) return true end
+  local n = redis.call('LLEN', h)
+  for i = -1, -n, -1 do
+    local cur = redis.call('LINDEX', h, i)
+    local cur_id = item_id(cur)
+    if cur_id == id then return false end
+    if cur_id < id then redis.call('LINSERT', h, 'AFTER', cur, item) return true end
+  end
+  redis.call('LPUSH', h, item)
+  return true
+end
+
+local function set_field(d, m, field, id, value)
+  local stamp = redis.call('HGET', d, field .. 'v')
+  if stamp and stamp >= id then return end
+  if durable and id <= (redis.call('HGET', m, 'df') or '') then return end
+  if value == '' then redis.call('HDEL', d, field) else redis.call('HSET', d, field, value) end
+  redis.call('HSET', d, field .. 'v', id, '_', '1')
+end
+
+-- Replaces a list's items, keeping its time to live.
+${full ? V2_HELPERS : ''}
+
+local function apply(kind, id, user, payload, entry, h, d, m, j, ik, thread, extra, s, sv, index, pending, z)
+  local held, subscription, draft, dropped = durable and 1 or 0, 0, 0, 0
+  if kind == 'append' then
+    local fresh
+    if durable then
+${full ? DURABLE_APPEND : "      error('the lean write script is for the cache role')"}
+    else
+      -- The hot path: append to a copy that exists; only an out-of-order id or a repeat is redone.
+      local n = redis.call('RPUSHX', h, payload)
+      fresh = true
+      if n > 0 then
+        held = 1
+        if n > 1 and item_id(redis.call('LINDEX', h, -2)) >= id then
+          redis.call('RPOP', h)
+          fresh = insert_ordered(h, id, payload)
+        end
+        if n > limit then redis.call('LTRIM', h, -limit, -1) end
+        expire(h, ttl_h)
+        if thread ~= 'main' then expire(base_of(m) .. ':l', ttl_h) end
+      end
+    end
+    if fresh and extra == '${FLAG.draft}' then
+      local r = base_of(m) .. ':r'
+      if redis.call('HEXISTS', r, id) == 0 then
+        redis.call('HSET', r, id, now .. '|' .. payload)
+        draft = 1
+      end
+    end
+${full ? V2_BRANCHES : ''}
+  elseif kind == 'phone' or kind == 'booking' then
+    if durable or redis.call('EXISTS', d) == 1 then
+      set_field(d, m, kind == 'phone' and 'p' or 'b', id, payload)
+      expire(d, ttl_u)
+      held = 1
+    end
+  elseif kind == 'subscribe' then
+    local stamp = redis.call('HGET', m, 'sv')
+    if (not stamp or stamp < id) and (not durable or id > (redis.call('HGET', m, 'df') or '')) then
+      redis.call('HSET', m, 'sv', id)
+      subscription = 2
+    end
+    if shared then
+      if durable or redis.call('EXISTS', s) == 1 then
+        held = 1
+        if subscription == 2 then
+          if payload == '1' then redis.call('SADD', s, user) else redis.call('SREM', s, user) end
+          expire(s, ttl_s)
+        end
+      end
+      redis.call('INCR', sv)
+      expire(sv, ttl_s)
+    end
+${full ? DELETE_BRANCH : ''}
   end
   if shared and draft > 0 then
     local member = (kind == 'append' and id or string.match(payload, '^[^\\n]*')) .. user
@@ -431,12 +453,21 @@ for i = 0, (#ARGV - 7) / 8 - 1 do
       redis.call('HSET', ik, key, id)
       redis.call('PEXPIRE', ik, 86400000)
     end
-    if kind == 'delete' then forget_range(ik, '', id) end
+${full ? "    if kind == 'delete' then forget_range(ik, '', id) end" : ''}
     out[i + 1] = apply(kind, id, user, payload, entry, h, d, m, j, ik, thread, extra, s, sv, index, pending, z)
   end
 end
 return out
 `;
+
+/** Every kind, both roles. */
+export const WRITE = writeScript(true);
+
+/**
+ * The same for a cache-role batch of appends, phone, booking and subscription only (the hot path):
+ * without the helpers the other kinds need, whose closures every call would otherwise build.
+ */
+export const WRITE_LEAN = writeScript(false);
 
 /** KEYS: subscribers set, its version. ARGV: role, ttl, user, '1' to add / '0' to remove. The shared-key step of a Cluster write. */
 export const APPLY_SUBSCRIPTION = `${HELPERS}
