@@ -389,6 +389,7 @@ export function conversationCacheTests(c: ContractContext): void {
   );
 
   draftCacheTests(c);
+  threadCopyCacheTests(c);
 }
 
 /**
@@ -524,6 +525,37 @@ export function draftCacheTests(c: ContractContext): void {
       await cache.write([{ kind: 'delete', user: u1, id: c.id() }], { pending: true });
       expect(mine(await cache.staleDrafts(Date.now() + 1, 10_000))).toEqual([]);
       expect(await cache.draftProgress?.(u1, d3.id)).toBeNull();
+    }),
+  );
+}
+
+/** Invalidation in the cache role reaches the copy of every thread, not only 'main'. */
+export function threadCopyCacheTests(c: ContractContext): void {
+  const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
+  const limit = c.historyLimit;
+  const message = (content: string, thread: string): Message => ({ id: c.id(), role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread });
+  const fillThreads = async (cache: CacheAdapter, u: string) => {
+    for (const thread of ['main', 'x', 'y']) {
+      const miss = expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
+      expect(await cache.fillHistory(u, miss.version, [message(thread, thread)], thread)).toBe(true);
+      expectHit(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
+    }
+  };
+
+  c.it(
+    'invalidate and invalidateAll drop the copy of every thread, and fail fills in flight for any thread',
+    w(async (cache) => {
+      const [u, v] = [c.user(), c.user()];
+      await fillThreads(cache, u);
+      await fillThreads(cache, v);
+      const inFlight = expectMiss(await cache.readHistory(u, limit, { thread: 'z' }), 'history of z');
+      await cache.invalidate([u], false);
+      for (const thread of ['main', 'x', 'y']) expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread} after invalidate`);
+      expect(await cache.readMessage(u, c.id())).toBeNull();
+      expect(await cache.fillHistory(u, inFlight.version, [message('z', 'z')], 'z')).toBe(false);
+      expectHit(await cache.readHistory(v, limit, { thread: 'x' }), 'history of x of another user');
+      await cache.invalidateAll();
+      for (const thread of ['main', 'x', 'y']) expectMiss(await cache.readHistory(v, limit, { thread }), `history of ${thread} after invalidateAll`);
     }),
   );
 }
