@@ -16,9 +16,10 @@ import { reads } from './reads.js';
 import { Report } from './report.js';
 import { Services } from './services.js';
 import { sync } from './sync.js';
+import { threads } from './threads.js';
 import { writes } from './writes.js';
 
-const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = { reads, writes, length, concurrency, naive, sync, memory };
+const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = { reads, writes, length, concurrency, naive, sync, memory, threads };
 /** The run gives up (and still cleans up) past this; a full run takes one to two minutes. */
 const DEADLINE_MS = 175_000;
 

@@ -112,6 +112,26 @@ create table threads (
 -- listThreads: a user's threads, most recently active first.
 create index threads_recent on threads (user_id, updated_at desc, thread);
 
+-- A page of listThreads after a cursor (updated_at, thread). In a function so that its cached
+-- generic plan walks threads_recent from the cursor for the next few rows: a prepared statement's
+-- generic plan assumes a user holds a handful of threads and prefers a bitmap scan and a sort of
+-- every thread past the cursor (O(threads) per page instead of O(page)).
+create function threads_after(p_user text, p_at timestamptz, p_thread text, p_limit integer)
+returns table (thread text, title text, messages integer, created_at timestamptz, updated_at timestamptz, at text, last_id text)
+language plpgsql stable
+set search_path from current
+set enable_bitmapscan = off
+as $fn$
+begin
+  return query
+    select t.thread, t.title, t.messages, t.created_at, t.updated_at, t.updated_at::text, t.last_id from threads t
+    where t.user_id = p_user and (t.messages > 0 or t.title is not null)
+      and t.updated_at <= p_at and (t.updated_at < p_at or t.thread > p_thread)
+    order by t.updated_at desc, t.thread
+    limit p_limit;
+end
+$fn$;
+
 -- Id ranges removed from a thread above its floor (deleteMessage, truncateAfter): an append
 -- inside one is never stored again.
 create table cuts (

@@ -246,12 +246,16 @@ export class PostgresAdapter implements StorageAdapter {
   async listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage> {
     const sql = this.#reader(undefined);
     const after = decodeCursor(cursor);
-    const rows = await this.#q(sql`
-      select thread, title, messages, created_at, updated_at, updated_at::text as at, last_id from ${sql(this.#t.threads)}
-      where user_id = ${user} and (messages > 0 or title is not null)
-      ${after ? sql`and (updated_at < ${after[0]}::timestamptz or (updated_at = ${after[0]}::timestamptz and thread > ${after[1]}))` : sql``}
-      order by updated_at desc, thread
-      limit ${limit + 1}`);
+    // After a cursor, threads_after (migration 5) walks threads_recent from it.
+    const rows = await this.#q(
+      after
+        ? sql`select * from ${sql(`${this.schema}.threads_after`)}(${user}, ${after[0]}::text::timestamptz, ${after[1]}::text, ${limit + 1})`
+        : sql`
+          select thread, title, messages, created_at, updated_at, updated_at::text as at, last_id from ${sql(this.#t.threads)}
+          where user_id = ${user} and (messages > 0 or title is not null)
+          order by updated_at desc, thread
+          limit ${limit + 1}`,
+    );
     const threads: ThreadRecord[] = rows.slice(0, limit).map((row) => ({
       id: row.thread as string,
       title: row.title as string | null,
