@@ -399,14 +399,23 @@ export class PostgresAdapter implements StorageAdapter {
       returning user_id, thread, id, created_at, updated_at
     )
     insert into ${sql(t.threads)} as h (user_id, thread, messages, created_at, updated_at, last_id)
-    select user_id, thread, count(*), min(created_at), max(greatest(created_at, updated_at)), max(id) from inserted group by user_id, thread
+    select user_id, thread, 1, created_at, greatest(created_at, updated_at), id from inserted
+    ${this.#countInto(sql)}
+    returning h.last_id`;
+  }
+
+  /**
+   * The conflict clause counting stored messages into their threads (after an insert of their
+   * rows into `threads as h`). A thread emptied by a clear or a drop starts again from them.
+   */
+  #countInto(sql: Sql | Tx): PendingQuery<Row[]> {
+    return sql`
     on conflict (user_id, thread) do update set
       messages = h.messages + excluded.messages,
       created_at = case when h.messages = 0 or h.created_at is null then excluded.created_at else least(h.created_at, excluded.created_at) end,
       updated_at = case when (h.messages = 0 and h.title is null) or h.updated_at is null then excluded.updated_at
         else greatest(h.updated_at, excluded.updated_at) end,
-      last_id = greatest(h.last_id, excluded.last_id)
-    returning h.last_id`;
+      last_id = greatest(h.last_id, excluded.last_id)`;
   }
 
   /**
@@ -564,12 +573,7 @@ export class PostgresAdapter implements StorageAdapter {
     )
     insert into ${tx(t.threads)} as h (user_id, thread, messages, created_at, updated_at, last_id)
     select user_id, thread, count(*), min(created_at), max(greatest(created_at, updated_at)), max(id) from inserted group by user_id, thread
-    on conflict (user_id, thread) do update set
-      messages = h.messages + excluded.messages,
-      created_at = case when h.messages = 0 or h.created_at is null then excluded.created_at else least(h.created_at, excluded.created_at) end,
-      updated_at = case when (h.messages = 0 and h.title is null) or h.updated_at is null then excluded.updated_at
-        else greatest(h.updated_at, excluded.updated_at) end,
-      last_id = greatest(h.last_id, excluded.last_id)`;
+    ${this.#countInto(tx)}`;
   }
 
   // postgres.js's query.cancel() drops the promise of its cancel request, which then rejects
