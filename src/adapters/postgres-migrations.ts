@@ -93,7 +93,7 @@ create index messages_streaming on messages (created_at) where status = 'streami
 
 -- One row per thread that ever had a message, a title, a clear or a drop. floor: the thread's
 -- messages at or below it were cleared (a replay never brings them back); title last writer wins
--- by title_v. messages, created_at, updated_at and last_id: the adapter's inserts count their
+-- by title_v, title_at the time its id encodes. messages, created_at, updated_at and last_id: the adapter's inserts count their
 -- rows in the same statement (a trigger would cost the one-message hot path a function call and
 -- a transition table); every delete is uncounted by the trigger below, whatever its origin.
 create table threads (
@@ -101,6 +101,7 @@ create table threads (
   thread text collate "C" not null,
   title text,
   title_v text collate "C",
+  title_at timestamptz,
   floor text collate "C" not null default '',
   messages integer not null default 0,
   created_at timestamptz,
@@ -150,7 +151,10 @@ begin
   update threads t set
     messages = greatest(t.messages - d.n, 0),
     last_id = coalesce((select m.id from messages m where m.user_id = t.user_id and m.thread = t.thread order by m.id desc limit 1), ''),
-    created_at = coalesce((select m.created_at from messages m where m.user_id = t.user_id and m.thread = t.thread order by m.id limit 1), t.created_at)
+    created_at = coalesce(
+      (select m.created_at from messages m where m.user_id = t.user_id and m.thread = t.thread order by m.id limit 1), t.title_at, t.created_at),
+    -- Emptied, a titled thread is as old and as recent as its title.
+    updated_at = case when t.messages <= d.n and t.title is not null then t.title_at else t.updated_at end
   from (select user_id, thread, count(*) as n from deleted group by user_id, thread) d
   where t.user_id = d.user_id and t.thread = d.thread;
   return null;

@@ -466,8 +466,8 @@ export class PostgresAdapter implements StorageAdapter {
             where h.user_id = e.user_id and h.messages = 0 and h.floor <= e.history_floor and coalesce(h.title_v, '') <= e.history_floor
             returning h.user_id
           ), untitled as (
-            update ${tx(t.threads)} h set title = null, title_v = e.history_floor from erased e
-            where h.user_id = e.user_id and h.title_v <= e.history_floor and h.messages > 0
+            update ${tx(t.threads)} h set title = null, title_v = e.history_floor, title_at = null from erased e
+            where h.user_id = e.user_id and h.title_v <= e.history_floor and (h.messages > 0 or h.floor > e.history_floor)
             returning h.user_id
           )
           delete from ${tx(t.cuts)} c
@@ -484,9 +484,9 @@ export class PostgresAdapter implements StorageAdapter {
   #upsertThreads(tx: Sql | Tx, threads: ThreadPatch[]): PendingQuery<Row[]> {
     const col = <T>(pick: (p: ThreadPatch) => T) => threads.map(pick);
     return tx`
-      insert into ${tx(this.#t.threads)} as h (user_id, thread, floor, title, title_v, created_at, updated_at)
+      insert into ${tx(this.#t.threads)} as h (user_id, thread, floor, title, title_v, title_at, created_at, updated_at)
       select x.user_id, x.thread, x.floor, case when x.title_v > coalesce(u.history_floor, '') then x.title end,
-        case when x.title_v > coalesce(u.history_floor, '') then x.title_v end, x.at, x.at
+        case when x.title_v > coalesce(u.history_floor, '') then x.title_v end, x.at, x.at, x.at
       from unnest(
         ${col((p) => p.user)}::text[], ${col((p) => p.thread)}::text[], ${col((p) => p.floor)}::text[],
         ${col((p) => p.title.value)}::text[], ${col((p) => p.title.id || null)}::text[],
@@ -497,6 +497,7 @@ export class PostgresAdapter implements StorageAdapter {
         floor = greatest(h.floor, excluded.floor),
         title = case when excluded.title_v > coalesce(h.title_v, '') then excluded.title else h.title end,
         title_v = greatest(h.title_v, excluded.title_v),
+        title_at = case when excluded.title_v > coalesce(h.title_v, '') then excluded.title_at else h.title_at end,
         created_at = case when excluded.title_v > coalesce(h.title_v, '') and excluded.title is not null and (h.messages = 0 or h.created_at is null)
           then excluded.created_at else h.created_at end,
         updated_at = case when excluded.title_v > coalesce(h.title_v, '') and excluded.title is not null
@@ -611,7 +612,7 @@ function foldBatch(ops: readonly Op[]): Batch {
   const appends: AppendOp[] = [];
   const states = new Map<string, UserState>();
   const keys = new Map<string, AppendOp>();
-  const edits = new Map<string, EditOp>();
+  const edits = new Map<string, { newest?: EditOp; stamped?: EditOp }>();
   for (const op of ops) {
     if (op.kind === 'append') {
       // One message per idempotency key: the earliest (an INSERT of several rows keeps no order).
@@ -625,8 +626,10 @@ function foldBatch(ops: readonly Op[]): Batch {
     }
     if (op.kind === 'edit') {
       const key = `${op.user}\n${op.target}`;
-      const seen = edits.get(key);
-      if (!seen || seen.id < op.id) edits.set(key, op);
+      const seen = edits.get(key) ?? {};
+      if (!seen.newest || seen.newest.id < op.id) seen.newest = op;
+      if (op.updatedAt !== undefined && (!seen.stamped || seen.stamped.id < op.id)) seen.stamped = op;
+      edits.set(key, seen);
       continue;
     }
     const state = states.get(op.user) ?? emptyUserState();
@@ -643,7 +646,12 @@ function foldBatch(ops: readonly Op[]): Batch {
       for (const [from, to] of t.cuts) cuts.push({ user, thread, from, to });
     }
   }
-  return { appends, users, threads, cuts, edits: [...edits.values()] };
+  // The newest edit wins; like edits applied one by one, it keeps the updatedAt of the newest edit
+  // that set one (a draft's flush after a person's edit leaves the message edited).
+  const newest = [...edits.values()].map(({ newest, stamped }) =>
+    newest && newest.updatedAt === undefined && stamped ? { ...newest, updatedAt: stamped.updatedAt as number } : (newest as EditOp),
+  );
+  return { appends, users, threads, cuts, edits: newest };
 }
 
 function toMessage(row: Row): Message {
