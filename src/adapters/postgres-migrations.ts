@@ -166,7 +166,7 @@ create trigger messages_count_deleted after delete on messages
 
 -- A database written by 0.1: its messages are thread 'main' of their user.
 insert into threads (user_id, thread, messages, created_at, updated_at, last_id)
-select user_id, 'main', count(*), (array_agg(created_at order by id))[1], max(created_at), max(id)
+select user_id, 'main', count(*), min(created_at), max(created_at), max(id)
 from messages group by user_id;`,
   },
 ];
