@@ -419,61 +419,68 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   /**
-   * The statements a batch needs, in the order they must run: removals recorded first (so appends
-   * they cover are refused at insert), then appends, then what removals take out of rows already
-   * stored, then edits (which see every append of the batch).
+   * The statements a batch needs, in order, as few as it can: one statement records what changes
+   * (user fields and floors, thread floors and titles, cuts) and, for a batch without appends,
+   * takes out what they remove; a batch with appends inserts them between the two, so an append
+   * the batch removes is refused or taken out again. An erasure then drops the user's emptied
+   * threads (which needs the counts the delete trigger left), and edits run last, seeing every
+   * append of the batch. A single clear, cut, drop, title or edit is one statement.
    */
   #steps(batch: Batch): Step[] {
     const t = this.#t;
     const steps: Step[] = [];
     const { appends, users, threads, cuts, edits } = batch;
     const userFields = [...users].filter(([, p]) => p.phone.id !== '' || p.booking.id !== '' || p.subscribed.id !== '' || p.floor !== '');
-    if (userFields.length > 0) steps.push((tx) => this.#upsertUsers(tx, new Map(userFields)));
-    if (threads.length > 0) steps.push((tx) => this.#upsertThreads(tx, threads));
-    if (cuts.length > 0) {
-      steps.push(
-        (tx) => tx`
-          insert into ${tx(t.cuts)} (user_id, thread, from_id, to_id)
-          select * from unnest(${cuts.map((c) => c.user)}::text[], ${cuts.map((c) => c.thread)}::text[], ${cuts.map((c) => c.from)}::text[], ${cuts.map((c) => c.to)}::text[])
-          on conflict do nothing`,
-      );
-    }
-    if (appends.length > 0) steps.push((tx) => this.#insertMany(tx, appends));
     // Id ranges to take out of stored rows: [from, to] of a thread, or of every thread (thread null: an erasure).
     const ranges: { user: string; thread: string | null; from: string; to: string }[] = [];
-    for (const [user, p] of users) if (p.floor !== '') ranges.push({ user, thread: null, from: '', to: p.floor });
+    for (const [user, p] of userFields) if (p.floor !== '') ranges.push({ user, thread: null, from: '', to: p.floor });
     for (const th of threads) if (th.floor !== '') ranges.push({ user: th.user, thread: th.thread, from: '', to: th.floor });
+    const floors = [...ranges];
     for (const c of cuts) ranges.push({ user: c.user, thread: c.thread, from: c.from, to: c.to });
-    if (ranges.length > 0) {
-      steps.push(
-        (tx) => tx`
+    const record: (Step | false)[] = [
+      userFields.length > 0 && ((tx) => this.#upsertUsers(tx, new Map(userFields))),
+      threads.length > 0 && ((tx) => this.#upsertThreads(tx, threads)),
+      cuts.length > 0 &&
+        ((tx) => tx`
+          insert into ${tx(t.cuts)} (user_id, thread, from_id, to_id)
+          select * from unnest(${cuts.map((c) => c.user)}::text[], ${cuts.map((c) => c.thread)}::text[], ${cuts.map((c) => c.from)}::text[], ${cuts.map((c) => c.to)}::text[])
+          on conflict do nothing`),
+    ];
+    const remove: (Step | false)[] = [
+      ranges.length > 0 &&
+        ((tx) => tx`
           delete from ${tx(t.messages)} m
           using unnest(${ranges.map((r) => r.user)}::text[], ${ranges.map((r) => r.thread)}::text[], ${ranges.map((r) => r.from)}::text[], ${ranges.map((r) => r.to)}::text[])
             as r(user_id, thread, from_id, to_id)
-          where m.user_id = r.user_id and (r.thread is null or m.thread = r.thread) and m.id >= r.from_id collate "C" and m.id <= r.to_id collate "C"`,
-      );
+          where m.user_id = r.user_id and (r.thread is null or m.thread = r.thread) and m.id >= r.from_id collate "C" and m.id <= r.to_id collate "C"`),
+      // Cuts a floor of this batch covers are of no more use (older floors dropped theirs).
+      floors.length > 0 &&
+        ((tx) => tx`
+          delete from ${tx(t.cuts)} c
+          using unnest(${floors.map((r) => r.user)}::text[], ${floors.map((r) => r.thread)}::text[], ${floors.map((r) => r.to)}::text[]) as f(user_id, thread, floor)
+          where c.user_id = f.user_id and (f.thread is null or c.thread = f.thread) and c.to_id <= f.floor collate "C"`),
+    ];
+    if (appends.length === 0) pushCombined(steps, [...record, ...remove]);
+    else {
+      pushCombined(steps, record);
+      steps.push((tx) => this.#insertMany(tx, appends));
+      pushCombined(steps, remove);
     }
-    const floored = [...new Set(ranges.filter((r) => r.from === '').map((r) => r.user))];
-    if (floored.length > 0) {
-      // Cuts a floor covers are dropped; an erased user's threads go, but for a newer clear,
-      // title or message (ops commute: a newer one may have arrived first).
+    const erased = userFields.filter(([, p]) => p.floor !== '').map(([user]) => user);
+    if (erased.length > 0) {
+      // An erased user's threads go, but for a newer clear, title or message (ops commute: a
+      // newer one may have arrived first); the titles older than the erasure go in any case.
       steps.push(
         (tx) => tx`
           with erased as (
-            select user_id, history_floor from ${tx(t.users)} where user_id = any(${floored}::text[]) and history_floor <> ''
+            select user_id, history_floor from ${tx(t.users)} where user_id = any(${erased}::text[]) and history_floor <> ''
           ), gone as (
             delete from ${tx(t.threads)} h using erased e
             where h.user_id = e.user_id and h.messages = 0 and h.floor <= e.history_floor and coalesce(h.title_v, '') <= e.history_floor
             returning h.user_id
-          ), untitled as (
-            update ${tx(t.threads)} h set title = null, title_v = e.history_floor, title_at = null from erased e
-            where h.user_id = e.user_id and h.title_v <= e.history_floor and (h.messages > 0 or h.floor > e.history_floor)
-            returning h.user_id
           )
-          delete from ${tx(t.cuts)} c
-          where c.user_id = any(${floored}::text[])
-            and (c.to_id <= coalesce((select floor from ${tx(t.threads)} h where h.user_id = c.user_id and h.thread = c.thread), '')
-              or c.to_id <= coalesce((select history_floor from ${tx(t.users)} u where u.user_id = c.user_id), ''))`,
+          update ${tx(t.threads)} h set title = null, title_v = e.history_floor, title_at = null from erased e
+          where h.user_id = e.user_id and h.title_v <= e.history_floor and (h.messages > 0 or h.floor > e.history_floor)`,
       );
     }
     if (edits.length > 0) steps.push((tx) => this.#edit(tx, edits));
@@ -485,13 +492,13 @@ export class PostgresAdapter implements StorageAdapter {
     const col = <T>(pick: (p: ThreadPatch) => T) => threads.map(pick);
     return tx`
       insert into ${tx(this.#t.threads)} as h (user_id, thread, floor, title, title_v, title_at, created_at, updated_at)
-      select x.user_id, x.thread, x.floor, case when x.title_v > coalesce(u.history_floor, '') then x.title end,
-        case when x.title_v > coalesce(u.history_floor, '') then x.title_v end, x.at, x.at, x.at
+      select x.user_id, x.thread, x.floor, case when x.title_v > greatest(u.history_floor, x.user_floor) then x.title end,
+        case when x.title_v > greatest(u.history_floor, x.user_floor) then x.title_v end, x.at, x.at, x.at
       from unnest(
         ${col((p) => p.user)}::text[], ${col((p) => p.thread)}::text[], ${col((p) => p.floor)}::text[],
         ${col((p) => p.title.value)}::text[], ${col((p) => p.title.id || null)}::text[],
-        ${col((p) => (p.title.value === null ? null : new Date(idTime(p.title.id)).toISOString()))}::timestamptz[]
-      ) as x(user_id, thread, floor, title, title_v, at)
+        ${col((p) => (p.title.value === null ? null : new Date(idTime(p.title.id)).toISOString()))}::timestamptz[], ${col((p) => p.userFloor)}::text[]
+      ) as x(user_id, thread, floor, title, title_v, at, user_floor)
       left join ${tx(this.#t.users)} u on u.user_id = x.user_id
       on conflict (user_id, thread) do update set
         floor = greatest(h.floor, excluded.floor),
@@ -593,6 +600,8 @@ interface ThreadPatch {
   thread: string;
   floor: string;
   title: { value: string | null; id: string };
+  /** The user's erasure floor in this batch ('' none): a title at or below it lost to the erasure. */
+  userFloor: string;
 }
 
 interface Batch {
@@ -606,6 +615,26 @@ interface Batch {
 
 /** A statement of a batch, for the pool (one statement) or a transaction's connection. */
 type Step = (tx: Sql | Tx) => PendingQuery<Row[]>;
+
+/**
+ * Adds one step running the parts present as one statement: data-modifying CTEs, each changing
+ * its own table (or its own rows), all seeing the state before the statement.
+ */
+function pushCombined(steps: Step[], parts: (Step | false)[]): void {
+  const present = parts.filter((part): part is Step => part !== false);
+  if (present.length <= 1) {
+    steps.push(...present);
+    return;
+  }
+  steps.push((tx) => {
+    const [first, ...rest] = present.map((part) => part(tx));
+    let ctes = tx`c0 as (${first as PendingQuery<Row[]>})`;
+    rest.forEach((part, i) => {
+      ctes = tx`${ctes}, ${tx(`c${i + 1}`)} as (${part})`;
+    });
+    return tx`with ${ctes} select 1`;
+  });
+}
 
 /** Splits a batch into messages (the first per idempotency key), edits, and the fold of the other ops per user and thread. */
 function foldBatch(ops: readonly Op[]): Batch {
@@ -642,7 +671,7 @@ function foldBatch(ops: readonly Op[]): Batch {
   for (const [user, state] of states) {
     users.set(user, state);
     for (const [thread, t] of state.threads) {
-      if (t.floor !== '' || t.title.id !== '') threads.push({ user, thread, floor: t.floor, title: t.title });
+      if (t.floor !== '' || t.title.id !== '') threads.push({ user, thread, floor: t.floor, title: t.title, userFloor: state.floor });
       for (const [from, to] of t.cuts) cuts.push({ user, thread, from, to });
     }
   }
