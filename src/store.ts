@@ -172,7 +172,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         : undefined;
     this.#budgetMs = Math.max(redis?.adapter.timeoutMs ?? 0, postgres?.adapter.timeoutMs ?? 0);
     const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats };
-    this.#reads = new Reads({ ...route, historyLimit });
+    this.#reads = new Reads({ ...route, historyLimit, writeMode: this.#opts.writeMode });
     this.#writes = new Writes({ ...route, writeMode: this.#opts.writeMode, budgetMs: this.#budgetMs });
     this.#appends = new Batcher((ops) => this.#writes.appends(ops));
     this.#started = Promise.all([this.#startRedis(), postgres?.start()]).then(() => {

@@ -7,6 +7,7 @@ import type { HotCache } from '../cache/hot-cache.js';
 import type { Journal } from './journal.js';
 import { applyOp, emptyUserState, findMessage, fromMessage, mergeHistory, toMessage, type Op } from '../model/ops.js';
 import { overlayThreads } from '../model/threads.js';
+import type { WriteMode } from '../options.js';
 import type { Stats } from '../stats.js';
 import type { Message, ThreadPage } from '../types.js';
 
@@ -20,6 +21,7 @@ export interface ReadsDeps {
   journal: Journal;
   stats: Stats;
   historyLimit: number;
+  writeMode: WriteMode;
 }
 
 /**
@@ -72,8 +74,9 @@ export class Reads {
     // A held copy has every write that reached the cache; the durable tier is asked only when no copy holds it.
     let base: Message | null | undefined = hot ?? undefined;
     if (!base && durable.up) base = await durable.call((t) => t.readMessage(user, id), deadline).catch(unlessDown);
-    // Without an answer from a tier that keeps everything, "not found" would be a guess.
-    const known = base !== undefined;
+    // Without an answer from a tier that keeps everything, "not found" would be a guess; so it is
+    // in write-behind while the cache (which holds the writes not yet synced) is unreachable.
+    const known = base !== undefined && (!cache || cache.up || this.d.writeMode !== 'write-behind');
     if (base === undefined) base = await memory.readMessage(user, id);
     const state = emptyUserState();
     if (base) state.messages.push(fromMessage(user, base));

@@ -34,8 +34,9 @@ export class Writes {
     const { durable, cache, writeMode } = this.d;
     if (!durable) return repeatedIn(this.d.memory.writeSync([op]));
     if (op.kind === 'delete') this.#erasePending(op.user);
-    if (behindPending && this.d.journal.forUser(op.user).length > 0) return this.#hold(op);
-    if (writeMode === 'write-behind' || behindPending) {
+    // Behind writes only this process holds (every server was down): in its RAM journal, after them.
+    if (behindPending && !cache?.up && this.d.journal.forUser(op.user).length > 0) return this.#hold(op);
+    if (writeMode === 'write-behind' || (behindPending && durable.up)) {
       const journaled = await this.#journalInCache([op], deadline);
       if (journaled) return repeatedIn(journaled);
     }
