@@ -105,26 +105,26 @@ async function userLoop(user: string): Promise<void> {
       const target = known.target() as string;
       const done = await run(user, { n, op: 'delete', target }, async () => ({ existed: await store.deleteMessage(user, target) }));
       if (done) known.live.delete(target);
-    } else if (r < 0.59) {
+    } else if (r < 0.575) {
       const target = known.target() as string;
       const done = await run(user, { n, op: 'truncate', target }, async () => ({ removed: await store.truncateAfter(user, target) }));
       const thread = known.live.get(target);
       if (done && thread !== undefined) known.removeThread(thread, target);
-    } else if (r < 0.69) {
+    } else if (r < 0.675) {
       const thread = pick(THREADS);
       const title = Math.random() < 0.2 ? null : `${config.tag}:${user}:${n}:title`;
       await run(user, { n, op: 'title', thread, title }, async () => {
         await store.setThreadTitle(user, thread, title);
         return {};
       });
-    } else if (r < 0.715) {
+    } else if (r < 0.69) {
       const thread = pick(THREADS);
       const done = await run(user, { n, op: 'clear', thread }, async () => {
         await store.clearHistory(user, threadOption(thread));
         return {};
       });
       if (done) known.removeThread(thread);
-    } else if (r < 0.73) {
+    } else if (r < 0.7) {
       const thread = pick(THREADS);
       const done = await run(user, { n, op: 'dropThread', thread }, async () => {
         await store.deleteThread(user, thread);
