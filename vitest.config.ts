@@ -13,6 +13,7 @@ const UNIT = [
   'test/adapter-contract-memory.test.ts',
   'test/memory-store.test.ts',
   'test/example-console.test.ts',
+  'test/budget.test.ts',
 ];
 const TYPE_TESTS = ['test/**/*.test-d.ts'];
 

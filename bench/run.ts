@@ -10,6 +10,7 @@ import type { Ctx } from './context.js';
 import { length } from './length.js';
 import { load, machine, type Machine } from './machine.js';
 import { memory } from './memory.js';
+import { messages } from './messages.js';
 import { naive } from './naive.js';
 import { Raw, createTables } from './raw.js';
 import { reads } from './reads.js';
@@ -18,7 +19,7 @@ import { Services } from './services.js';
 import { sync } from './sync.js';
 import { writes } from './writes.js';
 
-const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = { reads, writes, length, concurrency, naive, sync, memory };
+const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = { reads, writes, messages, length, concurrency, naive, sync, memory };
 /** The run gives up (and still cleans up) past this; a full run takes one to two minutes. */
 const DEADLINE_MS = 175_000;
 

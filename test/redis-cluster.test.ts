@@ -74,6 +74,40 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
       await store.close();
     });
 
+    it('threads, edits, deletes, truncations, titles and drafts: every reader and PostgreSQL agree after sync', async () => {
+      const [store, other] = [clusterStore({ writeMode, historyLimit: 5, draftFlushMs: 10 }), clusterStore({ writeMode, historyLimit: 5 })];
+      const user = `v2_${writeMode}`;
+      const m = await Promise.all(['a', 'b', 'c', 'd'].map((text, i) => store.addMemory(user, 'user', text, { thread: i < 2 ? 'x' : 'y' })));
+      await Promise.all([store.getHistory(user, { thread: 'x' }), other.getHistory(user, { thread: 'y' })]);
+      expect(await other.updateMessage(user, m[1]!.id, { content: 'b edited' })).toMatchObject({ content: 'b edited', thread: 'x' });
+      expect(await store.deleteMessage(user, m[2]!.id)).toBe(true);
+      await other.addMemory(user, 'user', 'e', { thread: 'x' });
+      expect(await store.truncateAfter(user, m[1]!.id)).toBe(1);
+      await store.setThreadTitle(user, 'y', 'Y');
+      const draft = await other.startDraft(user, 'assistant', { thread: 'y' });
+      draft.update('streaming');
+      await draft.finish('streamed');
+      await Promise.all([store.syncNow(), other.syncNow()]);
+      for (const s of [store, other]) {
+        expect((await s.getHistory(user, { thread: 'x' })).map((x) => x.content)).toEqual(['a', 'b edited']);
+        expect((await s.getHistory(user, { thread: 'y' })).map((x) => x.content)).toEqual(['d', 'streamed']);
+        expect((await s.listThreads(user)).threads.map((t) => [t.id, t.title, t.messages])).toEqual([
+          ['y', 'Y', 2],
+          ['x', null, 2],
+        ]);
+      }
+      const rows = await sql`select thread, content, status from ${sql(`${names.schema}.messages`)} where user_id = ${user} order by id`;
+      expect(rows.map((r) => [r.thread, r.content, r.status])).toEqual([
+        ['x', 'a', null],
+        ['x', 'b edited', null],
+        ['y', 'd', null],
+        ['y', 'streamed', null],
+      ]);
+      await store.deleteThread(user, 'y');
+      expect(await other.getHistory(user, { thread: 'y' })).toEqual([]);
+      await Promise.all([store.close(), other.close()]);
+    });
+
     it('keeps 300 concurrent appends from three instances, once each, and syncs them', async () => {
       const stores = [0, 1, 2].map(() => clusterStore({ writeMode, historyLimit: 1000 }));
       const user = `conc_${writeMode}`;

@@ -1,0 +1,91 @@
+import { callsPerVariant } from './config.js';
+import { expectHot, userIds, warm, type Ctx } from './context.js';
+import { compareLatency } from './harness.js';
+import { CONTENT, seedMessages } from './raw.js';
+
+const SECTION = 'messages by id and drafts (concurrency 1)';
+const HISTORY = 50;
+
+/**
+ * updateMessage and deleteMessage on a hot history of 50 against addMemory on the same store
+ * (write-through: Redis and PostgreSQL), and how many writes a draft makes when update() is called
+ * 100 times a second.
+ */
+export async function messages(ctx: Ctx): Promise<void> {
+  const { svc, plan, report } = ctx;
+  const users = userIds('msg', plan.hotUsers);
+  const user = (i: number) => users[i % users.length]!;
+  const store = await svc.store('msg', 'redis+postgres');
+  await seedMessages(svc.sql, `${svc.schema('msg')}.messages`, users, HISTORY);
+  // Messages for deleteMessage to take, one per call, newest last so the hot copy stays complete.
+  const perUser = Math.ceil(callsPerVariant(plan.pg) / users.length) + 1;
+  const doomed = new Map<string, string[]>();
+  for (const u of users) {
+    const ids: string[] = [];
+    for (let k = 0; k < perUser; k++) ids.push((await store.addMemory(u, 'assistant', CONTENT)).id);
+    doomed.set(u, ids);
+  }
+  await warm(store, users);
+  await expectHot(ctx, 'msg', users, HISTORY);
+  const target = new Map<string, string>();
+  for (const u of users) target.set(u, (await store.getHistory(u, { limit: 10 }))[0]!.id);
+
+  ctx.progress('updateMessage vs addMemory, hot history of 50');
+  report.latency(
+    SECTION,
+    'updateMessage, hot history of 50, write-through',
+    await compareLatency(
+      [
+        { label: 'updateMessage', call: (i) => store.updateMessage(user(i), target.get(user(i))!, { content: `${CONTENT} ${i}` }) },
+        { label: 'addMemory', call: (i) => store.addMemory(user(i), 'user', CONTENT) },
+      ],
+      plan.pg,
+    ),
+    { op: '<=', value: 1.5 },
+    'ratio against addMemory on the same store: finds the message (Redis copy and journal, one round trip), then writes Redis and PostgreSQL in parallel',
+  );
+
+  ctx.progress('deleteMessage vs addMemory, hot history of 50');
+  report.latency(
+    SECTION,
+    'deleteMessage, hot history of 50, write-through',
+    await compareLatency(
+      [
+        { label: 'deleteMessage', call: (i) => store.deleteMessage(user(i), doomed.get(user(i))!.pop()!) },
+        { label: 'addMemory', call: (i) => store.addMemory(user(i), 'user', CONTENT) },
+      ],
+      plan.pg,
+    ),
+    { op: '<=', value: 1.5 },
+  );
+
+  // A draft fed 100 updates a second for 2 s: writes counted by Redis itself.
+  ctx.progress('draft.update at 100 calls per second');
+  const evals = async () => {
+    const info = await svc.redis.info('commandstats');
+    return [...info.matchAll(/cmdstat_(?:evalsha|eval):calls=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+  };
+  const draft = await store.startDraft(user(0), 'assistant');
+  const before = await evals();
+  const started = performance.now();
+  let text = '';
+  for (let k = 0; k < 200; k++) {
+    text += 'word ';
+    draft.update(text);
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  const seconds = (performance.now() - started) / 1000;
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const writes = (await evals()) - before;
+  await draft.finish();
+  const perSecond = writes / seconds;
+  report.add({
+    section: SECTION,
+    operation: 'draft.update, 100 calls per second',
+    ours: { label: 'store', text: `${writes} writes in ${seconds.toFixed(2)} s = ${perSecond.toFixed(1)}/s for ${Math.round(200 / seconds)} updates/s` },
+    ratio: perSecond,
+    target: { op: '<=', value: 4 },
+    note: 'ratio = Redis scripts per second (every write of this process in that window; nothing else writes)',
+  });
+  await store.close();
+}
