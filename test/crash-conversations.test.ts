@@ -29,8 +29,12 @@ afterEach(async () => {
 
 const between = (low: number, high: number) => low + Math.floor(Math.random() * (high - low));
 
-async function crashAndCheck(writeMode: WriteMode, round: number, pgAway: boolean): Promise<string> {
-  const names = isolation(`crash_conv_${writeMode === 'write-behind' ? 'wb' : 'wt'}${pgAway ? '_away' : ''}_${round}`);
+/** `away`: PostgreSQL cut a while before the kill. `back`: cut, then back, and the kill comes while the journal drains. */
+type Postgres = 'up' | 'away' | 'back';
+
+async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres): Promise<string> {
+  const pgAway = pg !== 'up';
+  const names = isolation(`crash_conv_${writeMode === 'write-behind' ? 'wb' : 'wt'}_${pg}_${round}`);
   used.push(names);
   const tag = `cv${round}`;
   if (pgAway) proxy = await FaultProxy.start(databaseUrl());
@@ -44,18 +48,26 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pgAway: boolea
     tag,
     pauseMs: 3,
     draftFlushMs: 20,
-    ...(writeMode === 'write-behind' ? { startSync: 20 } : {}),
+    // Background passes every 20 ms (small batches, kills mid-pass), or every 250 ms (a batch holds
+    // a message with its edits, cuts and drafts' ends, as after an outage).
+    ...(writeMode === 'write-behind' ? { startSync: round % 2 === 0 ? 20 : 250 } : {}),
   });
-  let target: number;
-  if (proxy) {
-    await child.acks(between(80, 200), 30_000);
-    await proxy.refuse();
-    target = child.ackCount + between(150, 350);
-  } else {
-    target = between(200, 600);
-  }
-  await child.acks(target, 40_000);
-  await child.kill();
+  const died = await runUntilKilled(child, async () => {
+    let target = between(200, 600);
+    if (proxy) {
+      await child.acks(between(80, 200), 30_000);
+      await proxy.refuse();
+      target = child.ackCount + between(150, 350);
+      if (pg === 'back') {
+        await child.acks(target, 40_000);
+        await proxy.pass();
+        // Ops on messages still in the journal while it drains: they must follow it, not overtake it.
+        await child.waitUntil(() => child.lines.some((l) => /postgres is up again/.test(l)), 10_000, '"postgres is up again"');
+        target = child.ackCount + between(10, 120);
+      }
+    }
+    await child.acks(target, 40_000);
+  });
   await proxy?.pass();
 
   const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 10_000);
@@ -75,38 +87,61 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pgAway: boolea
   for (const log of child.users.values()) for (const op of log.acked) kinds.set(op.op, (kinds.get(op.op) ?? 0) + 1);
   const rows = [...stored.rows.values()].reduce((n, list) => n + list.length, 0);
   const summary =
-    `${writeMode}${pgAway ? ', PostgreSQL away' : ''}, round ${round}: ${child.ackCount} acknowledged ops (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}), ` +
+    `${writeMode}${{ up: '', away: ', PostgreSQL away', back: ', PostgreSQL back, journal draining' }[pg]}, round ${round}: ${child.ackCount} acknowledged ops (${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}), ` +
     `${child.failures.length} failures, ${uncertain} in flight at the kill (${uncertainLanded} landed), ${rows} rows; ` +
     `pending ${pending} after ${moved.length} recovery passes`;
-  const detail = [summary, ...problems, ...disagree.slice(0, 10), ...child.failures.slice(0, 5)].join('\n');
+  const detail = [summary, ...problems, ...stored.miscounted, ...disagree.slice(0, 10), ...child.failures.slice(0, 5)].join('\n');
   expect(problems, detail).toEqual([]);
+  expect(stored.miscounted, detail).toEqual([]);
   expect(disagree, detail).toEqual([]);
   expect(pending, detail).toBe(0);
   // With both servers up nothing may fail; with PostgreSQL away only a lookup by id that could not tell (nothing written).
   const harmful = child.failures.filter((l) => !l.includes('"nothingWritten":true'));
   expect(pgAway ? harmful : child.failures, detail).toEqual([]);
-  return summary;
+  return died ? `${summary}; the process died by itself first (${died})` : summary;
+}
+
+/**
+ * Runs `until`, then SIGKILLs the child. A child that died by itself first on postgres.js's
+ * "socket.write of a null socket" (porsager/postgres#1154, #1208: a connection that closes with a
+ * write still scheduled throws from a setImmediate, out of reach of any catch) crashed like a
+ * SIGKILL would: the checks that follow hold all the same. Any other death fails the test.
+ */
+async function runUntilKilled(child: ConversationChild, until: () => Promise<void>): Promise<string | undefined> {
+  try {
+    await until();
+  } catch (error) {
+    await child.exited;
+    if (!child.diedByItself || !/reading 'write'\)[\s\S]*nextWrite/.test(child.stderr)) throw error;
+    console.warn(`the child died by itself on the postgres.js null-socket write (porsager/postgres#1154):\n${child.tail(4)}`);
+  }
+  await child.kill();
+  return child.diedByItself ? 'postgres.js null-socket write' : undefined;
 }
 
 it('write-through, SIGKILLed mid-conversation (twice): PostgreSQL holds the fold of the acknowledged ops (plus at most the one in flight per user)', async () => {
   const results: string[] = [];
-  for (let round = 0; round < 2; round++) results.push(await crashAndCheck('write-through', round, false));
+  for (let round = 0; round < 2; round++) results.push(await crashAndCheck('write-through', round, 'up'));
   console.info(results.join('\n'));
 }, 120_000);
 
 it('write-behind with background sync, SIGKILLed mid-conversation (twice): PostgreSQL holds the fold of the acknowledged ops', async () => {
   const results: string[] = [];
-  for (let round = 0; round < 2; round++) results.push(await crashAndCheck('write-behind', round, false));
+  for (let round = 0; round < 2; round++) results.push(await crashAndCheck('write-behind', round, 'up'));
   console.info(results.join('\n'));
 }, 120_000);
 
 it.each(['write-through', 'write-behind'] as const)(
   '%s, PostgreSQL cut and SIGKILLed while it is away: the ops journaled in Redis reach PostgreSQL as acknowledged',
   async (writeMode) => {
-    console.info(await crashAndCheck(writeMode, 0, true));
+    console.info(await crashAndCheck(writeMode, 0, 'away'));
   },
   120_000,
 );
+
+it('write-through, PostgreSQL cut and back, SIGKILLed while the journal drains: edits and deletes of journaled messages followed them', async () => {
+  console.info(await crashAndCheck('write-through', 0, 'back'));
+}, 120_000);
 
 it('a draft abandoned by a SIGKILLed process is finished as aborted, with the text that reached Redis, by the next sync after draftTimeoutMs', async () => {
   const names = isolation('crash_conv_draft');
@@ -137,8 +172,7 @@ it('a draft abandoned by a SIGKILLed process is finished as aborted, with the te
   const patient = storeWith(60_000);
   try {
     await patient.syncNow();
-    const early = await patient.getMessage(ready.user, ready.id);
-    expect({ content: early?.content, status: early?.status }).toEqual({ content: ready.text, status: 'streaming' });
+    expect((await patient.getMessage(ready.user, ready.id))?.status).toBe('streaming');
   } finally {
     await patient.close({ timeoutMs: 2000 });
   }

@@ -139,14 +139,28 @@ export class ConversationChild {
     });
   }
 
-  acks(n: number, timeoutMs = 30_000): Promise<void> {
-    return this.waitUntil(() => this.ackCount >= n, timeoutMs, `${n} acknowledged ops`);
+  /** Resolves once `n` ops were acknowledged; rejects at once when every user's loop stopped on a failure. */
+  async acks(n: number, timeoutMs = 30_000): Promise<void> {
+    const stopped = () => [...this.users.values()].every((log) => log.stopped);
+    await this.waitUntil(() => this.ackCount >= n || stopped(), timeoutMs, `${n} acknowledged ops`);
+    if (this.ackCount < n)
+      throw new Error(`every user's loop stopped on a failure after ${this.ackCount} acknowledged ops:\n${this.failures.slice(-4).join('\n')}`);
   }
 
   /** The first line starting with `prefix`. */
   async line(prefix: string, timeoutMs: number): Promise<string> {
     await this.waitUntil(() => this.lines.some((l) => l.startsWith(prefix)), timeoutMs, `${prefix} line`);
     return this.lines.find((l) => l.startsWith(prefix)) as string;
+  }
+
+  /** The child's stderr (the last 4000 characters): why it died, when it died by itself. */
+  get stderr(): string {
+    return this.#stderr;
+  }
+
+  /** Whether the process ended without our SIGKILL. */
+  get diedByItself(): boolean {
+    return this.child.exitCode !== null;
   }
 
   tail(lines = 15): string {
@@ -319,6 +333,8 @@ export function judge(log: UserLog, rows: readonly Row[], titles: ReadonlyMap<st
 export interface Stored {
   rows: Map<string, Row[]>;
   titles: Map<string, Map<string, string | null>>;
+  /** Threads whose `messages` count (kept by the adapter's inserts and a delete trigger) differs from their rows. */
+  miscounted: string[];
 }
 
 /** Every message and thread title in the schema, read from PostgreSQL directly, per user. */
@@ -333,12 +349,15 @@ export async function readPostgres(databaseUrl: string, schema: string): Promise
       list.push({ id: r.id as string, thread: r.thread as string, content: r.content as string, status: (r.status as string | null) ?? null });
     }
     const titles = new Map<string, Map<string, string | null>>();
-    for (const r of await sql`select user_id, thread, title from ${sql(`${schema}.threads`)} where title is not null`) {
+    const miscounted: string[] = [];
+    for (const r of await sql`select user_id, thread, title, messages from ${sql(`${schema}.threads`)}`) {
       const map = titles.get(r.user_id as string) ?? new Map<string, string | null>();
       titles.set(r.user_id as string, map);
-      map.set(r.thread as string, r.title as string);
+      if (r.title !== null) map.set(r.thread as string, r.title as string);
+      const n = (rows.get(r.user_id as string) ?? []).filter((m) => m.thread === r.thread).length;
+      if (r.messages !== n) miscounted.push(`${r.user_id}/${r.thread}: threads.messages ${r.messages}, ${n} rows`);
     }
-    return { rows, titles };
+    return { rows, titles, miscounted };
   } finally {
     await sql.end({ timeout: 1 });
   }
