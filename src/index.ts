@@ -1,4 +1,13 @@
-export { TieredStore, type AddMemoryOptions, type DeadLetter, type StoreEvents } from './store.js';
+export {
+  TieredStore,
+  type AddMemoryOptions,
+  type DeadLetter,
+  type HistoryOptions,
+  type ListThreadsOptions,
+  type MessagePatch,
+  type StoreEvents,
+} from './store.js';
+export type { Draft } from './draft.js';
 export { RedisAdapter, type RedisAdapterOptions } from './adapters/redis.js';
 export { PostgresAdapter, type PostgresAdapterOptions } from './adapters/postgres.js';
 export { MemoryAdapter, type MemoryAdapterOptions } from './adapters/memory.js';
@@ -8,13 +17,16 @@ export type {
   CacheMiss,
   DeadLetterRecord,
   HistoryRead,
+  HistoryReadOptions,
   ReadOptions,
+  ThreadRecord,
+  ThreadRecordPage,
   RetentionRule,
   UserRecord,
   WriteOutcome,
 } from './adapters/contract.js';
 export type { CacheAdapter, JournalEntry } from './cache/contract.js';
-export type { Op, Stamped } from './model/ops.js';
+export type { AppendOp, CutOp, EditOp, Op, Stamped } from './model/ops.js';
 export type { Retention, TieredStoreOptions, TtlSeconds, WriteMode } from './options.js';
 export type { FromEnvOptions } from './env.js';
 export type { Limits } from './model/validate.js';
@@ -27,8 +39,11 @@ export type {
   JsonValue,
   Logger,
   Message,
+  MessageStatus,
   Role,
   SyncResult,
+  ThreadInfo,
+  ThreadPage,
   TierState,
   UserId,
 } from './types.js';

@@ -363,7 +363,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         check: (text, m) => ({ content: checkContent(text, this.#opts.limits), meta: m === undefined ? undefined : checkMeta(m, this.#opts.limits) }),
         flush: (edit) => this.#flushDraft(edit),
         commit: async (edit) => {
-          await this.#run('finishDraft', (deadline) => this.#writes.route(edit, deadline, true));
+          // Behind the draft's start if that is still pending, like any change of a message.
+          await this.#run('finishDraft', async (deadline) => this.#writes.route(edit, deadline, await this.#reads.hasPending(user, deadline)));
         },
         closed: (draftId) => this.#drafts.delete(draftId),
       },

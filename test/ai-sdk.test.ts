@@ -136,6 +136,32 @@ describe('AI SDK: ModelMessage conversion', () => {
     await store.close();
   });
 
+  it('thread picks the conversation that loadModelMessages reads and saveModelMessages writes', async () => {
+    const store = new TieredStore({ logger: false });
+    await store.addMemory('ai10', 'user', 'in main');
+    const saved = await saveModelMessages(
+      store,
+      'ai10',
+      [
+        { role: 'user', content: 'Weather in Paris?' },
+        { role: 'assistant', content: 'Sunny.' },
+      ],
+      {
+        thread: 'trip',
+      },
+    );
+    expect(saved.map((m) => m.thread)).toEqual(['trip', 'trip']);
+    expect(await loadModelMessages(store, 'ai10', { thread: 'trip' })).toEqual([
+      { role: 'user', content: 'Weather in Paris?' },
+      { role: 'assistant', content: 'Sunny.' },
+    ]);
+    expect(await loadModelMessages(store, 'ai10', { thread: 'trip', limit: 1 })).toEqual([{ role: 'assistant', content: 'Sunny.' }]);
+    expect(await loadModelMessages(store, 'ai10')).toEqual([{ role: 'user', content: 'in main' }]);
+    await expect(saveModelMessages(store, 'ai10', [{ role: 'user', content: 'x' }], { thread: 'bad id' })).rejects.toMatchObject({ code: 'INVALID_THREAD' });
+    expect(contents(await store.getHistory('ai10', { thread: 'trip' }))).toEqual(['user:Weather in Paris?', 'assistant:Sunny.']);
+    await store.close();
+  });
+
   it('a tool message stored without AI SDK parts cannot be a ToolModelMessage: INVALID_META names it', async () => {
     const store = new TieredStore({ logger: false });
     await store.addMemory('ai6', 'user', 'q');

@@ -183,4 +183,31 @@ describe('the example bot as a child process, against a stand-in Bot API, with r
 
     expect(await stop(second, 'SIGINT')).toEqual({ code: 0, signal: null });
   });
+
+  it('/new moves the chat to a new thread, /threads lists both, and an edited message updates its stored copy', async () => {
+    const third = startBot();
+    expect((await say(third, 'back in main')).text).toContain('I have 1 message from our chat');
+    const started = (await say(third, '/new')).text;
+    const thread = /New conversation started \((t-\d+)\)/.exec(started)?.[1];
+    expect(thread, started).toBeDefined();
+    expect((await say(third, 'a fresh topic')).text).toContain('I have 1 message from our chat: this one.');
+    const edited = fake.lastUserMessageId;
+    expect((await say(third, 'more on it')).text).toBe('I have 3 messages from our chat. You said before: "a fresh topic"');
+
+    fake.pushEdit(USER, edited, 'a fresh topic, edited');
+    expect((await say(third, '/history')).text).toMatch(/1\. You: a fresh topic, edited\n2\. Bot: .*\n3\. You: more on it\n4\. Bot: /);
+
+    const threads = (await say(third, '/threads')).text;
+    expect(threads).toMatch(new RegExp(`1\\. Started .* UTC \\(${thread}\\): 4 messages <- current\\n2\\. Main conversation \\(main\\): 2 messages`));
+    expect(await stop(third, 'SIGTERM')).toEqual({ code: 0, signal: null });
+
+    const durable = new TieredStore({ postgres: new PostgresAdapter({ url: databaseUrl(), schema: iso.schema }), logger: false });
+    try {
+      const stored = await durable.getHistory(USER, { thread: thread as string });
+      expect(stored.map((m) => `${m.role}:${m.content}`).slice(0, 1)).toEqual(['user:a fresh topic, edited']);
+      expect(stored.every((m) => m.status === undefined)).toBe(true);
+    } finally {
+      await durable.close();
+    }
+  });
 });

@@ -167,6 +167,48 @@ describe('console mode: the same bot in the terminal, without a token', () => {
     expect(r.stderr()).not.toMatch(/Error|failed/);
   });
 
+  it('streams an answer through a store draft: shown growing (sendMessageDraft), then sent finished', async () => {
+    const r = run('npm', ['run', 'example'], newcomerEnv());
+    r.child.stdin?.end('hello\n/history\n');
+    expect(await exited(r)).toEqual({ code: 0, signal: null });
+    const out = r.stdout();
+    const final = 'I have 1 message from our chat: this one. Say something else and I will remind you of it; /history shows them all.';
+    const growing = [...out.matchAll(/^bot \(typing\): (.*)$/gm)].map((m) => m[1] ?? '');
+    expect(growing.length).toBeGreaterThanOrEqual(3);
+    for (let i = 1; i < growing.length; i++) {
+      expect(growing[i]?.startsWith(growing[i - 1] ?? '')).toBe(true);
+      expect((growing[i] ?? '').length).toBeGreaterThan((growing[i - 1] ?? '').length);
+    }
+    expect(growing.at(-1)).toBe(final);
+    expectInOrder(out, ['you: hello', `bot (typing): ${growing[0]}\n`, `bot (typing): ${final}\n`, `bot: ${final}\n`, 'you: /history']);
+    // Finished, not left streaming: the history holds it as a normal message.
+    expect(out).toMatch(/bot: Your last 2 messages, oldest first:\n\s+1\. You: hello\n\s+2\. Bot: I have 1 message from our chat/);
+    expect(r.stderr()).not.toMatch(/Error|failed/);
+  });
+
+  it('/new starts a conversation that later messages go to, and /threads lists them with titles and counts', async () => {
+    const r = run('npm', ['run', 'example'], newcomerEnv());
+    r.child.stdin?.end(`${['hello', '/new', 'fresh start', '/history', '/threads'].join('\n')}\n`);
+    expect(await exited(r)).toEqual({ code: 0, signal: null });
+    const out = r.stdout();
+    const thread = /New conversation started \((t-\d+)\)/.exec(out)?.[1];
+    expect(thread).toBeDefined();
+    expectInOrder(out, [
+      'you: hello',
+      'bot: I have 1 message from our chat',
+      'you: /new',
+      `bot: New conversation started (${thread}).`,
+      'you: fresh start',
+      'bot: I have 1 message from our chat: this one.',
+      /bot: Your last 2 messages, oldest first:\n\s+1\. You: fresh start\n\s+2\. Bot: /,
+      'bot: Your conversations, most recent first:',
+      new RegExp(`1\\. Started \\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2} UTC \\(${thread}\\): 2 messages <- current`),
+      '2. Main conversation (main): 2 messages\n',
+      '/new starts another one.',
+    ]);
+    expect(r.stderr()).not.toMatch(/Error|failed/);
+  });
+
   it('--console wins over BOT_TOKEN, never calls the Bot API, and exits 0 on SIGINT', async () => {
     await fake.start();
     const r = runScript(['--console'], newcomerEnv({ BOT_TOKEN: '123456:not-used', TELEGRAM_API_ROOT: fake.apiRoot }));

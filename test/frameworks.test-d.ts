@@ -3,7 +3,7 @@ import type { BaseMessage } from '@langchain/core/messages';
 import { RunnableLambda, RunnableWithMessageHistory } from '@langchain/core/runnables';
 import type { generateText, GenerateTextResult, ModelMessage, ToolSet } from 'ai';
 import { Telegraf, type Context, type MiddlewareFn } from 'telegraf';
-import { message } from 'telegraf/filters';
+import { editedMessage, message } from 'telegraf/filters';
 import { describe, expectTypeOf, it } from 'vitest';
 import { fromModelMessage, loadModelMessages, saveModelMessages, toModelMessages, type StoredModelMessage } from '../src/integrations/ai.js';
 import type { Message, Role, TieredStore, UserId } from '../src/index.js';
@@ -32,6 +32,20 @@ describe('Telegraf middleware types', () => {
     memory<MyContext>(store, { userId: (ctx) => ctx.from });
     // @ts-expect-error the store is required
     memory();
+  });
+
+  it('takes the v2 options (thread, followEdits) and types edit, thread and history by thread', () => {
+    const bot = new Telegraf<MyContext>('token');
+    bot.use(memory(store, { thread: (ctx) => (ctx.chat?.type === 'supergroup' ? 'groups' : undefined), followEdits: false }));
+    bot.on(editedMessage('text'), async (ctx) => {
+      expectTypeOf(ctx.memory.thread).toEqualTypeOf<string>();
+      expectTypeOf(ctx.memory.edit(ctx.editedMessage.message_id, ctx.editedMessage.text)).resolves.toEqualTypeOf<Message | null>();
+      expectTypeOf(ctx.memory.history({ thread: 'groups' })).resolves.toEqualTypeOf<Message[]>();
+    });
+    // @ts-expect-error a thread id is a string, not a number
+    memory<MyContext>(store, { thread: (ctx) => ctx.chat?.id });
+    // @ts-expect-error followEdits is a boolean
+    memory<MyContext>(store, { followEdits: 1 });
   });
 
   it('needs the flavor: a plain Context has no memory, and the middleware does not fit its bot', () => {
@@ -64,6 +78,13 @@ describe('LangChain history types', () => {
     new TieredChatMessageHistory({ store, userId: 1, limit: '10' });
     // @ts-expect-error with exactOptionalPropertyTypes, an explicit undefined limit is not a limit
     new TieredChatMessageHistory({ store, userId: 1, limit: undefined });
+    // @ts-expect-error a thread id is a string
+    new TieredChatMessageHistory({ store, userId: 1, thread: 42 });
+  });
+
+  it('takes a thread and exposes it', () => {
+    const history = new TieredChatMessageHistory({ store, userId: 'u', thread: 'conversation-7' });
+    expectTypeOf(history.thread).toEqualTypeOf<string>();
   });
 });
 
@@ -73,6 +94,7 @@ describe('AI SDK conversion types', () => {
     expectTypeOf(toModelMessages([])).toEqualTypeOf<ModelMessage[]>();
     expectTypeOf(toModelMessages([])).toExtend<Messages>();
     expectTypeOf(loadModelMessages(store, 1)).resolves.toExtend<Messages>();
+    expectTypeOf(loadModelMessages(store, 1, { thread: 't-1', limit: 20 })).resolves.toExtend<Messages>();
     const result = {} as GenerateTextResult<ToolSet, never>;
     expectTypeOf(saveModelMessages(store, 1, result.response.messages)).resolves.toEqualTypeOf<Message[]>();
     expectTypeOf(fromModelMessage({ role: 'user', content: 'hi' })).toEqualTypeOf<StoredModelMessage>();
@@ -86,5 +108,10 @@ describe('AI SDK conversion types', () => {
     await saveModelMessages(store, 1, [{ role: 'tool', content: 'result' }]);
     // @ts-expect-error meta is a JSON object
     await saveModelMessages(store, 1, [], { meta: 'x' });
+    await saveModelMessages(store, 1, [], { thread: 't-1' });
+    // @ts-expect-error a thread id is a string
+    await saveModelMessages(store, 1, [], { thread: 1 });
+    // @ts-expect-error a thread id is a string
+    await loadModelMessages(store, 1, { thread: null });
   });
 });

@@ -1,7 +1,9 @@
 import { Bot, type Context, type MiddlewareFn } from 'grammy';
 import { describe, expectTypeOf, it } from 'vitest';
 import { memory, type MemoryFlavor, type UserMemory } from '../src/integrations/grammy.js';
+import type { Draft } from '../src/draft.js';
 import type { BookingData, Message, TieredStore, UserId } from '../src/index.js';
+import type { ThreadPage } from '../src/types.js';
 
 type MyContext = Context & MemoryFlavor;
 declare const store: TieredStore;
@@ -46,6 +48,29 @@ describe('grammY plugin types', () => {
     memory();
     // @ts-expect-error a user id is a number or a string
     memory<MyContext>(store, { userId: (c) => c.from });
+  });
+
+  it('types the v2 options and methods: thread, followEdits, edit, thread-aware history', () => {
+    const bot = new Bot<MyContext>('token');
+    bot.use(memory(store, { thread: (ctx) => (ctx.chat?.type === 'private' ? undefined : String(ctx.chat?.id)), followEdits: true }));
+    bot.on('edited_message:text', async (ctx) => {
+      expectTypeOf(ctx.memory.thread).toEqualTypeOf<string>();
+      expectTypeOf(ctx.memory.edit(ctx.editedMessage.message_id, ctx.editedMessage.text)).resolves.toEqualTypeOf<Message | null>();
+      expectTypeOf(ctx.memory.findTelegramMessage(1)).resolves.toEqualTypeOf<Message | null>();
+      expectTypeOf(ctx.memory.history({ limit: 5, thread: 'other' })).resolves.toEqualTypeOf<Message[]>();
+      expectTypeOf(ctx.memory.threads()).resolves.toEqualTypeOf<ThreadPage>();
+      expectTypeOf(ctx.memory.startDraft('assistant')).resolves.toEqualTypeOf<Draft>();
+      await ctx.memory.clear({ thread: 'other' });
+    });
+    // @ts-expect-error a thread id is a string
+    memory<MyContext>(store, { thread: (c) => c.message?.message_thread_id });
+    // @ts-expect-error followEdits is a boolean
+    memory<MyContext>(store, { followEdits: 'yes' });
+    const ctx = {} as MyContext;
+    // @ts-expect-error edit takes the Telegram message id (a number), not the store's id
+    void ctx.memory.edit('01HX', 'text');
+    // @ts-expect-error the new text is a string
+    void ctx.memory.edit(1, { content: 'x' });
   });
 
   it('needs the flavor: a plain Context has no memory, and the middleware does not fit its bot', () => {

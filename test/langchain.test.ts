@@ -156,6 +156,25 @@ describe('LangChain: TieredChatMessageHistory', () => {
     await store.close();
   });
 
+  it('the thread option reads and writes one of the user’s threads; clear() empties only that thread', async () => {
+    const store = memoryStore();
+    await store.addMemory('lc10', 'user', 'in main');
+    const work = new TieredChatMessageHistory({ store, userId: 'lc10', thread: 'work' });
+    expect(work.thread).toBe('work');
+    expect(new TieredChatMessageHistory({ store, userId: 'lc10' }).thread).toBe('main');
+    await work.addMessages(toolExchange());
+    expect(lc(await new TieredChatMessageHistory({ store, userId: 'lc10', thread: 'work', limit: 2 }).getMessages())).toEqual([
+      'ai:It is 18°C and sunny in Paris.',
+    ]);
+    expect((await store.getHistory('lc10', { thread: 'work' })).every((m) => m.thread === 'work')).toBe(true);
+    expect(contents(await store.getHistory('lc10'))).toEqual(['user:in main']);
+    await work.clear();
+    expect(await work.getMessages()).toEqual([]);
+    expect(lc(await new TieredChatMessageHistory({ store, userId: 'lc10' }).getMessages())).toEqual(['human:in main']);
+    expect(() => new TieredChatMessageHistory({ store, userId: 'lc10', thread: 'no spaces' })).toThrow(expect.objectContaining({ code: 'INVALID_THREAD' }));
+    await store.close();
+  });
+
   it('the constructor refuses a missing store, a bad user id and a bad limit', async () => {
     const store = memoryStore();
     expect(() => new TieredChatMessageHistory({ store: undefined as unknown as TieredStore, userId: 1 })).toThrow(

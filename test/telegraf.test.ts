@@ -1,12 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { Telegraf, type Context } from 'telegraf';
-import { channelPost, message } from 'telegraf/filters';
+import { channelPost, editedMessage, message } from 'telegraf/filters';
 import type { Update, UserFromGetMe } from 'telegraf/types';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserMemory as GrammyUserMemory } from '../src/integrations/grammy.js';
 import { isStoreError, PostgresAdapter, TieredStore, type Message } from '../src/index.js';
-import { memory, UserMemory, type MemoryFlavor, type MemoryOptions } from '../src/integrations/telegraf.js';
+import { memory, TELEGRAM_EDIT_WINDOW, UserMemory, type MemoryFlavor, type MemoryOptions } from '../src/integrations/telegraf.js';
 import { ANONYMOUS_POLL, FAKE_BOT_INFO, FakeBotApi } from './helpers/fake-bot-api.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 import { makeStore } from './helpers/stores.js';
@@ -166,6 +166,123 @@ describe('Telegraf middleware: ctx.memory', () => {
       }).outputText;
       expect(js).not.toMatch(/from ['"](telegraf|grammy)(\/[^'"]*)?['"]/);
     }
+  });
+});
+
+/** A text in a private chat or a forum supergroup, optionally in topic `threadId`. */
+function topicText(userId: number, text: string, options: { threadId?: number; chatId?: number; forum?: boolean } = {}): Update {
+  const chatId = options.chatId ?? userId;
+  const chat = options.forum ? { id: chatId, type: 'supergroup', title: 'G', is_forum: true } : { id: chatId, type: 'private', first_name: 'U' };
+  const thread = options.threadId === undefined ? {} : { message_thread_id: options.threadId, is_topic_message: true };
+  const message = { message_id: ++nextUpdate, date: 0, chat, from: { id: userId, is_bot: false, first_name: 'U' }, text, ...thread };
+  return { update_id: nextUpdate, message } as Update;
+}
+
+function editOf(original: Update, text: string): Update {
+  const { message } = original as unknown as { message: Record<string, unknown> };
+  return { update_id: ++nextUpdate, edited_message: { ...message, edit_date: 1, text } } as Update;
+}
+
+describe('Telegraf middleware, v2: Telegram edits and topics', () => {
+  function v2Bot(store: TieredStore, options?: MemoryOptions<MyContext>) {
+    const { bot, errors } = testBot(store, options);
+    const editsSeen: string[][] = [];
+    bot.on(message('text'), async (ctx) => {
+      await ctx.memory.add('user', ctx.message.text);
+      await ctx.reply(`thread ${ctx.memory.thread}`);
+    });
+    bot.on(editedMessage('text'), async (ctx) => {
+      editsSeen.push(contents(await ctx.memory.history()));
+    });
+    return { bot, errors, editsSeen };
+  }
+
+  it('an edited_message updates the stored copy of the message (tagged with its Telegram ids) before handlers run', async () => {
+    const store = new TieredStore({ logger: false });
+    const { bot, errors, editsSeen } = v2Bot(store);
+    const original = topicText(80, 'two coffees');
+    await bot.handleUpdate(original);
+    await bot.handleUpdate(topicText(80, 'to go'));
+    const [before] = await store.getHistory(80);
+    expect(before?.meta).toEqual({ telegram: { messageId: (original as { message: { message_id: number } }).message.message_id, chatId: 80 } });
+    await bot.handleUpdate(editOf(original, 'three coffees'));
+    const after = await store.getHistory(80);
+    expect(contents(after)).toEqual(['user:three coffees', 'user:to go']);
+    expect(after[0]?.id).toBe(before?.id);
+    expect(after[0]?.updatedAt).toBeInstanceOf(Date);
+    expect(editsSeen).toEqual([['user:three coffees', 'user:to go']]);
+    expect(errors).toEqual([]);
+    await store.close();
+  });
+
+  it('an edit of an unknown message changes nothing; followEdits: false leaves edits to ctx.memory.edit', async () => {
+    const store = new TieredStore({ logger: false });
+    const { bot, errors, editsSeen } = v2Bot(store);
+    await bot.handleUpdate(topicText(81, 'stays'));
+    await bot.handleUpdate(editOf(topicText(81, 'never stored'), 'edited'));
+    expect(contents(await store.getHistory(81))).toEqual(['user:stays']);
+    expect(editsSeen).toEqual([['user:stays']]);
+
+    const { bot: manual } = testBot(store, { followEdits: false });
+    const results: unknown[] = [];
+    manual.on(message('text'), (ctx) => ctx.memory.add('user', ctx.message.text));
+    manual.on(editedMessage('text'), async (ctx) => {
+      results.push(contents(await ctx.memory.history()));
+      const updated = await ctx.memory.edit(ctx.editedMessage.message_id, ctx.editedMessage.text.toUpperCase());
+      results.push(updated?.content, await ctx.memory.edit(987654321, 'x'));
+    });
+    const original = topicText(82, 'quiet');
+    await manual.handleUpdate(original);
+    await manual.handleUpdate(editOf(original, 'loud'));
+    expect(results).toEqual([['user:quiet'], 'LOUD', null]);
+    expect(errors).toEqual([]);
+    await store.close();
+  });
+
+  it(`does not follow an edit of a message older than the thread's newest ${TELEGRAM_EDIT_WINDOW}`, async () => {
+    const store = new TieredStore({ logger: false, historyLimit: 1000 });
+    const { bot } = v2Bot(store);
+    const old = topicText(83, 'old');
+    await bot.handleUpdate(old);
+    for (let i = 0; i < TELEGRAM_EDIT_WINDOW; i++) await store.addMemory(83, 'assistant', `filler ${i}`);
+    await bot.handleUpdate(editOf(old, 'too late'));
+    expect((await store.getHistory(83, { limit: 1000 }))[0]?.content).toBe('old');
+    await store.close();
+  });
+
+  it('puts topic messages in thread String(message_thread_id), others in main, replying through the Bot API', async () => {
+    const store = new TieredStore({ logger: false });
+    const { bot, errors } = v2Bot(store);
+    const from = api.calls.length;
+    await bot.handleUpdate(topicText(84, 'forum topic', { threadId: 42, chatId: -84, forum: true }));
+    await bot.handleUpdate(topicText(84, 'private topic', { threadId: 7 }));
+    await bot.handleUpdate(topicText(84, 'no topic'));
+    expect(contents(await store.getHistory(84, { thread: '42' }))).toEqual(['user:forum topic']);
+    expect(contents(await store.getHistory(84, { thread: '7' }))).toEqual(['user:private topic']);
+    expect(contents(await store.getHistory(84))).toEqual(['user:no topic']);
+    expect(sentSince(from)).toEqual([
+      [-84, 'thread 42'],
+      [84, 'thread 7'],
+      [84, 'thread main'],
+    ]);
+    const edited = topicText(84, 'in 42 again', { threadId: 42, chatId: -84, forum: true });
+    await bot.handleUpdate(edited);
+    await bot.handleUpdate(editOf(edited, 'in 42, edited'));
+    expect(contents(await store.getHistory(84, { thread: '42' }))).toEqual(['user:forum topic', 'user:in 42, edited']);
+    expect(errors).toEqual([]);
+    await store.close();
+  });
+
+  it('the thread option overrides the mapping; undefined means main', async () => {
+    const store = new TieredStore({ logger: false });
+    const { bot, errors } = v2Bot(store, { thread: (ctx) => (ctx.chat?.type === 'supergroup' ? 'groups' : undefined) });
+    await bot.handleUpdate(topicText(85, 'forum topic', { threadId: 42, chatId: -85, forum: true }));
+    await bot.handleUpdate(topicText(85, 'private topic', { threadId: 7 }));
+    expect(contents(await store.getHistory(85, { thread: 'groups' }))).toEqual(['user:forum topic']);
+    expect(contents(await store.getHistory(85))).toEqual(['user:private topic']);
+    expect((await store.listThreads(85)).threads.map((t) => t.id).sort()).toEqual(['groups', 'main']);
+    expect(errors).toEqual([]);
+    await store.close();
   });
 });
 

@@ -48,6 +48,8 @@ export class ConsoleChat {
       this.#keyboard(p.reply_markup, message);
       result = message;
     }
+    // The Bot API's streaming preview of a message being written: shown growing, line by line.
+    if (method === 'sendMessageDraft' && typeof p.text === 'string' && p.text) this.#say('bot (typing): ', p.text);
     if (method === 'answerCallbackQuery' && typeof p.text === 'string') this.write(`${INDENT}(notification: ${p.text})\n`);
     return { ok: true, result } as Awaited<ReturnType<Transformer>>;
   };

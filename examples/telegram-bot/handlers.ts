@@ -11,13 +11,17 @@ export interface BotOptions {
   botInfo?: UserFromGetMe;
   /** Root URL of the Bot API server (a local one in tests). */
   apiRoot?: string;
-  /** Console mode: /start also says how to share a contact and press buttons by typing. */
+  /** Console mode: /start also says how to share a contact and press buttons by typing; answers are shown growing as they stream. */
   console?: boolean;
+  /** Where console-mode answers stream from. @default standInStream(40) */
+  stream?: ReplyStreamer;
 }
 
 export const COMMANDS = [
   { command: 'start', description: 'What I can do' },
   { command: 'history', description: 'Your last 10 messages' },
+  { command: 'new', description: 'Start a new conversation' },
+  { command: 'threads', description: 'Your conversations' },
   { command: 'phone', description: 'Share your phone number' },
   { command: 'book', description: 'Book a service (service, then date)' },
   { command: 'booking', description: 'Show your booking' },
@@ -30,13 +34,48 @@ export const COMMANDS = [
 
 const PHONE_BUTTON = 'Share my phone number';
 
+/**
+ * Streams an answer as it is generated: each value is the text so far. Plug an LLM's stream in
+ * here; without one the bot uses {@link standInStream}.
+ */
+export type ReplyStreamer = (answer: string) => AsyncIterable<string>;
+
+/**
+ * A deterministic stand-in for an LLM's stream (no LLM is configured in this example): the answer
+ * a few words at a time, `delayMs` apart.
+ */
+export function standInStream(delayMs: number, wordsPerChunk = 4): ReplyStreamer {
+  return async function* (answer) {
+    const words = answer.split(' ');
+    for (let end = wordsPerChunk; end < words.length; end += wordsPerChunk) {
+      if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+      yield words.slice(0, end).join(' ');
+    }
+    yield answer;
+  };
+}
+
 /** The example bot: every handler, used as it is by long polling and by the console mode. */
 export function createBot(token: string, store: TieredStore, options: BotOptions = {}): Bot<BotContext> {
   const config: BotConfig<BotContext> = {};
   if (options.botInfo) config.botInfo = options.botInfo;
   if (options.apiRoot) config.client = { apiRoot: options.apiRoot };
   const bot = new Bot<BotContext>(token, config);
-  bot.use(commandEntity, memory(store));
+  // The conversation each chat is in, set by /new. In process memory on purpose: the plugin's
+  // `thread` option is synchronous (no store read on every update), and the booking data stays
+  // the booking flow's alone (it replaces that object whole). After a restart a chat is back in
+  // 'main'; /threads still lists every conversation. Chats without an entry follow Telegram topics.
+  const currentThread = new Map<number, string>();
+  const stream = options.stream ?? standInStream(40);
+  bot.use(
+    commandEntity,
+    memory(store, {
+      thread: (ctx) => {
+        const chosen = ctx.chat ? currentThread.get(ctx.chat.id) : undefined;
+        return chosen ?? (ctx.msg?.is_topic_message ? String(ctx.msg.message_thread_id) : undefined);
+      },
+    }),
+  );
   bot.use(booking);
 
   bot.command('start', (ctx) => ctx.reply(welcome(ctx.from?.first_name, options.console === true)));
@@ -46,6 +85,25 @@ export function createBot(token: string, store: TieredStore, options: BotOptions
     if (messages.length === 0) return ctx.reply('No messages yet. Say something, then try /history again.');
     const lines = messages.map((m, i) => `${i + 1}. ${speaker(m)}: ${clip(m.content, 120)}`);
     return ctx.reply([`Your last ${count(messages.length, 'message')}, oldest first:`, ...lines].join('\n'));
+  });
+
+  bot.command('new', async (ctx) => {
+    const thread = `t-${Date.now()}`;
+    const startedAt = new Date().toISOString().slice(0, 16).replace('T', ' ');
+    // The title makes the new conversation show in /threads before its first message.
+    await ctx.memory.store.setThreadTitle(ctx.memory.userId ?? ctx.chat.id, thread, `Started ${startedAt} UTC`);
+    currentThread.set(ctx.chat.id, thread);
+    return ctx.reply(`New conversation started (${thread}). What you say now goes there; /threads lists your conversations.`);
+  });
+
+  bot.command('threads', async (ctx) => {
+    const { threads } = await ctx.memory.threads({ limit: 20 });
+    if (threads.length === 0) return ctx.reply('No conversations yet. Say something, or /new starts one.');
+    const lines = threads.map(
+      (t, i) =>
+        `${i + 1}. ${t.title ?? (t.id === 'main' ? 'Main conversation' : t.id)} (${t.id}): ${count(t.messages, 'message')}${t.id === ctx.memory.thread ? ' <- current' : ''}`,
+    );
+    return ctx.reply([`Your conversations, most recent first:`, ...lines, '', '/new starts another one.'].join('\n'));
   });
 
   bot.command('phone', async (ctx) => {
@@ -114,6 +172,7 @@ export function createBot(token: string, store: TieredStore, options: BotOptions
     const reply = before
       ? `I have ${count(history.length, 'message')} from our chat. You said before: "${clip(before.content, 200)}"`
       : `I have ${count(history.length, 'message')} from our chat: this one. Say something else and I will remind you of it; /history shows them all.`;
+    if (options.console) return streamAnswer(ctx, stream(reply));
     await ctx.reply(reply);
     await ctx.memory.add('assistant', reply);
   });
@@ -122,6 +181,38 @@ export function createBot(token: string, store: TieredStore, options: BotOptions
 
   bot.catch(handleError);
   return bot;
+}
+
+/**
+ * Console mode: writes a streamed answer through a store draft, visible in the history at once
+ * (status 'streaming'), updated as text arrives, then finished as a normal message. Each step is
+ * shown with sendMessageDraft (the Bot API's streaming preview), then the message is sent. If
+ * anything fails mid-stream the draft is kept as 'aborted' with the text so far. (On Telegram the
+ * bot answers in one message: sendMessageDraft is for private chats only, and a bot has to opt in.)
+ */
+async function streamAnswer(ctx: BotContext, parts: AsyncIterable<string>): Promise<void> {
+  const draft = await ctx.memory.startDraft('assistant');
+  const chatId = ctx.chat?.id;
+  try {
+    let text = '';
+    for await (const soFar of parts) {
+      text = soFar;
+      draft.update(text);
+      if (chatId !== undefined) await ctx.api.sendMessageDraft(chatId, draftNumber(draft.id), text);
+    }
+    await draft.finish(text);
+    await ctx.reply(text);
+  } catch (error) {
+    await draft.abort().catch(() => undefined);
+    throw error;
+  }
+}
+
+/** sendMessageDraft wants a non-zero integer id per draft: one made from the store's draft id. */
+function draftNumber(id: string): number {
+  let n = 0;
+  for (const c of id) n = (n * 31 + c.charCodeAt(0)) % 2_147_483_647;
+  return n || 1;
 }
 
 /** Telegram marks a command with a bot_command entity; a Bot API stand-in that leaves it out still gets commands. */

@@ -2,7 +2,7 @@ import type { ModelMessage } from 'ai';
 import { ErrorCode, ValidationError } from '../errors.js';
 import type { TieredStore } from '../store.js';
 import type { JsonObject, JsonValue, Message, Role, UserId } from '../types.js';
-import { checkMetaJson } from '../model/validate.js';
+import { checkMetaJson, checkThread } from '../model/validate.js';
 import { dropLeadingToolResults } from '../model/window.js';
 
 // Types only from ai: this module never loads the AI SDK, the app that imports it does.
@@ -51,21 +51,26 @@ export function toModelMessages(messages: readonly Message[]): ModelMessage[] {
  * Appends messages (e.g. a `response.messages`) in order and returns them as stored. Every message
  * is converted and checked before the first is written; only the store's size limits
  * (`CONTENT_TOO_LARGE`, `INVALID_META`) can stop a batch part way, keeping the messages before.
+ * `thread` picks the conversation they go to (default 'main'; a bad id fails before any write).
  */
 export async function saveModelMessages(
   store: TieredStore,
   userId: UserId,
   messages: readonly ModelMessage[],
-  options: { meta?: JsonObject } = {},
+  options: { meta?: JsonObject; thread?: string } = {},
 ): Promise<Message[]> {
+  const thread = checkThread(options.thread);
   const stored = messages.map((message) => fromModelMessage(message, options.meta));
   const saved: Message[] = [];
-  for (const { role, content, meta } of stored) saved.push(await store.addMemory(userId, role, content, meta === undefined ? {} : { meta }));
+  for (const { role, content, meta } of stored) saved.push(await store.addMemory(userId, role, content, meta === undefined ? { thread } : { meta, thread }));
   return saved;
 }
 
-/** The user's history as {@link ModelMessage}s: `toModelMessages(await store.getHistory(userId, options))`. */
-export async function loadModelMessages(store: TieredStore, userId: UserId, options: { limit?: number } = {}): Promise<ModelMessage[]> {
+/**
+ * The user's history as {@link ModelMessage}s: `toModelMessages(await store.getHistory(userId, options))`.
+ * `thread` picks the conversation (default 'main'), `limit` the number of newest messages.
+ */
+export async function loadModelMessages(store: TieredStore, userId: UserId, options: { limit?: number; thread?: string } = {}): Promise<ModelMessage[]> {
   return toModelMessages(await store.getHistory(userId, options));
 }
 

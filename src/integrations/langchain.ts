@@ -4,7 +4,7 @@ import { ConfigurationError, ErrorCode, ValidationError } from '../errors.js';
 import { MAX_HISTORY_LIMIT } from '../options.js';
 import type { TieredStore } from '../store.js';
 import type { JsonObject, Message, Role, UserId } from '../types.js';
-import { checkLimit, checkMetaJson, userKey } from '../model/validate.js';
+import { checkLimit, checkMetaJson, checkThread, userKey } from '../model/validate.js';
 import { dropLeadingToolResults } from '../model/window.js';
 
 // The base class and message classes must be loaded at run time: only this subpath loads LangChain.
@@ -20,6 +20,12 @@ export interface TieredChatMessageHistoryInput {
    * @default the store's `historyLimit`
    */
   limit?: number;
+  /**
+   * Which of the user's conversations this history reads and writes (1-128 characters of
+   * [A-Za-z0-9_-]): e.g. a chat UI's conversation id, with the `sessionId` as the user.
+   * @default 'main'
+   */
+  thread?: string;
 }
 
 /** The key of `Message.meta` under which LangChain's own fields are kept. */
@@ -41,7 +47,7 @@ const FIELDS = [
 ] as const;
 
 /**
- * A LangChain chat message history over a {@link TieredStore}, for one user.
+ * A LangChain chat message history over a {@link TieredStore}, for one user (and one of their threads).
  *
  * Messages are stored with their text as `content` (readable by any other code) and the rest
  * (tool calls, `tool_call_id`, ids, metadata, and a non-string `content` such as multimodal
@@ -64,9 +70,11 @@ export class TieredChatMessageHistory extends BaseListChatMessageHistory {
   readonly store: TieredStore;
   /** The user this history is about. */
   readonly userId: UserId;
+  /** The thread of the user's memory this history is ('main' unless the `thread` option names another). */
+  readonly thread: string;
   readonly #limit: number | undefined;
 
-  /** @throws ConfigurationError `INVALID_OPTION`, ValidationError `INVALID_USER_ID` */
+  /** @throws ConfigurationError `INVALID_OPTION`, ValidationError `INVALID_USER_ID`, `INVALID_THREAD` */
   constructor(input: TieredChatMessageHistoryInput) {
     super();
     if (typeof (input?.store as Partial<TieredStore> | undefined)?.addMemory !== 'function') {
@@ -75,6 +83,7 @@ export class TieredChatMessageHistory extends BaseListChatMessageHistory {
     userKey(input.userId); // a bad id fails here, where the history is made, not on the first turn
     this.store = input.store;
     this.userId = input.userId;
+    this.thread = checkThread(input.thread);
     this.#limit = input.limit === undefined ? undefined : checkLimit(input.limit, MAX_HISTORY_LIMIT);
   }
 
@@ -84,7 +93,7 @@ export class TieredChatMessageHistory extends BaseListChatMessageHistory {
    * @throws ValidationError `INVALID_META` for a `tool` message stored without a `tool_call_id`
    */
   async getMessages(): Promise<BaseMessage[]> {
-    const history = await this.store.getHistory(this.userId, this.#limit === undefined ? {} : { limit: this.#limit });
+    const history = await this.store.getHistory(this.userId, this.#limit === undefined ? { thread: this.thread } : { limit: this.#limit, thread: this.thread });
     return dropLeadingToolResults(history).map(toLangChain);
   }
 
@@ -100,13 +109,13 @@ export class TieredChatMessageHistory extends BaseListChatMessageHistory {
   override async addMessages(messages: BaseMessage[]): Promise<void> {
     const stored = messages.map(fromLangChain);
     for (const { role, content, meta } of stored) {
-      await this.store.addMemory(this.userId, role, content, meta === undefined ? {} : { meta });
+      await this.store.addMemory(this.userId, role, content, meta === undefined ? { thread: this.thread } : { meta, thread: this.thread });
     }
   }
 
-  /** Empties this user's history (phone, booking and subscription stay). */
+  /** Empties this history's thread of the user's memory (other threads, phone, booking and subscription stay). */
   override async clear(): Promise<void> {
-    await this.store.clearHistory(this.userId);
+    await this.store.clearHistory(this.userId, { thread: this.thread });
   }
 }
 

@@ -85,6 +85,11 @@ export class Reads {
     return { message: found ? toMessage(found) : null, pending: pending.length > 0 };
   }
 
+  /** Whether the user has writes not yet durable (here or in the cache's journal). */
+  async hasPending(user: string, deadline: number): Promise<boolean> {
+    return (await this.#pending(user, undefined, deadline)).length > 0;
+  }
+
   /** A page of threads from the durable tier, with this user's pending writes laid over it. */
   async threads(user: string, limit: number, cursor: string | null, deadline: number): Promise<ThreadPage> {
     const { durable, memory } = this.d;

@@ -76,6 +76,7 @@ export class FakeBotApi {
   #queue: Update[] = [];
   #updateId = 0;
   #messageId = 0;
+  #lastUserMessageId = 0;
   /** Calls from here on answer the last push. */
   #mark = 0;
 
@@ -94,9 +95,26 @@ export class FakeBotApi {
     return `http://127.0.0.1:${(this.#server.address() as AddressInfo).port}`;
   }
 
-  pushText(userId: number, text: string): number {
+  /** A text from the user in their private chat; `threadId` puts it in a private-chat topic. Returns the update id. */
+  pushText(userId: number, text: string, options: { threadId?: number } = {}): number {
     const command = /^\/\w+(@\w+)?/.exec(text);
-    return this.#pushMessage(userId, command ? { text, entities: [{ type: 'bot_command', offset: 0, length: command[0].length }] } : { text });
+    const topic = options.threadId === undefined ? {} : { message_thread_id: options.threadId, is_topic_message: true };
+    return this.#pushMessage(
+      userId,
+      command ? { text, entities: [{ type: 'bot_command', offset: 0, length: command[0].length }], ...topic } : { text, ...topic },
+    );
+  }
+
+  /** The message id the last pushed user message got (for `pushEdit`). */
+  get lastUserMessageId(): number {
+    return this.#lastUserMessageId;
+  }
+
+  /** An `edited_message`: the user changed the text of their message `messageId`. */
+  pushEdit(userId: number, messageId: number, text: string): number {
+    return this.#push({
+      edited_message: { message_id: messageId, date: now() - 1, edit_date: now(), chat: chat(userId), from: user(userId), text },
+    });
   }
 
   /** A contact shared with the request_contact button: the user's own. */
@@ -165,7 +183,8 @@ export class FakeBotApi {
   }
 
   #pushMessage(userId: number, content: Record<string, unknown>): number {
-    return this.#push({ message: { message_id: ++this.#messageId, date: now(), chat: chat(userId), from: user(userId), ...content } });
+    this.#lastUserMessageId = ++this.#messageId;
+    return this.#push({ message: { message_id: this.#lastUserMessageId, date: now(), chat: chat(userId), from: user(userId), ...content } });
   }
 
   #push(content: Record<string, unknown>): number {
