@@ -133,6 +133,12 @@ async function userLoop(user: string): Promise<void> {
       if (done) known.removeThread(thread);
     } else if (r < 0.85) {
       await draft(user, n, known);
+    } else if (r < 0.93) {
+      // Reads fill and then use Redis's copy of the thread, so the writes that follow must keep that copy right.
+      const thread = pick(THREADS);
+      await run(user, { n, op: 'read', thread }, async () => ({
+        got: (await store.getHistory(user, { ...threadOption(thread), limit: 20 })).map((m) => [m.id, m.content, m.status ?? null]),
+      }));
     } else {
       // A pause: the user is idle (lets the background syncer catch up now and then).
       await sleep(Math.random() * 5);

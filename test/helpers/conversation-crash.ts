@@ -34,10 +34,20 @@ export type OpDesc =
   | { n: number; op: 'clear'; thread: string }
   | { n: number; op: 'dropThread'; thread: string }
   | { n: number; op: 'draftStart'; thread: string }
+  | { n: number; op: 'read'; thread: string }
   | { n: number; op: 'draftEnd'; id: string; how: 'finish' | 'abort'; text: string };
 
 /** An ACK line: the op and what it resolved to. */
-export type Acked = OpDesc & { id?: string; found?: boolean; existed?: boolean; removed?: number; content?: string; status?: string };
+export type Acked = OpDesc & {
+  id?: string;
+  found?: boolean;
+  existed?: boolean;
+  removed?: number;
+  content?: string;
+  status?: string;
+  /** A read's answer: [id, content, status] of each message, oldest first. */
+  got?: [string, string, string | null][];
+};
 
 export interface UserLog {
   acked: Acked[];
@@ -260,6 +270,15 @@ function apply(model: Model, op: OpDesc, result: Acked | undefined, log: UserLog
       const id = result?.id;
       const updates = id === undefined ? [] : (log.updates.get(id) ?? []);
       model.messages.push({ id, thread: op.thread, content: '', status: 'streaming', accept: ['', ...updates] });
+      return;
+    }
+    case 'read': {
+      if (!result) return;
+      const want = model.messages
+        .filter((m) => m.thread === op.thread)
+        .slice(-20)
+        .map((m) => [m.id, m.content, m.status ?? null]);
+      answer('getHistory', JSON.stringify(result.got), JSON.stringify(want));
       return;
     }
     case 'draftEnd': {
