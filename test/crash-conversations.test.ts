@@ -77,7 +77,7 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres):
   let uncertain = 0;
   for (const [user, log] of child.users) {
     if (log.uncertain) uncertain++;
-    const verdict = judge(log, stored.rows.get(user) ?? [], stored.titles.get(user) ?? new Map());
+    const verdict = judge(log, stored.rows.get(user) ?? [], stored.titles.get(user) ?? new Map(), !pgAway);
     if (verdict.withUncertain) uncertainLanded++;
     for (const p of verdict.problems.slice(0, 8)) problems.push(`${user}: ${p}`);
     if (verdict.problems.length > 8) problems.push(`${user}: ... ${verdict.problems.length - 8} more`);
