@@ -1,3 +1,5 @@
+const MAIN = 'main';
+
 /**
  * Where everything lives in Redis. One user's keys share a `{user}` hash tag, so a Cluster keeps
  * them in one slot and a script can change them atomically. The keys every user touches (the
@@ -10,10 +12,38 @@ export class RedisKeys {
     readonly shards: number,
   ) {}
 
-  /** History list, data hash, meta hash (version, floors), pending journal, idempotency keys. */
+  /**
+   * History list of thread 'main', data hash, meta hash (version, floors), pending journal,
+   * idempotency keys. The scripts derive the user's other keys from the meta hash's name (same
+   * slot): `l` (set of the threads other than 'main' that may have a list), `t` (titles and
+   * activity of threads, durable role), `c` (cut ranges per thread, durable role), `r` (drafts:
+   * id -> flush time and latest item).
+   */
   user(user: string): [h: string, d: string, m: string, j: string, i: string] {
     const base = `${this.prefix}:{${user}}`;
     return [`${base}:h`, `${base}:d`, `${base}:m`, `${base}:j`, `${base}:i`];
+  }
+
+  /**
+   * The history list of one thread: 'main' keeps 0.1's key (so its copies and journals stay
+   * readable); another thread gets `h:<thread>` in the same slot.
+   */
+  history(user: string, thread: string): string {
+    return thread === MAIN ? `${this.prefix}:{${user}}:h` : `${this.prefix}:{${user}}:h:${thread}`;
+  }
+
+  /** The set of a user's threads other than 'main' that may hold a list, and the drafts hash. */
+  threads(user: string): string {
+    return `${this.prefix}:{${user}}:l`;
+  }
+
+  drafts(user: string): string {
+    return `${this.prefix}:{${user}}:r`;
+  }
+
+  /** Drafts of one shard by last flush time (member: draft id followed by the user), for the sweeper. Advisory. */
+  draftIndex(shard: number): string {
+    return `${this.prefix}:{drafts:${shard}}:z`;
   }
 
   shardOf(user: string): number {
@@ -38,6 +68,11 @@ export class RedisKeys {
   pending(shard: number): [index: string, count: string, idle: string] {
     const base = `${this.prefix}:{sync:${shard}}`;
     return [`${base}:queue`, `${base}:queued`, `${base}:idle`];
+  }
+
+  /** Patterns of every copy the cache role holds (lists of every thread, data, meta, thread sets), for invalidateAll's SCAN. */
+  get copies(): string[] {
+    return [`${this.prefix}:{*}:[hdml]`, `${this.prefix}:{*}:h:*`];
   }
 
   /** The pattern of every user's journal key, for the backstop's SCAN. */

@@ -13,6 +13,8 @@ export const FLAG = {
   sharedByCaller: 'shared-by-caller',
   /** A journal entry that is the op's payload itself (an append), not sent twice. */
   entryIsPayload: '=',
+  /** An append that starts a streaming draft. */
+  draft: 'draft',
 } as const;
 
 const HELPERS = `
@@ -38,35 +40,316 @@ end
 `;
 
 /**
- * Applies a batch of ops. Per op, KEYS: h, d, m, j, i (the user's slot: i maps idempotency keys
- * to message ids), then (with FLAG.sharedHere only) subscribers set, its version, pending index, pending counter
- * (shared keys). ARGV: role (FLAG.cache or FLAG.durable), history limit, ttl history, ttl user data,
- * ttl subscribers, and FLAG.sharedHere to change the shared keys here too (one Redis) or FLAG.sharedByCaller to leave them to
- * the caller (a Cluster, where they live in other slots); then kind, id, user, payload, journal
- * entry ('' if not pending, FLAG.entryIsPayload for the payload), idempotency key ('' for none) per op.
+ * The user's other keys, named from the meta hash's (same slot): a script reaches them without
+ * the caller listing them, and finds a user's thread lists through the set `l` (threads other than
+ * 'main' that may hold a list; 'main' always may). An item's edit stamp is the `,"v":"<id>"` that
+ * may follow its id; items of a list are in id order, so a message is found by bisection.
+ */
+const USER = `
+local function base_of(m) return string.sub(m, 1, -3) end
+local function list_key(base, thread) if thread == 'main' then return base .. ':h' end return base .. ':h:' .. thread end
+local function stamp_of(item) if string.sub(item, 35, 40) == ',"v":"' then return string.sub(item, 41, 66) end return '' end
+local function lists(base)
+  local out = {{'main', base .. ':h'}}
+  for _, t in ipairs(redis.call('SMEMBERS', base .. ':l')) do out[#out + 1] = {t, base .. ':h:' .. t} end
+  return out
+end
+local function find(h, id)
+  local lo, hi = 0, redis.call('LLEN', h) - 1
+  while lo <= hi do
+    local mid = math.floor((lo + hi) / 2)
+    local item = redis.call('LINDEX', h, mid)
+    local cur = string.sub(item, 8, 33)
+    if cur == id then return mid, item end
+    if cur < id then lo = mid + 1 else hi = mid - 1 end
+  end
+  return nil, nil
+end
+local function activity(item)
+  local c = tonumber(string.match(item, ',"createdAt":(%-?%d+)')) or 0
+  local u = tonumber(string.match(item, ',"updatedAt":(%d+)}$')) or 0
+  return math.max(c, u)
+end
+`;
+
+/**
+ * Applies a batch of ops. Per op, KEYS: h (the list of the op's thread; 'main' for ops without
+ * one), d, m, j, i (the user's slot: i maps idempotency keys to message ids), then (with
+ * FLAG.sharedHere only) subscribers set, its version, pending index, pending counter, drafts index
+ * (shared keys). ARGV: role (FLAG.cache or FLAG.durable), history limit, ttl history, ttl user
+ * data, ttl subscribers, FLAG.sharedHere to change the shared keys here too (one Redis) or
+ * FLAG.sharedByCaller to leave them to the caller (a Cluster, where they live in other slots), and
+ * now (ms, a draft's flush time); then per op: kind, id, user, payload, journal entry ('' if not
+ * pending, FLAG.entryIsPayload for the payload), idempotency key ('' for none), thread, and
+ * FLAG.draft for an append that starts a draft ('' otherwise).
+ * Payloads: append: the item; phone, booking, subscribe: the value; title: the title as JSON;
+ * cut: from and to; edit: target, content (JSON), then the item's meta, status and updatedAt
+ * fields as encoded ('' when absent), one per line (JSON text never holds a raw line break).
  * Returns per op: the id of the earlier message if the op repeats its idempotency key; else +1
  * if it landed in a copy Redis holds (0: no copy to change, or one it deleted; a cache then drops
  * copies again once the durable write is in, so a fill that read the durable tier before that
- * write cannot linger), +2 if it changes the subscription (for the caller's shared-key step), plus
- * 4 x the journal entries a delete dropped (with FLAG.sharedByCaller: the caller takes them off the pending index).
+ * write cannot linger), +2 if it changes the subscription (for the caller's shared-key step),
+ * +4 if the op recorded a draft's progress or +8 if it ended one (for the drafts index step),
+ * plus 16 x the journal entries a delete dropped (with FLAG.sharedByCaller: the caller takes them
+ * off the pending index).
  */
-export const WRITE = `${HELPERS}${PENDING}
+/** What only the full write script needs (every kind but append, phone, booking and subscribe; the durable role). */
+const V2_HELPERS = `
+local function keep_only(h, keep)
+  local ttl = redis.call('PTTL', h)
+  redis.call('DEL', h)
+  for i = 1, #keep, 1000 do redis.call('RPUSH', h, unpack(keep, i, math.min(i + 999, #keep))) end
+  if ttl > 0 and #keep > 0 then redis.call('PEXPIRE', h, ttl) end
+end
+
+-- Removes the items whose id is doomed; returns their ids and the latest activity of those kept.
+local function remove_where(h, doomed)
+  local keep, gone, act = {}, {}, 0
+  for _, item in ipairs(redis.call('LRANGE', h, 0, -1)) do
+    local id = item_id(item)
+    if doomed(id) then gone[#gone + 1] = id else
+      keep[#keep + 1] = item
+      if durable then act = math.max(act, activity(item)) end
+    end
+  end
+  if #gone > 0 then keep_only(h, keep) end
+  return gone, act
+end
+
+-- The durable role's thread info (hash t): u:<thread> latest message activity, n:<thread> title
+-- (JSON, absent for none), s:<thread> the title's stamp.
+local function set_activity(base, thread, act)
+  redis.call('HSET', base .. ':t', 'u:' .. thread, string.format('%d', act))
+end
+local function raise_activity(base, thread, act)
+  if act > tonumber(redis.call('HGET', base .. ':t', 'u:' .. thread) or '0') then set_activity(base, thread, act) end
+end
+local function set_title(base, m, thread, id, title)
+  local t = base .. ':t'
+  if id <= (redis.call('HGET', t, 's:' .. thread) or '') or id <= (redis.call('HGET', m, 'df') or '') then return end
+  if title == 'null' then redis.call('HDEL', t, 'n:' .. thread) else redis.call('HSET', t, 'n:' .. thread, title) end
+  redis.call('HSET', t, 's:' .. thread, id)
+  if thread ~= 'main' then redis.call('SADD', base .. ':l', thread) end
+end
+
+local function floor_field(thread) if thread == 'main' then return 'f' end return 'f:' .. thread end
+
+-- Whether a message of the thread with this id was removed for good (durable role).
+local function removed(base, m, thread, id)
+  local floors = redis.call('HMGET', m, 'df', floor_field(thread))
+  if id <= (floors[1] or '') or id <= (floors[2] or '') then return true end
+  local text = redis.call('HGET', base .. ':c', thread)
+  if text then
+    for from, to in string.gmatch(text, '(%S+) (%S+)') do
+      if from <= id and id <= to then return true end
+    end
+  end
+  return false
+end
+
+-- A key names a message: once a clear, cut or delete removed the message, a re-delivery is a new one.
+local function forget_range(ik, from, to)
+  local pairs_ = redis.call('HGETALL', ik)
+  for x = 1, #pairs_, 2 do
+    local named = pairs_[x + 1]
+    if from <= named and named <= to then redis.call('HDEL', ik, pairs_[x]) end
+  end
+end
+local function forget_ids(ik, gone)
+  if #gone == 0 then return end
+  local set = {}
+  for _, id in ipairs(gone) do set[id] = true end
+  local pairs_ = redis.call('HGETALL', ik)
+  for x = 1, #pairs_, 2 do
+    if set[pairs_[x + 1]] then redis.call('HDEL', ik, pairs_[x]) end
+  end
+end
+
+-- An edited item, written from the old one: id, role, createdAt, thread and key kept, the rest the edit's.
+local function edited(old, id, p)
+  local role = string.match(old, '"role":"(%a+)"')
+  local created = string.match(old, ',"createdAt":(%-?%d+)')
+  local thread = string.match(old, ',"createdAt":%-?%d+(,"thread":"[%w_%-]+")') or ''
+  local key = ''
+  if string.find(old, '"key":', 1, true) then
+    local k = cjson.decode(old).key
+    if type(k) == 'string' then key = ',"key":' .. cjson.encode(k) end
+  end
+  local updated = p[5]
+  if updated == '' then updated = string.match(old, '(,"updatedAt":%d+)}$') or '' end
+  return '{"id":"' .. p[1] .. '","v":"' .. id .. '","role":"' .. role .. '","content":' .. p[2] .. ',"createdAt":' .. created .. thread .. p[3] .. key .. p[4] .. updated .. '}'
+end
+
+local function split(text)
+  local out = {}
+  for part in string.gmatch(text .. '\\n', '([^\\n]*)\\n') do out[#out + 1] = part end
+  return out
+end
+
+-- A draft's record: "<flush time>|<item>" under its id in hash r.
+local function draft_item(record) return record and string.match(record, '^%d+|(.*)$') end
+`;
+
+const DURABLE_APPEND = `
+      local base = base_of(m)
+      if not removed(base, m, thread, id) then
+        fresh = insert_ordered(h, id, payload)
+        if thread ~= 'main' then redis.call('SADD', base .. ':l', thread) end
+        raise_activity(base, thread, activity(payload))
+      end
+`;
+
+const V2_BRANCHES = `
+  elseif kind == 'edit' then
+    local base = base_of(m)
+    local p = split(payload)
+    local target = p[1]
+    local at, old = find(h, target)
+    if not at and durable then
+      -- The op names the thread the message was written to; look in the others all the same.
+      for _, list in ipairs(lists(base)) do
+        if list[2] ~= h then
+          at, old = find(list[2], target)
+          if at then h, thread = list[2], list[1] break end
+        end
+      end
+    end
+    local new
+    if at and stamp_of(old) < id then
+      new = edited(old, id, p)
+      redis.call('LSET', h, at, new)
+      if durable and p[5] ~= '' then raise_activity(base, thread, tonumber(string.match(p[5], '%d+'))) end
+    end
+    if not durable then held = redis.call('EXISTS', h) end
+    local r = base .. ':r'
+    local record = draft_item(redis.call('HGET', r, target))
+    if p[4] == ',"status":"streaming"' then
+      -- A draft's progress: recorded even with no copy held, from the last record.
+      if not new and not at and not durable and record and stamp_of(record) < id then new = edited(record, id, p) end
+      if new then
+        redis.call('HSET', r, target, now .. '|' .. new)
+        draft = 1
+      end
+    elseif record and stamp_of(record) < id then
+      redis.call('HDEL', r, target)
+      draft = 2
+    end
+  elseif kind == 'cut' then
+    local from, to = string.match(payload, '^([^\\n]*)\\n(.*)$')
+    local doomed = function(x) return from <= x and x <= to end
+    if durable then
+      local base, pair = base_of(m), from .. ' ' .. to
+      local c = base .. ':c'
+      local text = redis.call('HGET', c, thread)
+      if not text then redis.call('HSET', c, thread, pair)
+      elseif not string.find('\\n' .. text .. '\\n', '\\n' .. pair .. '\\n', 1, true) then redis.call('HSET', c, thread, text .. '\\n' .. pair) end
+      local gone, act = remove_where(h, doomed)
+      if #gone > 0 then
+        set_activity(base, thread, act)
+        forget_ids(ik, gone)
+      end
+    else
+      held = redis.call('EXISTS', h)
+      if held == 1 then remove_where(h, doomed) end
+      forget_range(ik, from, to)
+    end
+  elseif kind == 'clear' or kind == 'dropThread' then
+    if durable then
+      local base, field = base_of(m), floor_field(thread)
+      if kind == 'dropThread' then set_title(base, m, thread, id, 'null') end
+      if id > (redis.call('HGET', m, field) or '') then
+        redis.call('HSET', m, field, id)
+        local c = base .. ':c'
+        local text = redis.call('HGET', c, thread)
+        if text then
+          local kept = {}
+          for from, to in string.gmatch(text, '(%S+) (%S+)') do
+            if to > id then kept[#kept + 1] = from .. ' ' .. to end
+          end
+          if #kept > 0 then redis.call('HSET', c, thread, table.concat(kept, '\\n')) else redis.call('HDEL', c, thread) end
+        end
+        local gone, act = remove_where(h, function(x) return x <= id end)
+        if #gone > 0 then
+          set_activity(base, thread, act)
+          forget_ids(ik, gone)
+        end
+      end
+    else
+      redis.call('DEL', h)
+      forget_range(ik, '', id)
+    end
+  elseif kind == 'title' then
+    -- A cache holds no titles (they are read from the durable tier): the version just moves.
+    if durable then set_title(base_of(m), m, thread, id, payload) end
+`;
+
+const DELETE_BRANCH = `
+  elseif kind == 'delete' then
+    local base = base_of(m)
+    local all = lists(base)
+    redis.call('DEL', d)
+    subscription = 2
+    if shared then
+      redis.call('SREM', s, user)
+      redis.call('INCR', sv)
+      expire(sv, ttl_s)
+    end
+    -- Drafts go with the user (on a Cluster the drafts index forgets them when asked for them).
+    local r = base .. ':r'
+    if shared then
+      for _, draft_id in ipairs(redis.call('HKEYS', r)) do redis.call('ZREM', z, draft_id .. user) end
+    end
+    redis.call('DEL', r)
+    if not durable then
+      for _, list in ipairs(all) do redis.call('DEL', list[2]) end
+      redis.call('DEL', base .. ':l')
+    elseif id > (redis.call('HGET', m, 'df') or '') then
+      for _, field in ipairs(redis.call('HKEYS', base .. ':t')) do
+        if string.sub(field, 1, 2) == 's:' then set_title(base, m, string.sub(field, 3), id, 'null') end
+      end
+      redis.call('HSET', m, 'df', id, 'sv', id)
+      for _, list in ipairs(all) do
+        local gone, act = remove_where(list[2], function(x) return x <= id end)
+        if #gone > 0 then set_activity(base, list[1], act) end
+      end
+    end
+    -- Erased means erased: pending entries older than the delete go too.
+    local kept = {}
+    for _, e in ipairs(redis.call('LRANGE', j, 0, -1)) do
+      if item_id(e) > id then kept[#kept + 1] = e else dropped = dropped + 1 end
+    end
+    if dropped > 0 then
+      redis.call('DEL', j)
+      for x = 1, #kept, 1000 do redis.call('RPUSH', j, unpack(kept, x, math.min(x + 999, #kept))) end
+      if shared then count_pending(index, pending, user, -dropped) end
+    end
+`;
+
+/** The cache role's hot path needs only the base name of the user's keys. */
+const LEAN_USER = `
+local function base_of(m) return string.sub(m, 1, -3) end
+`;
+
+const writeScript = (full: boolean): string => `${HELPERS}${PENDING}${full ? USER : LEAN_USER}
 local durable = ARGV[1] == '${FLAG.durable}'
 local limit, ttl_h, ttl_u, ttl_s = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local shared = ARGV[6] == '${FLAG.sharedHere}'
+local now = ARGV[7]
 local ttl_m = math.max(ttl_h, ttl_u)
 
+-- Returns whether it inserted (false: the id was there).
 local function insert_ordered(h, id, item)
   local last = redis.call('LINDEX', h, -1)
-  if not last or item_id(last) < id then redis.call('RPUSH', h, item) return end
+  if not last or item_id(last) < id then redis.call('RPUSH', h, item) return true end
   local n = redis.call('LLEN', h)
   for i = -1, -n, -1 do
     local cur = redis.call('LINDEX', h, i)
     local cur_id = item_id(cur)
-    if cur_id == id then return end
-    if cur_id < id then redis.call('LINSERT', h, 'AFTER', cur, item) return end
+    if cur_id == id then return false end
+    if cur_id < id then redis.call('LINSERT', h, 'AFTER', cur, item) return true end
   end
   redis.call('LPUSH', h, item)
+  return true
 end
 
 local function set_field(d, m, field, id, value)
@@ -77,37 +360,38 @@ local function set_field(d, m, field, id, value)
   redis.call('HSET', d, field .. 'v', id, '_', '1')
 end
 
-local function raise_floor(h, m, id)
-  if id <= (redis.call('HGET', m, 'f') or '') then return end
-  redis.call('HSET', m, 'f', id)
-  local keep = {}
-  for _, item in ipairs(redis.call('LRANGE', h, 0, -1)) do
-    if item_id(item) > id then keep[#keep + 1] = item end
-  end
-  redis.call('DEL', h)
-  for i = 1, #keep, 1000 do redis.call('RPUSH', h, unpack(keep, i, math.min(i + 999, #keep))) end
-end
+-- Replaces a list's items, keeping its time to live.
+${full ? V2_HELPERS : ''}
 
-local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, pending)
-  local held, subscription, dropped = durable and 1 or 0, 0, 0
+local function apply(kind, id, user, payload, entry, h, d, m, j, ik, thread, extra, s, sv, index, pending, z)
+  local held, subscription, draft, dropped = durable and 1 or 0, 0, 0, 0
   if kind == 'append' then
+    local fresh
     if durable then
-      if id > (redis.call('HGET', m, 'f') or '') then insert_ordered(h, id, payload) end
+${full ? DURABLE_APPEND : "      error('the lean write script is for the cache role')"}
     else
       -- The hot path: append to a copy that exists; only an out-of-order id or a repeat is redone.
       local n = redis.call('RPUSHX', h, payload)
+      fresh = true
       if n > 0 then
         held = 1
         if n > 1 and item_id(redis.call('LINDEX', h, -2)) >= id then
           redis.call('RPOP', h)
-          insert_ordered(h, id, payload)
+          fresh = insert_ordered(h, id, payload)
         end
         if n > limit then redis.call('LTRIM', h, -limit, -1) end
         expire(h, ttl_h)
+        if thread ~= 'main' then expire(base_of(m) .. ':l', ttl_h) end
       end
     end
-  elseif kind == 'clear' then
-    if durable then raise_floor(h, m, id) else redis.call('DEL', h) end
+    if fresh and extra == '${FLAG.draft}' then
+      local r = base_of(m) .. ':r'
+      if redis.call('HEXISTS', r, id) == 0 then
+        redis.call('HSET', r, id, now .. '|' .. payload)
+        draft = 1
+      end
+    end
+${full ? V2_BRANCHES : ''}
   elseif kind == 'phone' or kind == 'booking' then
     if durable or redis.call('EXISTS', d) == 1 then
       set_field(d, m, kind == 'phone' and 'p' or 'b', id, payload)
@@ -131,28 +415,11 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, p
       redis.call('INCR', sv)
       expire(sv, ttl_s)
     end
-  elseif kind == 'delete' then
-    redis.call('DEL', h, d)
-    subscription = 2
-    if shared then
-      redis.call('SREM', s, user)
-      redis.call('INCR', sv)
-      expire(sv, ttl_s)
-    end
-    if durable and id > (redis.call('HGET', m, 'df') or '') then
-      redis.call('HSET', m, 'df', id, 'sv', id)
-      raise_floor(h, m, id)
-    end
-    -- Erased means erased: pending entries older than the delete go too.
-    local kept = {}
-    for _, e in ipairs(redis.call('LRANGE', j, 0, -1)) do
-      if item_id(e) > id then kept[#kept + 1] = e else dropped = dropped + 1 end
-    end
-    if dropped > 0 then
-      redis.call('DEL', j)
-      for x = 1, #kept, 1000 do redis.call('RPUSH', j, unpack(kept, x, math.min(x + 999, #kept))) end
-      if shared then count_pending(index, pending, user, -dropped) end
-    end
+${full ? DELETE_BRANCH : ''}
+  end
+  if shared and draft > 0 then
+    local member = (kind == 'append' and id or string.match(payload, '^[^\\n]*')) .. user
+    if draft == 1 then redis.call('ZADD', z, now, member) else redis.call('ZREM', z, member) end
   end
   -- A write that found no copy to change bumps the version, so a fill that read the durable tier
   -- before this write cannot install its copy. One that changed a copy needs no bump: no fill can
@@ -165,24 +432,17 @@ local function apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, p
     redis.call('RPUSH', j, entry == '${FLAG.entryIsPayload}' and payload or entry)
     if shared then count_pending(index, pending, user, 1) end
   end
-  return held + subscription + (shared and 0 or 4 * dropped)
-end
-
--- A key names a message: once a clear or delete removed the message, a re-delivery is a new one.
-local function forget_keys(ik, id)
-  local pairs_ = redis.call('HGETALL', ik)
-  for x = 1, #pairs_, 2 do
-    if pairs_[x + 1] <= id then redis.call('HDEL', ik, pairs_[x]) end
-  end
+  return held + subscription + 4 * draft + (shared and 0 or 16 * dropped)
 end
 
 local out = {}
-local per = shared and 9 or 5
-for i = 0, (#ARGV - 6) / 6 - 1 do
-  local a, k = 6 + i * 6, i * per
+local per = shared and 10 or 5
+for i = 0, (#ARGV - 7) / 8 - 1 do
+  local a, k = 7 + i * 8, i * per
   local kind, id, user, payload, entry, key = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5], ARGV[a + 6]
+  local thread, extra = ARGV[a + 7], ARGV[a + 8]
   local h, d, m, j, ik = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3], KEYS[k + 4], KEYS[k + 5]
-  local s, sv, index, pending = KEYS[k + 6], KEYS[k + 7], KEYS[k + 8], KEYS[k + 9]
+  local s, sv, index, pending, z = KEYS[k + 6], KEYS[k + 7], KEYS[k + 8], KEYS[k + 9], KEYS[k + 10]
   -- An idempotency key seen before (within a day, the last 1000 per user) means a re-delivery.
   local first = key ~= '' and redis.call('HGET', ik, key) or false
   if first and first ~= id then
@@ -193,12 +453,21 @@ for i = 0, (#ARGV - 6) / 6 - 1 do
       redis.call('HSET', ik, key, id)
       redis.call('PEXPIRE', ik, 86400000)
     end
-    if kind == 'delete' or kind == 'clear' then forget_keys(ik, id) end
-    out[i + 1] = apply(kind, id, user, payload, entry, h, d, m, j, s, sv, index, pending)
+${full ? "    if kind == 'delete' then forget_range(ik, '', id) end" : ''}
+    out[i + 1] = apply(kind, id, user, payload, entry, h, d, m, j, ik, thread, extra, s, sv, index, pending, z)
   end
 end
 return out
 `;
+
+/** Every kind, both roles. */
+export const WRITE = writeScript(true);
+
+/**
+ * The same for a cache-role batch of appends, phone, booking and subscription only (the hot path):
+ * without the helpers the other kinds need, whose closures every call would otherwise build.
+ */
+export const WRITE_LEAN = writeScript(false);
 
 /** KEYS: subscribers set, its version. ARGV: role, ttl, user, '1' to add / '0' to remove. The shared-key step of a Cluster write. */
 export const APPLY_SUBSCRIPTION = `${HELPERS}
@@ -261,12 +530,66 @@ if ARGV[1] == '' then return {1, redis.call('SMEMBERS', KEYS[1])} end
 return {1, redis.call('SISMEMBER', KEYS[1], ARGV[1])}
 `;
 
-/** KEYS: h, m. ARGV: version, ttl, items... Installs a copy only if nothing was written since the miss. */
+/**
+ * KEYS: h (the thread's list), m, l (the user's set of threads). ARGV: version, ttl, thread,
+ * items... Installs a copy only if nothing was written since the miss; a thread other than 'main'
+ * is named in l, which lives at least as long as each of the lists it names.
+ */
 export const FILL_HISTORY = `
 if (redis.call('HGET', KEYS[2], 'v') or '0') ~= ARGV[1] or redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-for i = 3, #ARGV, 1000 do redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
-if #ARGV > 2 and tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+for i = 4, #ARGV, 1000 do redis.call('RPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV))) end
+local ttl = tonumber(ARGV[2])
+if #ARGV > 3 and ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+if ARGV[3] ~= 'main' then
+  redis.call('SADD', KEYS[3], ARGV[3])
+  if ttl > 0 then redis.call('PEXPIRE', KEYS[3], ttl) end
+end
 return 1
+`;
+
+/** KEYS: m. ARGV: id. The message with that id in any list of the user: {thread, item}, or {} when none holds it. */
+export const READ_MESSAGE = `${USER}
+local base = base_of(KEYS[1])
+for _, list in ipairs(lists(base)) do
+  local at, item = find(list[2], ARGV[1])
+  if at then return {list[1], item} end
+end
+return {}
+`;
+
+/** KEYS: m, d. ARGV: ttl of the meta hash. Drops every list of the user and its data copy, and moves the version. */
+export const INVALIDATE = `${USER}
+local base = base_of(KEYS[1])
+for _, list in ipairs(lists(base)) do redis.call('DEL', list[2]) end
+redis.call('DEL', base .. ':l', KEYS[2])
+redis.call('HINCRBY', KEYS[1], 'v', 1)
+if tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return 1
+`;
+
+/**
+ * The durable role's threads. KEYS: m. Per thread that has a list or had a title: thread, message
+ * count, oldest message's createdAt ('' for none), newest message id ('' for none), latest
+ * message activity (ms), title as JSON ('' for none), title stamp ('' for none).
+ */
+export const LIST_THREADS = `${USER}
+local base = base_of(KEYS[1])
+local t = base .. ':t'
+local out = {}
+for _, list in ipairs(lists(base)) do
+  local thread, h = list[1], list[2]
+  local n = redis.call('LLEN', h)
+  local info = redis.call('HMGET', t, 'u:' .. thread, 'n:' .. thread, 's:' .. thread)
+  if n > 0 or info[2] then
+    local created, last = '', ''
+    if n > 0 then
+      created = string.match(redis.call('LINDEX', h, 0), ',"createdAt":(%-?%d+)')
+      last = string.sub(redis.call('LINDEX', h, -1), 8, 33)
+    end
+    for _, value in ipairs({thread, n, created, last, info[1] or '0', info[2] or '', info[3] or ''}) do out[#out + 1] = value end
+  end
+end
+return out
 `;
 
 /** KEYS: d, m. ARGV: version, ttl, then field/value pairs. */
@@ -386,9 +709,17 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 `;
 
-/** KEYS: h, m. ARGV: limit. The durable role's read: {floor, items...}. */
+/**
+ * KEYS: h (the thread's list), m. ARGV: limit, thread. The durable role's read: {floor (the
+ * thread's or the user's, the higher), cut ranges ("from to" lines), items...}.
+ */
 export const READ_HISTORY_DURABLE = `
-local out = {redis.call('HGET', KEYS[2], 'f') or ''}
+local m, thread = KEYS[2], ARGV[2]
+local floors = redis.call('HMGET', m, 'df', thread == 'main' and 'f' or ('f:' .. thread))
+local floor = floors[1] or ''
+if (floors[2] or '') > floor then floor = floors[2] end
+local out = {floor, redis.call('HGET', string.sub(m, 1, -3) .. ':c', thread) or ''}
+if tonumber(ARGV[1]) <= 0 then return out end
 for _, item in ipairs(redis.call('LRANGE', KEYS[1], -tonumber(ARGV[1]), -1)) do out[#out + 1] = item end
 return out
 `;

@@ -1,13 +1,14 @@
 import { createHash } from 'node:crypto';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
-import type { AdapterConfig, CacheMiss, HistoryRead, UserRecord, WriteOutcome } from './contract.js';
+import type { AdapterConfig, CacheMiss, HistoryRead, HistoryReadOptions, ThreadRecord, ThreadRecordPage, UserRecord, WriteOutcome } from './contract.js';
 import type { CacheAdapter, JournalEntry } from '../cache/contract.js';
 import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../model/codec.js';
 import { withDeadline } from '../routing/deadline.js';
 import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
-import { fromMessage, type Op } from '../model/ops.js';
+import { fromMessage, MAIN_THREAD, type Op } from '../model/ops.js';
+import { idTime } from '../model/ids.js';
 import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
 import type { JsonObject, Message } from '../types.js';
@@ -43,6 +44,7 @@ type Reply = unknown[];
 const script = (source: string): Script => ({ lua: source, sha: createHash('sha1').update(source).digest('hex') });
 const S = {
   write: script(lua.WRITE),
+  writeLean: script(lua.WRITE_LEAN),
   applySubscription: script(lua.APPLY_SUBSCRIPTION),
   countPending: script(lua.COUNT_PENDING),
   readHistory: script(lua.READ_HISTORY),
@@ -56,6 +58,9 @@ const S = {
   ackJournal: script(lua.ACK_JOURNAL),
   ackIndex: script(lua.ACK_INDEX),
   indexJournal: script(lua.INDEX_JOURNAL),
+  readMessage: script(lua.READ_MESSAGE),
+  invalidate: script(lua.INVALIDATE),
+  listThreads: script(lua.LIST_THREADS),
   acquireLock: script(lua.ACQUIRE_LOCK),
   releaseLock: script(lua.RELEASE_LOCK),
 };
@@ -66,6 +71,8 @@ const S = {
  * deadlines (a socket that stops answering is destroyed at twice the deadline, unsent commands with it).
  */
 const IDLE_COUNT_MS = 10_000;
+/** The kinds of op `WRITE_LEAN` handles (in the cache role). */
+const LEAN_KINDS: ReadonlySet<Op['kind']> = new Set(['append', 'phone', 'booking', 'subscribe']);
 const REDIS_PROTOCOLS = ['redis:', 'rediss:'];
 
 const UNREACHABLE =
@@ -201,18 +208,19 @@ export class RedisAdapter implements CacheAdapter {
    */
   async write(ops: readonly Op[], options: { pending?: boolean } = {}): Promise<WriteOutcome[]> {
     if (ops.length === 0) return [];
-    if (!this.cluster) return this.#writeScript(ops, options.pending === true, true);
+    const now = Date.now();
+    if (!this.cluster) return this.#writeScript(ops, options.pending === true, true, now);
     const byUser = groupBy(ops, (op) => op.user);
     // A failed write keeps its count: the script may have run all the same (a timeout).
     if (options.pending) await Promise.all(byUser.map(([user, list]) => this.#countPending(user, list.length)));
-    const flags = await Promise.all(byUser.map(([, list]) => this.#writeScript(list, options.pending === true, false)));
+    const flags = await Promise.all(byUser.map(([, list]) => this.#writeScript(list, options.pending === true, false, now)));
     const written = byUser.flatMap(([, list]) => list);
     const outcomes = flags.flat();
     await Promise.all(
       written.map(async (op, i) => {
         const outcome = outcomes[i];
         // Counted before the script, which journaled nothing for a repeat, or dropped older entries.
-        const uncount = typeof outcome === 'string' ? 1 : op.kind === 'delete' ? Math.floor(Number(outcome) / 4) : 0;
+        const uncount = typeof outcome === 'string' ? 1 : op.kind === 'delete' ? Math.floor(Number(outcome) / 16) : 0;
         if (options.pending && uncount > 0) await this.#countPending(op.user, -uncount);
       }),
     );
@@ -220,8 +228,11 @@ export class RedisAdapter implements CacheAdapter {
     await Promise.all(
       written.map(async (op, i) => {
         const outcome = outcomes[i];
+        if (typeof outcome !== 'number') return;
+        // The drafts index is advisory: a crash before this step leaves a draft the sweeper does not see.
+        if ((outcome & 12) !== 0) await this.#indexDraft(op, (outcome & 4) !== 0, now);
         // Only a subscription change the user's slot accepted (last writer wins there) touches the shard.
-        if (typeof outcome !== 'number' || (outcome & 2) === 0) return;
+        if ((outcome & 2) === 0) return;
         const present = await this.#applySubscription(op);
         held[i] = present && op.kind === 'subscribe';
       }),
@@ -230,10 +241,10 @@ export class RedisAdapter implements CacheAdapter {
     return ops.map((op) => held[position.get(op) as number] ?? false);
   }
 
-  async #writeScript(ops: readonly Op[], pending: boolean, shared: true): Promise<WriteOutcome[]>;
-  async #writeScript(ops: readonly Op[], pending: boolean, shared: false): Promise<(number | string)[]>;
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: true, now: number): Promise<WriteOutcome[]>;
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: false, now: number): Promise<(number | string)[]>;
   /** One script call; `shared` also changes the shared keys (one Redis). Returns the raw per-op outcomes on a Cluster. */
-  async #writeScript(ops: readonly Op[], pending: boolean, shared: boolean): Promise<WriteOutcome[] | (number | string)[]> {
+  async #writeScript(ops: readonly Op[], pending: boolean, shared: boolean, now: number): Promise<WriteOutcome[] | (number | string)[]> {
     const cfg = this.#cfg;
     const ttl = this.#durable ? { history: 0, userData: 0, subscribers: 0 } : cfg.ttlMs;
     const keys: string[] = [];
@@ -244,20 +255,33 @@ export class RedisAdapter implements CacheAdapter {
       ttl.userData,
       ttl.subscribers,
       shared ? FLAG.sharedHere : FLAG.sharedByCaller,
+      now,
     ];
     for (const op of ops) {
       const shard = this.#keys.shardOf(op.user);
-      keys.push(...this.#keys.user(op.user));
-      if (shared) keys.push(...this.#keys.subscribers(shard), ...this.#keys.pending(shard).slice(0, 2));
+      const thread = 'thread' in op ? op.thread : MAIN_THREAD;
+      const [, d, m, j, i] = this.#keys.user(op.user);
+      keys.push(this.#keys.history(op.user, thread), d, m, j, i);
+      if (shared) keys.push(...this.#keys.subscribers(shard), ...this.#keys.pending(shard).slice(0, 2), this.#keys.draftIndex(shard));
       const entry = pending ? (op.kind === 'append' ? FLAG.entryIsPayload : encodeOp(op)) : '';
-      args.push(op.kind, op.id, op.user, payload(op), entry, op.kind === 'append' ? (op.key ?? '') : '');
+      const append = op.kind === 'append';
+      args.push(op.kind, op.id, op.user, payload(op), entry, append ? (op.key ?? '') : '', thread, append && op.status === 'streaming' ? FLAG.draft : '');
     }
-    const flags = (await this.#eval(S.write, keys, args)) as (number | string)[];
+    // The hot path (a cache's appends and user fields) runs the lean script: same effect, less to set up per call.
+    const lean = !this.#durable && ops.every((op) => LEAN_KINDS.has(op.kind));
+    const flags = (await this.#eval(lean ? S.writeLean : S.write, keys, args)) as (number | string)[];
     return shared ? flags.map(toOutcome) : flags;
   }
 
   async #countPending(user: string, count: number): Promise<void> {
     await this.#eval(S.countPending, this.#keys.pending(this.#keys.shardOf(user)).slice(0, 2), [user, count]);
+  }
+
+  /** A Cluster's drafts index step: the draft's flush time, or its end. */
+  async #indexDraft(op: Op, progress: boolean, now: number): Promise<void> {
+    const id = op.kind === 'edit' ? op.target : op.id;
+    const index = this.#keys.draftIndex(this.#keys.shardOf(op.user));
+    await this.#call(progress ? this.client.zadd(index, now, id + op.user) : this.client.zrem(index, id + op.user));
   }
 
   async #applySubscription(op: Op): Promise<boolean> {
@@ -267,18 +291,98 @@ export class RedisAdapter implements CacheAdapter {
     return (await this.#eval(S.applySubscription, keys, [this.#role, ttl, op.user, add])) === 1;
   }
 
-  async readHistory(user: string, limit: number): Promise<HistoryRead | CacheMiss> {
-    const [h, , m, j] = this.#keys.user(user);
+  async readHistory(user: string, limit: number, options: HistoryReadOptions = {}): Promise<HistoryRead | CacheMiss> {
+    const thread = options.thread ?? MAIN_THREAD;
+    const [, , m, j] = this.#keys.user(user);
+    const h = this.#keys.history(user, thread);
+    // An item of 'main' written by 0.1 names no thread: the list it is read from does.
+    const decode = (item: string) => decodeMessage(item, thread);
     if (this.#durable) {
-      const [floor, ...items] = (await this.#eval(S.readHistoryDurable, [h, m], [limit])) as string[];
-      return { messages: items.map(decodeMessage), floor: floor ?? '' };
+      const [floor, cuts, ...items] = (await this.#eval(S.readHistoryDurable, [h, m], [limit, thread])) as string[];
+      const read: HistoryRead = { messages: items.map(decode), floor: floor ?? '' };
+      if (cuts) read.cuts = parseCuts(cuts);
+      return read;
     }
     // A plain LRANGE on the hot path; only a miss pays for the script that reads the version.
     const items = await this.#call(this.client.lrange(h, -limit, -1));
-    if (items.length > 0) return { messages: items.map(decodeMessage), floor: '' };
+    if (items.length > 0) return { messages: items.map(decode), floor: '' };
     const reply = (await this.#eval(S.readHistory, [h, m, j], [limit, this.#metaTtl])) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
-    return { messages: (reply as string[]).map(decodeMessage), floor: '' };
+    return { messages: (reply as string[]).map(decode), floor: '' };
+  }
+
+  /** A message of any thread: in the cache role, of the copies held (null when none holds it). */
+  async readMessage(user: string, id: string): Promise<Message | null> {
+    const [thread, item] = (await this.#eval(S.readMessage, [this.#keys.user(user)[2]], [id])) as string[];
+    return thread === undefined || item === undefined ? null : decodeMessage(item, thread);
+  }
+
+  /**
+   * The user's threads, most recently active first (durable role; a cache is never asked). The
+   * cursor names the last thread of the page by its activity and id, so a page starts after it
+   * even when threads came or went in between.
+   */
+  async listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage> {
+    const reply = (await this.#eval(S.listThreads, [this.#keys.user(user)[2]], [])) as (string | number)[];
+    const all: ThreadRecord[] = [];
+    for (let i = 0; i + 6 < reply.length; i += 7) {
+      const [id, count, created, lastId, active, title, stamp] = reply.slice(i, i + 7).map(String) as [string, string, string, string, string, string, string];
+      const messages = Number(count);
+      const titled = title === '' ? null : (JSON.parse(title) as string);
+      if (messages === 0 && titled === null) continue;
+      const titleAt = titled === null ? 0 : idTime(stamp);
+      const createdAt = messages > 0 ? Number(created) : titleAt;
+      const updatedAt = Math.max(messages > 0 ? Number(active) : 0, titleAt);
+      all.push({ id, title: titled, messages, createdAt: new Date(createdAt), updatedAt: new Date(updatedAt), lastId });
+    }
+    all.sort((a, b) => b.updatedAt.getTime() - a.updatedAt.getTime() || (a.id < b.id ? -1 : 1));
+    let start = 0;
+    if (cursor !== null) {
+      const split = cursor.indexOf(':');
+      const at = Number(cursor.slice(0, split));
+      const after = cursor.slice(split + 1);
+      start = all.findIndex((t) => t.updatedAt.getTime() < at || (t.updatedAt.getTime() === at && t.id > after));
+      if (start < 0) start = all.length;
+    }
+    const threads = all.slice(start, start + limit);
+    const last = threads[threads.length - 1];
+    const more = start + limit < all.length && last !== undefined;
+    return { threads, cursor: more ? `${last.updatedAt.getTime()}:${last.id}` : null };
+  }
+
+  /** The latest text of a draft that reached Redis and when (a flush, or its start); null when it ended or is unknown. */
+  async draftProgress(user: string, id: string): Promise<{ message: Message; at: number } | null> {
+    const record = await this.#call(this.client.hget(this.#keys.drafts(user), id));
+    if (record === null) return null;
+    const split = record.indexOf('|');
+    return { message: decodeMessage(record.slice(split + 1)), at: Number(record.slice(0, split)) };
+  }
+
+  /**
+   * Up to `limit` drafts last flushed before `before` (ms), oldest first, over every user: the
+   * ones a dead process may have left streaming. The index is advisory; entries of drafts that
+   * ended meanwhile are dropped here.
+   */
+  async staleDrafts(before: number, limit: number): Promise<{ user: string; id: string }[]> {
+    if (limit <= 0) return [];
+    const pages = await this.#call(
+      Promise.all(
+        this.#keys.shardList().map((shard) => this.client.zrangebyscore(this.#keys.draftIndex(shard), '-inf', `(${before}`, 'WITHSCORES', 'LIMIT', 0, limit)),
+      ),
+    );
+    const found: { user: string; id: string; at: number; shard: number; member: string }[] = [];
+    pages.forEach((page, shard) => {
+      for (let i = 0; i + 1 < page.length; i += 2) {
+        const member = page[i] as string;
+        found.push({ id: member.slice(0, 26), user: member.slice(26), at: Number(page[i + 1]), shard, member });
+      }
+    });
+    found.sort((a, b) => a.at - b.at);
+    const picked = found.slice(0, limit);
+    const live = await this.#call(Promise.all(picked.map((d) => this.client.hexists(this.#keys.drafts(d.user), d.id))));
+    const gone = picked.filter((_, i) => live[i] === 0);
+    if (gone.length > 0) await this.#call(Promise.all(gone.map((d) => this.client.zrem(this.#keys.draftIndex(d.shard), d.member))));
+    return picked.filter((_, i) => live[i] === 1).map(({ user, id }) => ({ user, id }));
   }
 
   async readUser(user: string): Promise<UserRecord | CacheMiss> {
@@ -327,11 +431,12 @@ export class RedisAdapter implements CacheAdapter {
   }
 
   /** Installs a user's newest messages after a miss, unless something was written since the miss. */
-  async fillHistory(user: string, version: string, messages: readonly Message[]): Promise<boolean> {
+  async fillHistory(user: string, version: string, messages: readonly Message[], thread: string = MAIN_THREAD): Promise<boolean> {
     if (messages.length === 0) return false;
-    const [h, , m] = this.#keys.user(user);
+    const m = this.#keys.user(user)[2];
     const items = messages.map((message) => encodeMessage(fromMessage(user, message)));
-    return (await this.#eval(S.fillHistory, [h, m], [version, this.#cfg.ttlMs.history, ...items])) === 1;
+    const keys = [this.#keys.history(user, thread), m, this.#keys.threads(user)];
+    return (await this.#eval(S.fillHistory, keys, [version, this.#cfg.ttlMs.history, thread, ...items])) === 1;
   }
 
   async fillUser(user: string, version: string, value: UserRecord): Promise<boolean> {
@@ -360,9 +465,8 @@ export class RedisAdapter implements CacheAdapter {
     const ttl = this.#metaTtl;
     const calls: Promise<unknown>[] = [];
     for (const user of users) {
-      const [h, d, m] = this.#keys.user(user);
-      calls.push(this.client.del(h, d), this.client.hincrby(m, 'v', 1));
-      if (ttl > 0) calls.push(this.client.pexpire(m, ttl));
+      const [, d, m] = this.#keys.user(user);
+      calls.push(this.#eval(S.invalidate, [m, d], [ttl]));
     }
     if (subscribers) {
       for (const shard of this.#keys.shardList()) {
@@ -377,14 +481,16 @@ export class RedisAdapter implements CacheAdapter {
   async invalidateAll(): Promise<void> {
     const nodes = 'nodes' in this.client ? this.client.nodes('master') : [this.client];
     for (const node of nodes) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await this.#call(node.scan(cursor, 'MATCH', `${this.keyPrefix}:{*}:[hdm]`, 'COUNT', 1000));
-        cursor = next;
-        // One call per key: in a Cluster the keys of one batch live in different slots. A version
-        // moves rather than goes (a fill whose miss saw it must fail).
-        await Promise.all(keys.map((key) => this.#call(key.endsWith(':m') ? node.hincrby(key, 'v', 1) : node.del(key))));
-      } while (cursor !== '0');
+      for (const pattern of this.#keys.copies) {
+        let cursor = '0';
+        do {
+          const [next, keys] = await this.#call(node.scan(cursor, 'MATCH', pattern, 'COUNT', 1000));
+          cursor = next;
+          // One call per key: in a Cluster the keys of one batch live in different slots. A version
+          // moves rather than goes (a fill whose miss saw it must fail).
+          await Promise.all(keys.map((key) => this.#call(key.endsWith(':m') ? node.hincrby(key, 'v', 1) : node.del(key))));
+        } while (cursor !== '0');
+      }
     }
     await this.invalidate([], true);
   }
@@ -569,9 +675,28 @@ function payload(op: Op): string {
       return op.booking === null ? '' : JSON.stringify(op.booking);
     case 'subscribe':
       return op.subscribed ? '1' : '0';
+    case 'title':
+      return JSON.stringify(op.title);
+    case 'cut':
+      return `${op.from}\n${op.to}`;
+    case 'edit': {
+      // The fields an edit replaces, as an item encodes them; the script keeps the rest of the old item.
+      const meta = op.meta === undefined ? '' : `,"meta":${JSON.stringify(op.meta)}`;
+      const status = op.status === undefined ? '' : `,"status":"${op.status}"`;
+      const updated = op.updatedAt === undefined ? '' : `,"updatedAt":${op.updatedAt}`;
+      return [op.target, JSON.stringify(op.content), meta, status, updated].join('\n');
+    }
     default:
       return '';
   }
+}
+
+/** Cut ranges as the durable role keeps them: one "from to" per line. */
+function parseCuts(text: string): [string, string][] {
+  return text.split('\n').map((line) => {
+    const [from = '', to = ''] = line.split(' ');
+    return [from, to];
+  });
 }
 
 function record(phone: string | null, booking: string | null, phoneId: string, bookingId: string, subscribed: boolean): UserRecord {

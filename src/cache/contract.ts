@@ -67,9 +67,18 @@ export interface CacheAdapter extends StorageAdapter {
   runId(): Promise<string>;
   /** Calls `listener` each time the client (re)connects, so a restart can be noticed without an outage. */
   onReady(listener: () => void): void;
-  /** Optional: the latest text a draft's flushes left (the full message) and when it was flushed (ms), or null. */
+  /**
+   * Optional (drafts): the latest full item of a streaming draft that reached the cache (its start,
+   * or the last progress flush: an edit with status 'streaming', written without `pending`) and when
+   * it was written (ms); null once an edit with another status ended it, or when none is known.
+   * The durable role may keep it too.
+   */
   draftProgress?(user: string, id: string): Promise<{ message: Message; at: number } | null>;
-  /** Optional: drafts whose last flush (or start) is older than `before` (ms), for the sweeper to finish as 'aborted'. */
+  /**
+   * Optional (drafts): up to `limit` drafts over every user whose last write is older than `before`
+   * (ms), oldest first, for a sweeper to finish those a dead process abandoned. Advisory: a draft
+   * may show up after it ended (`draftProgress` then answers null) or, rarely, not at all.
+   */
   staleDrafts?(before: number, limit: number): Promise<{ user: string; id: string }[]>;
 }
 

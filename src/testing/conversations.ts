@@ -1,4 +1,4 @@
-import { expect } from 'vitest';
+import { expect, type TestContext } from 'vitest';
 import { isMiss, type HistoryRead, type StorageAdapter, type ThreadRecord } from '../adapters/contract.js';
 import type { CacheAdapter } from '../cache/contract.js';
 import type { Message } from '../types.js';
@@ -385,6 +385,177 @@ export function conversationCacheTests(c: ContractContext): void {
       ];
       await cache.write(ops, { pending: true });
       expect(await cache.readPending(u)).toEqual(ops);
+    }),
+  );
+
+  draftCacheTests(c);
+  threadCopyCacheTests(c);
+}
+
+/**
+ * Streaming drafts in the cache role (optional methods `draftProgress` and `staleDrafts`): the
+ * latest text of a draft that reached the cache, with its flush time, held whether or not a copy
+ * of its thread is; an edit with another status ends it; the sweeper's index finds drafts not
+ * flushed since a time, over every user.
+ */
+export function draftCacheTests(c: ContractContext): void {
+  const w = (test: (adapter: CacheAdapter, context: TestContext) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
+  const limit = c.historyLimit;
+  const start = (u: string, thread = 'topic'): AppendOp => ({
+    ...c.append(u, '', undefined, thread),
+    role: 'assistant',
+    status: 'streaming',
+    meta: { model: 'm' },
+  });
+  const flush = (draft: AppendOp, content: string, extra: Partial<EditOp> = {}): EditOp => ({
+    kind: 'edit',
+    user: draft.user,
+    id: c.id(),
+    thread: draft.thread,
+    target: draft.id,
+    content,
+    meta: { model: 'm' },
+    status: 'streaming',
+    ...extra,
+  });
+  /** An edit that ends a draft: complete (no status) or aborted. */
+  const end = (draft: AppendOp, content: string, status?: 'aborted'): EditOp => {
+    const { status: _, meta: __, ...op } = flush(draft, content);
+    return status === undefined ? op : { ...op, status };
+  };
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 5));
+
+  c.it(
+    "records a draft's latest text and flush time with no copy held; an edit that finishes or aborts it ends the record",
+    w(async (cache, test) => {
+      if (!cache.draftProgress) return test.skip('the adapter has no draftProgress()');
+      const u = c.user();
+      const draft = start(u);
+      const t0 = Date.now();
+      await cache.write([draft], { pending: true });
+      const started = await cache.draftProgress(u, draft.id);
+      expect(started?.message).toEqual({
+        id: draft.id,
+        role: 'assistant',
+        content: '',
+        createdAt: new Date(draft.createdAt),
+        thread: 'topic',
+        meta: { model: 'm' },
+        status: 'streaming',
+      });
+      expect(started?.at).toBeGreaterThanOrEqual(t0);
+      expect(started?.at).toBeLessThanOrEqual(Date.now());
+      const older = flush(draft, 'Hel');
+      const newer = flush(draft, 'Hello, wor');
+      await pause();
+      await cache.write([newer]);
+      // A flush that arrives late changes nothing.
+      await cache.write([older]);
+      const progress = await cache.draftProgress(u, draft.id);
+      expect(progress?.message).toMatchObject({
+        id: draft.id,
+        role: 'assistant',
+        content: 'Hello, wor',
+        thread: 'topic',
+        status: 'streaming',
+        meta: { model: 'm' },
+      });
+      expect(progress?.message.createdAt).toEqual(new Date(draft.createdAt));
+      expect(progress?.at).toBeGreaterThanOrEqual(started?.at ?? 0);
+      await cache.write([end(draft, 'Hello, world')], { pending: true });
+      expect(await cache.draftProgress(u, draft.id)).toBeNull();
+      // Nothing to rebuild it from: a flush after the end records nothing.
+      await cache.write([flush(draft, 'late')]);
+      expect(await cache.draftProgress(u, draft.id)).toBeNull();
+      const aborted = start(u, 'main');
+      await cache.write([aborted, flush(aborted, 'cut')]);
+      expect((await cache.draftProgress(u, aborted.id))?.message.content).toBe('cut');
+      await cache.write([end(aborted, 'cut', 'aborted')], { pending: true });
+      expect(await cache.draftProgress(u, aborted.id)).toBeNull();
+      expect(await cache.draftProgress(u, c.id())).toBeNull();
+    }),
+  );
+
+  c.it(
+    'flushes a draft into a held copy of its thread as well',
+    w(async (cache, test) => {
+      if (!cache.draftProgress) return test.skip('the adapter has no draftProgress()');
+      const u = c.user();
+      const first: Message = { id: c.id(), role: 'user', content: 'question', createdAt: new Date(Date.UTC(2024, 0, 1)), thread: 'topic' };
+      const miss = expectMiss(await cache.readHistory(u, limit, { thread: 'topic' }), 'history of topic');
+      expect(await cache.fillHistory(u, miss.version, [first], 'topic')).toBe(true);
+      const draft = start(u);
+      await cache.write([draft], { pending: true });
+      await cache.write([flush(draft, 'partial answer')]);
+      const held = expectHit(await cache.readHistory(u, limit, { thread: 'topic' }), 'history of topic').messages;
+      expect(held.map((m) => [m.content, m.status])).toEqual([
+        ['question', undefined],
+        ['partial answer', 'streaming'],
+      ]);
+      expect((await cache.draftProgress(u, draft.id))?.message).toEqual(held[1]);
+      expect(await cache.readMessage(u, draft.id)).toEqual(held[1]);
+    }),
+  );
+
+  c.it(
+    'finds drafts not flushed since a time, oldest first, over every user; ended and erased drafts drop out',
+    w(async (cache, test) => {
+      if (!cache.staleDrafts) return test.skip('the adapter has no staleDrafts()');
+      const [u1, u2] = [c.user(), c.user()];
+      const mine = (list: { user: string; id: string }[]) => list.filter((d) => d.user === u1 || d.user === u2);
+      const before = Date.now() - 1;
+      const d1 = start(u1);
+      const d2 = start(u2, 'main');
+      const d3 = start(u1, 'other');
+      for (const draft of [d1, d2, d3]) {
+        await cache.write([draft], { pending: true });
+        await pause();
+      }
+      const cutoff = Date.now();
+      await pause();
+      const all = [d1, d2, d3].map((d) => ({ user: d.user, id: d.id }));
+      expect(mine(await cache.staleDrafts(Date.now() + 1, 10_000))).toEqual(all);
+      expect(mine(await cache.staleDrafts(before, 10_000))).toEqual([]);
+      expect((await cache.staleDrafts(Date.now() + 1, 1)).length).toBeLessThanOrEqual(1);
+      // A flush makes a draft fresh again.
+      await cache.write([flush(d1, 'still going')]);
+      expect(mine(await cache.staleDrafts(cutoff, 10_000))).toEqual(all.slice(1));
+      await cache.write([end(d2, 'done')], { pending: true });
+      expect(mine(await cache.staleDrafts(Date.now() + 1, 10_000))).toEqual([all[2], all[0]]);
+      await cache.write([{ kind: 'delete', user: u1, id: c.id() }], { pending: true });
+      expect(mine(await cache.staleDrafts(Date.now() + 1, 10_000))).toEqual([]);
+      expect(await cache.draftProgress?.(u1, d3.id)).toBeNull();
+    }),
+  );
+}
+
+/** Invalidation in the cache role reaches the copy of every thread, not only 'main'. */
+export function threadCopyCacheTests(c: ContractContext): void {
+  const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
+  const limit = c.historyLimit;
+  const message = (content: string, thread: string): Message => ({ id: c.id(), role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread });
+  const fillThreads = async (cache: CacheAdapter, u: string) => {
+    for (const thread of ['main', 'x', 'y']) {
+      const miss = expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
+      expect(await cache.fillHistory(u, miss.version, [message(thread, thread)], thread)).toBe(true);
+      expectHit(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
+    }
+  };
+
+  c.it(
+    'invalidate and invalidateAll drop the copy of every thread, and fail fills in flight for any thread',
+    w(async (cache) => {
+      const [u, v] = [c.user(), c.user()];
+      await fillThreads(cache, u);
+      await fillThreads(cache, v);
+      const inFlight = expectMiss(await cache.readHistory(u, limit, { thread: 'z' }), 'history of z');
+      await cache.invalidate([u], false);
+      for (const thread of ['main', 'x', 'y']) expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread} after invalidate`);
+      expect(await cache.readMessage(u, c.id())).toBeNull();
+      expect(await cache.fillHistory(u, inFlight.version, [message('z', 'z')], 'z')).toBe(false);
+      expectHit(await cache.readHistory(v, limit, { thread: 'x' }), 'history of x of another user');
+      await cache.invalidateAll();
+      for (const thread of ['main', 'x', 'y']) expectMiss(await cache.readHistory(v, limit, { thread }), `history of ${thread} after invalidateAll`);
     }),
   );
 }

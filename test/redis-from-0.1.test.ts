@@ -1,0 +1,129 @@
+import postgres from 'postgres';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { RedisAdapter } from '../src/index.js';
+import { Secrets, silentLogger } from '../src/logger.js';
+import { isMiss } from '../src/adapters/contract.js';
+import { createIdGenerator } from '../src/model/ids.js';
+import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
+import { makeStore } from './helpers/stores.js';
+
+// Data that 0.1.0 left in Redis (its encodings, `git show db0ce7e:src/model/codec.ts`) reads as thread 'main' and syncs.
+const names = isolation('redis_from_01');
+const redis = new Redis(redisUrl());
+const sql = postgres(databaseUrl(), { onnotice: () => {} });
+afterAll(async () => {
+  redis.disconnect();
+  await sql.end();
+  await cleanupRedis(redisUrl(), names.keyPrefix);
+  await cleanupPostgres(databaseUrl(), names.schema);
+});
+
+const id = createIdGenerator();
+const key = (user: string, name: string) => `${names.keyPrefix}:{${user}}:${name}`;
+/** 0.1's item and journal encodings: no thread, no edit stamp. */
+const item01 = (messageId: string, content: string, createdAt: number, extra = '') =>
+  `{"id":"${messageId}","role":"user","content":${JSON.stringify(content)},"createdAt":${createdAt}${extra}}`;
+
+function cacheAdapter(): RedisAdapter {
+  const adapter = new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix });
+  adapter.bind({
+    role: 'cache',
+    historyLimit: 10,
+    ttlMs: { history: 60_000, userData: 60_000, subscribers: 60_000 },
+    logger: silentLogger,
+    secrets: new Secrets(),
+  });
+  return adapter;
+}
+
+describe('Redis data written by 0.1.0', () => {
+  it('reads a 0.1 history copy as thread main, finds and edits its items in place, and keeps other threads apart', async () => {
+    const user = 'copy01';
+    const [a, b] = [id(), id()];
+    const at = Date.UTC(2025, 5, 1);
+    await redis.rpush(key(user, 'h'), item01(a, 'first', at), item01(b, 'second "quoted"', at + 1, ',"meta":{"x":[1]},"key":"tg:42"'));
+    await redis.pexpire(key(user, 'h'), 60_000);
+    await redis.hset(key(user, 'm'), 'v', '7');
+    const adapter = cacheAdapter();
+    await adapter.connect();
+    try {
+      for (const read of [await adapter.readHistory(user, 10), await adapter.readHistory(user, 10, { thread: 'main' })]) {
+        if (isMiss(read)) throw new Error('the 0.1 copy was not read');
+        expect(read.messages).toEqual([
+          { id: a, role: 'user', content: 'first', createdAt: new Date(at), thread: 'main' },
+          { id: b, role: 'user', content: 'second "quoted"', createdAt: new Date(at + 1), thread: 'main', meta: { x: [1] } },
+        ]);
+      }
+      expect(await adapter.readMessage(user, b)).toMatchObject({ id: b, thread: 'main', content: 'second "quoted"' });
+      expect(isMiss(await adapter.readHistory(user, 10, { thread: 'topic' }))).toBe(true);
+
+      const editId = id();
+      expect(await adapter.write([{ kind: 'edit', user, id: editId, thread: 'main', target: b, content: 'second, edited', updatedAt: at + 5 }])).toEqual([
+        true,
+      ]);
+      const [, edited] = await redis.lrange(key(user, 'h'), 0, -1);
+      // The stamp follows the id; role, createdAt and the idempotency key are kept; the edit's meta (none) replaces the old.
+      expect(edited).toBe(`{"id":"${b}","v":"${editId}","role":"user","content":"second, edited","createdAt":${at + 1},"key":"tg:42","updatedAt":${at + 5}}`);
+      expect(await adapter.readMessage(user, b)).toEqual({
+        id: b,
+        role: 'user',
+        content: 'second, edited',
+        createdAt: new Date(at + 1),
+        thread: 'main',
+        updatedAt: new Date(at + 5),
+      });
+
+      await adapter.write([{ kind: 'delete', user, id: id() }]);
+      expect(await redis.exists(key(user, 'h'))).toBe(0);
+    } finally {
+      await adapter.close();
+    }
+  });
+
+  it('decodes a 0.1 journal as thread main and syncs it to PostgreSQL', async () => {
+    const [user, cleared] = ['journal01', 'cleared01'];
+    const at = Date.now();
+    const [first, second, phone, clear] = [id(), id(), id(), id()];
+    const entries = [item01(first, 'first', at), item01(second, 'second', at + 1, ',"key":"upd:1"'), `{"id":"${phone}","kind":"phone","value":"+79990001122"}`];
+    await redis.rpush(key(user, 'j'), ...entries);
+    // 0.1 wrote a clear with no thread: it is the clear of 'main'.
+    await redis.rpush(key(cleared, 'j'), `{"id":"${clear}","kind":"clear"}`);
+    // 0.1's pending index: user -> entries, and their total.
+    await redis.hset(`${names.keyPrefix}:{sync:0}:queue`, user, entries.length, cleared, 1);
+    await redis.incrby(`${names.keyPrefix}:{sync:0}:queued`, entries.length + 1);
+
+    const adapter = cacheAdapter();
+    await adapter.connect();
+    try {
+      expect(await adapter.readPending(user)).toEqual([
+        { kind: 'append', user, id: first, thread: 'main', role: 'user', content: 'first', createdAt: at },
+        { kind: 'append', user, id: second, thread: 'main', role: 'user', content: 'second', createdAt: at + 1, key: 'upd:1' },
+        { kind: 'phone', user, id: phone, phone: '+79990001122' },
+      ]);
+      expect(await adapter.readPending(cleared)).toEqual([{ kind: 'clear', user: cleared, id: clear, thread: 'main' }]);
+    } finally {
+      await adapter.close();
+    }
+
+    const store = makeStore('write-behind', names);
+    try {
+      expect(await store.syncNow()).toMatchObject({ pending: 0 });
+      expect(await redis.llen(key(user, 'j'))).toBe(0);
+      expect(await redis.llen(key(cleared, 'j'))).toBe(0);
+      const rows = await sql`select id, content from ${sql(`${names.schema}.messages`)} where user_id = ${user} order by id`;
+      expect(rows.map((r) => [r.id, r.content])).toEqual([
+        [first, 'first'],
+        [second, 'second'],
+      ]);
+      // (The thread of a message read back from PostgreSQL is PostgresAdapter's part, checked by its contract.)
+      expect((await store.getHistory(user)).map((m) => [m.id, m.content])).toEqual([
+        [first, 'first'],
+        [second, 'second'],
+      ]);
+      expect(await store.getUserPhone(user)).toBe('+79990001122');
+    } finally {
+      await store.close();
+    }
+  });
+});
