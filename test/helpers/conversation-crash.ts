@@ -252,7 +252,8 @@ function apply(model: Model, op: OpDesc, result: Acked | undefined, log: UserLog
     case 'truncate': {
       const m = find(op.target);
       const doomed = m ? model.messages.filter((x) => x.thread === m.thread && x.id !== undefined && x.id > op.target) : [];
-      answer('truncateAfter removed', result?.removed, doomed.length);
+      // Its count comes from a history read, which PostgreSQL's absence degrades like any read.
+      if (checkReads) answer('truncateAfter removed', result?.removed, doomed.length);
       model.messages = model.messages.filter((x) => !doomed.includes(x));
       return;
     }
@@ -338,9 +339,9 @@ export function differences(model: Model, rows: readonly Row[], titles: Readonly
 
 /**
  * The user's outcome: what differs from the fold of its acknowledged ops, or from that plus its
- * uncertain op, whichever fits better. `checkReads`: each read's answer must be the fold of the
- * ops before it (not while PostgreSQL is away: a read that misses Redis's copy then answers
- * with what this process holds, by design).
+ * uncertain op, whichever fits better. `checkReads`: each read's answer (and truncateAfter's
+ * count, which comes from a read) must be the fold of the ops before it; not while PostgreSQL is
+ * away: a read that misses Redis's copy then answers with what this process holds, by design.
  */
 export function judge(
   log: UserLog,
