@@ -114,7 +114,10 @@ export interface StorageAdapter {
    * `retention` is set.
    */
   enforceRetention?(rule: RetentionRule): Promise<number>;
-  /** Optional: messages still 'streaming' that were started before `before`, for the draft sweeper. */
+  /**
+   * Optional: messages still `'streaming'` that were created before `before`, oldest first, at most
+   * `limit`: drafts a process may have left behind, for the syncer to finish as `'aborted'`.
+   */
   streamingDrafts?(before: Date, limit: number): Promise<{ user: string; message: Message }[]>;
   /** Optional: keeps a dead letter where every process (and the doctor command) can see it. */
   recordDeadLetter?(letter: DeadLetterRecord): Promise<void>;

@@ -107,6 +107,16 @@ export class MemoryAdapter implements StorageAdapter {
     return { threads, cursor: start + limit < all.length ? String(start + limit) : null };
   }
 
+  /** Drafts still streaming that were created before `before`, oldest first. */
+  async streamingDrafts(before: Date, limit: number): Promise<{ user: string; message: Message }[]> {
+    const found: { user: string; message: Message }[] = [];
+    for (const [user, state] of this.#users) {
+      for (const m of state.messages) if (m.status === 'streaming' && m.createdAt < before.getTime()) found.push({ user, message: toMessage(m) });
+    }
+    found.sort((a, b) => a.message.createdAt.getTime() - b.message.createdAt.getTime());
+    return found.slice(0, limit);
+  }
+
   async readUser(user: string): Promise<UserRecord> {
     const { phone, booking, subscribed } = this.#users.get(user) ?? emptyUserState();
     return { phone: { ...phone }, booking: { ...booking }, subscribed: { ...subscribed } };

@@ -75,6 +75,100 @@ create table dead_letters (
     sql: `-- Finds messages past retention.maxAgeDays in batches without scanning the table.
 create index messages_created_at on messages (created_at);`,
   },
+  {
+    version: 5,
+    name: 'threads',
+    sql: `-- Version 2: threads, messages by id, edits, cuts, titles and drafts. A 0.1 row becomes a
+-- message of thread 'main' by the column's default.
+alter table messages
+  add column thread text collate "C" not null default 'main',
+  add column status text check (status in ('streaming', 'aborted')),
+  add column edit_v text collate "C",
+  add column updated_at timestamptz;
+
+-- "Newest N of a thread", and finding a thread's first and last message.
+create index messages_thread on messages (user_id, thread, id);
+-- Drafts a process left streaming, for the sweeper that aborts them.
+create index messages_streaming on messages (created_at) where status = 'streaming';
+
+-- One row per thread that ever had a message, a title, a clear or a drop. floor: the thread's
+-- messages at or below it were cleared (a replay never brings them back); title last writer wins
+-- by title_v, title_at the time its id encodes. messages, created_at, updated_at and last_id: the adapter's inserts count their
+-- rows in the same statement (a trigger would cost the one-message hot path a function call and
+-- a transition table); every delete is uncounted by the trigger below, whatever its origin.
+create table threads (
+  user_id text collate "C" not null,
+  thread text collate "C" not null,
+  title text,
+  title_v text collate "C",
+  title_at timestamptz,
+  floor text collate "C" not null default '',
+  messages integer not null default 0,
+  created_at timestamptz,
+  updated_at timestamptz,
+  last_id text collate "C" not null default '',
+  primary key (user_id, thread)
+);
+
+-- listThreads: a user's threads, most recently active first.
+create index threads_recent on threads (user_id, updated_at desc, thread);
+
+-- A page of listThreads after a cursor (updated_at, thread). In a function so that its cached
+-- generic plan walks threads_recent from the cursor for the next few rows: a prepared statement's
+-- generic plan assumes a user holds a handful of threads and prefers a bitmap scan and a sort of
+-- every thread past the cursor (O(threads) per page instead of O(page)).
+create function threads_after(p_user text, p_at timestamptz, p_thread text, p_limit integer)
+returns table (thread text, title text, messages integer, created_at timestamptz, updated_at timestamptz, at text, last_id text)
+language plpgsql stable
+set search_path from current
+set enable_bitmapscan = off
+as $fn$
+begin
+  return query
+    select t.thread, t.title, t.messages, t.created_at, t.updated_at, t.updated_at::text, t.last_id from threads t
+    where t.user_id = p_user and (t.messages > 0 or t.title is not null)
+      and t.updated_at <= p_at and (t.updated_at < p_at or t.thread > p_thread)
+    order by t.updated_at desc, t.thread
+    limit p_limit;
+end
+$fn$;
+
+-- Id ranges removed from a thread above its floor (deleteMessage, truncateAfter): an append
+-- inside one is never stored again.
+create table cuts (
+  user_id text collate "C" not null,
+  thread text collate "C" not null,
+  from_id text collate "C" not null,
+  to_id text collate "C" not null,
+  primary key (user_id, thread, from_id, to_id)
+);
+
+-- Every delete (clear, cut, drop, erasure, retention, a DBA's) uncounts its rows, once per
+-- statement; the thread's first and last message are looked up again in messages_thread.
+create function threads_count_deleted() returns trigger language plpgsql
+set search_path from current as $fn$
+begin
+  update threads t set
+    messages = greatest(t.messages - d.n, 0),
+    last_id = coalesce((select m.id from messages m where m.user_id = t.user_id and m.thread = t.thread order by m.id desc limit 1), ''),
+    created_at = coalesce(
+      (select m.created_at from messages m where m.user_id = t.user_id and m.thread = t.thread order by m.id limit 1), t.title_at, t.created_at),
+    -- Emptied, a titled thread is as old and as recent as its title.
+    updated_at = case when t.messages <= d.n and t.title is not null then t.title_at else t.updated_at end
+  from (select user_id, thread, count(*) as n from deleted group by user_id, thread) d
+  where t.user_id = d.user_id and t.thread = d.thread;
+  return null;
+end
+$fn$;
+
+create trigger messages_count_deleted after delete on messages
+  referencing old table as deleted for each statement execute function threads_count_deleted();
+
+-- A database written by 0.1: its messages are thread 'main' of their user.
+insert into threads (user_id, thread, messages, created_at, updated_at, last_id)
+select user_id, 'main', count(*), min(created_at), max(created_at), max(id)
+from messages group by user_id;`,
+  },
 ];
 
 /** The text run for a migration: the ledger, the change, and its row in the ledger. */

@@ -1,13 +1,26 @@
 import type { Options, PendingQuery, Row, RowList, Sql, TransactionSql } from 'postgres';
-import type { AdapterConfig, DeadLetterRecord, HistoryRead, ReadOptions, RetentionRule, StorageAdapter, UserRecord, WriteOutcome } from './contract.js';
+import type {
+  AdapterConfig,
+  DeadLetterRecord,
+  HistoryRead,
+  HistoryReadOptions,
+  ReadOptions,
+  RetentionRule,
+  StorageAdapter,
+  ThreadRecord,
+  ThreadRecordPage,
+  UserRecord,
+  WriteOutcome,
+} from './contract.js';
 import { withDeadline } from '../routing/deadline.js';
 import { adapterInUse, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
-import { applyOp, emptyUserState, type AppendOp, type Op, type UserState } from '../model/ops.js';
+import { applyOp, emptyUserState, MAIN_THREAD, type AppendOp, type EditOp, type Op, type UserState } from '../model/ops.js';
+import { idTime } from '../model/ids.js';
 import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
-import type { JsonObject, Message, Role } from '../types.js';
+import type { JsonObject, Message, MessageStatus, Role } from '../types.js';
 import { migrations, migrationText } from './postgres-migrations.js';
 
 export interface PostgresAdapterOptions {
@@ -70,7 +83,7 @@ export class PostgresAdapter implements StorageAdapter {
   readonly #openRead: (() => Sql) | undefined;
   readonly #url: string | undefined;
   readonly #readUrl: string | undefined;
-  readonly #t: { messages: string; users: string };
+  readonly #t: { messages: string; users: string; threads: string; cuts: string };
   #migrated: Promise<void> | undefined;
   #bound = false;
   #closed = false;
@@ -79,7 +92,12 @@ export class PostgresAdapter implements StorageAdapter {
     this.schema = checkSchema(options.schema ?? 'tcs');
     this.timeoutMs = positive(options.timeoutMs, 'PostgresAdapter: timeoutMs', 2000);
     this.connectTimeoutMs = positive(options.connectTimeoutMs, 'PostgresAdapter: connectTimeoutMs', 2000);
-    this.#t = { messages: `${this.schema}.messages`, users: `${this.schema}.users` };
+    this.#t = {
+      messages: `${this.schema}.messages`,
+      users: `${this.schema}.users`,
+      threads: `${this.schema}.threads`,
+      cuts: `${this.schema}.cuts`,
+    };
     if (options.sql) {
       // The adapter reads columns by their SQL names: a client that renames them would break it.
       const transform = (options.sql.options as { transform?: { column?: { from?: unknown }; row?: { from?: unknown } } }).transform;
@@ -155,16 +173,15 @@ export class PostgresAdapter implements StorageAdapter {
     const only = ops.length === 1 ? ops[0] : undefined;
     if (only?.kind === 'append') return [await this.#appendOne(only)];
     if (ops.length === 0) return undefined;
-    const { appends, patches } = foldBatch(ops);
-    const floors = [...patches.values()].some((patch) => patch.floor !== '');
-    // One statement is atomic by itself: a transaction (three round trips) only when a batch needs several.
-    if (patches.size === 0) await this.#q(this.#insertMany(this.#sql, appends));
-    else if (appends.length === 0 && !floors) await this.#q(this.#upsertUsers(this.#sql, patches));
-    else
+    const steps = this.#steps(foldBatch(ops));
+    // One statement is atomic by itself: a transaction only when a batch needs several, and then
+    // its statements go out pipelined (BEGIN, the statements, COMMIT: three round trips).
+    if (steps.length === 1) await this.#q((steps[0] as Step)(this.#sql));
+    else if (steps.length > 1)
       await withDeadline(
         this.name,
         this.timeoutMs * 5,
-        this.#sql.begin((tx) => this.#writeBatch(tx, appends, patches)),
+        this.#sql.begin((tx) => steps.map((step) => step(tx))),
       );
     return undefined;
   }
@@ -179,14 +196,26 @@ export class PostgresAdapter implements StorageAdapter {
     return first && first.id !== op.id ? (first.id as string) : true;
   }
 
-  async readHistory(user: string, limit: number, options?: ReadOptions): Promise<HistoryRead> {
+  /** The newest `limit` of a thread with its floor and cuts, in one round trip. */
+  async readHistory(user: string, limit: number, options?: HistoryReadOptions): Promise<HistoryRead> {
     const sql = this.#reader(options);
+    const thread = options?.thread ?? MAIN_THREAD;
     const rows = await this.#q(sql`
-      select f.floor, m.id, m.role, m.content, m.meta, m.created_at
-      from (select coalesce((select history_floor from ${sql(this.#t.users)} where user_id = ${user}), '') as floor) f
+      select f.floor, f.cut_from, f.cut_to, m.id, m.thread, m.role, m.content, m.meta, m.created_at, m.status, m.updated_at
+      from (
+        select g.floor,
+          array(select from_id from ${sql(this.#t.cuts)} where user_id = ${user} and thread = ${thread} and to_id > g.floor order by from_id, to_id) as cut_from,
+          array(select to_id from ${sql(this.#t.cuts)} where user_id = ${user} and thread = ${thread} and to_id > g.floor order by from_id, to_id) as cut_to
+        from (
+          select greatest(
+            coalesce((select history_floor from ${sql(this.#t.users)} where user_id = ${user}), ''),
+            coalesce((select floor from ${sql(this.#t.threads)} where user_id = ${user} and thread = ${thread}), '')
+          ) collate "C" as floor
+        ) g
+      ) f
       left join lateral (
-        select id, role, content, meta, created_at from ${sql(this.#t.messages)}
-        where user_id = ${user} and id > f.floor collate "C"
+        select id, thread, role, content, meta, created_at, status, updated_at from ${sql(this.#t.messages)}
+        where user_id = ${user} and thread = ${thread} and id > f.floor
         order by id desc limit ${limit}
       ) m on true`);
     const messages: Message[] = [];
@@ -194,7 +223,59 @@ export class PostgresAdapter implements StorageAdapter {
       const row = rows[i] as Row;
       if (row.id !== null) messages.push(toMessage(row));
     }
-    return { messages, floor: (rows[0]?.floor as string | undefined) ?? '' };
+    const first = rows[0];
+    const read: HistoryRead = { messages, floor: (first?.floor as string | undefined) ?? '' };
+    const from = (first?.cut_from as string[] | undefined) ?? [];
+    const to = (first?.cut_to as string[] | undefined) ?? [];
+    if (from.length > 0) read.cuts = from.map((f, i) => [f, to[i] as string]);
+    return read;
+  }
+
+  async readMessage(user: string, id: string): Promise<Message | null> {
+    const sql = this.#reader(undefined);
+    const [row] = await this.#q(sql`
+      select id, thread, role, content, meta, created_at, status, updated_at from ${sql(this.#t.messages)}
+      where user_id = ${user} and id = ${id}`);
+    return row ? toMessage(row) : null;
+  }
+
+  /**
+   * Threads holding messages or a title, most recently active first, from `threads` along
+   * `threads_recent`; the cursor is the last row's (updated_at, thread), base64url, for keyset paging.
+   */
+  async listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage> {
+    const sql = this.#reader(undefined);
+    const after = decodeCursor(cursor);
+    // After a cursor, threads_after (migration 5) walks threads_recent from it.
+    const rows = await this.#q(
+      after
+        ? sql`select * from ${sql(`${this.schema}.threads_after`)}(${user}, ${after[0]}::text::timestamptz, ${after[1]}::text, ${limit + 1})`
+        : sql`
+          select thread, title, messages, created_at, updated_at, updated_at::text as at, last_id from ${sql(this.#t.threads)}
+          where user_id = ${user} and (messages > 0 or title is not null)
+          order by updated_at desc, thread
+          limit ${limit + 1}`,
+    );
+    const threads: ThreadRecord[] = rows.slice(0, limit).map((row) => ({
+      id: row.thread as string,
+      title: row.title as string | null,
+      messages: row.messages as number,
+      createdAt: row.created_at as Date,
+      updatedAt: row.updated_at as Date,
+      lastId: row.last_id as string,
+    }));
+    const last = rows.length > limit ? rows[limit - 1] : undefined;
+    return { threads, cursor: last ? encodeCursor(last.at as string, last.thread as string) : null };
+  }
+
+  /** Drafts still streaming that were started before `before`, oldest first (along `messages_streaming`). */
+  async streamingDrafts(before: Date, limit: number): Promise<{ user: string; message: Message }[]> {
+    const sql = this.#sql;
+    const rows = await this.#q(sql`
+      select user_id, id, thread, role, content, meta, created_at, status, updated_at from ${sql(this.#t.messages)}
+      where status = 'streaming' and created_at < ${before}
+      order by created_at limit ${limit}`);
+    return rows.map((row) => ({ user: row.user_id as string, message: toMessage(row) }));
   }
 
   async readUser(user: string, options?: ReadOptions): Promise<UserRecord> {
@@ -297,26 +378,160 @@ export class PostgresAdapter implements StorageAdapter {
     await withDeadline(this.name, this.connectTimeoutMs, work);
   }
 
+  /**
+   * The hot path: one statement. An append at or below the user's floor or its thread's floor, or
+   * inside a cut of its thread, is refused; one that is stored is counted into its thread by the
+   * same statement (it returns a row only then).
+   */
   #insertOne(sql: Sql, op: AppendOp): PendingQuery<Row[]> {
     const meta = op.meta === undefined ? null : sql.json(op.meta);
+    const t = this.#t;
     return sql`
-      insert into ${sql(this.#t.messages)} (user_id, id, role, content, meta, created_at, idempotency_key)
-      select ${op.user}, ${op.id}, ${op.role}, ${op.content}, ${meta}::jsonb, ${new Date(op.createdAt)}, ${op.key ?? null}::text
-      where ${op.id} > coalesce((select history_floor from ${sql(this.#t.users)} where user_id = ${op.user}), '') collate "C"
+      with inserted as (
+      insert into ${sql(t.messages)} (user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at)
+      select ${op.user}, ${op.id}, ${op.thread}, ${op.role}, ${op.content}, ${meta}::jsonb, ${new Date(op.createdAt)},
+        ${op.key ?? null}::text, ${op.status ?? null}::text, ${op.v ?? null}::text, ${op.updatedAt === undefined ? null : new Date(op.updatedAt)}::timestamptz
+      where ${op.id} > coalesce((select history_floor from ${sql(t.users)} where user_id = ${op.user}), '') collate "C"
+        and ${op.id} > coalesce((select floor from ${sql(t.threads)} where user_id = ${op.user} and thread = ${op.thread}), '') collate "C"
+        and not exists (
+          select 1 from ${sql(t.cuts)} where user_id = ${op.user} and thread = ${op.thread} and from_id <= ${op.id} and to_id >= ${op.id})
       on conflict do nothing
-      returning id`;
+      returning user_id, thread, id, created_at, updated_at
+    )
+    insert into ${sql(t.threads)} as h (user_id, thread, messages, created_at, updated_at, last_id)
+    select user_id, thread, 1, created_at, greatest(created_at, updated_at), id from inserted
+    ${this.#countInto(sql)}
+    returning h.last_id`;
   }
 
-  async #writeBatch(tx: Tx, appends: AppendOp[], patches: Map<string, Patch>): Promise<void> {
-    if (patches.size > 0) await this.#upsertUsers(tx, patches);
-    if (appends.length > 0) await this.#insertMany(tx, appends);
-    const floors = [...patches].filter(([, p]) => p.floor !== '');
-    if (floors.length > 0) {
-      await tx`
-        delete from ${tx(this.#t.messages)} m
-        using unnest(${floors.map(([u]) => u)}::text[], ${floors.map(([, p]) => p.floor)}::text[]) as f(u, floor)
-        where m.user_id = f.u and m.id <= f.floor collate "C"`;
+  /**
+   * The conflict clause counting stored messages into their threads (after an insert of their
+   * rows into `threads as h`). A thread emptied by a clear or a drop starts again from them.
+   */
+  #countInto(sql: Sql | Tx): PendingQuery<Row[]> {
+    return sql`
+    on conflict (user_id, thread) do update set
+      messages = h.messages + excluded.messages,
+      created_at = case when h.messages = 0 or h.created_at is null then excluded.created_at else least(h.created_at, excluded.created_at) end,
+      updated_at = case when (h.messages = 0 and h.title is null) or h.updated_at is null then excluded.updated_at
+        else greatest(h.updated_at, excluded.updated_at) end,
+      last_id = greatest(h.last_id, excluded.last_id)`;
+  }
+
+  /**
+   * The statements a batch needs, in order, as few as it can: one statement records what changes
+   * (user fields and floors, thread floors and titles, cuts) and, for a batch without appends,
+   * takes out what they remove; a batch with appends inserts them between the two, so an append
+   * the batch removes is refused or taken out again. An erasure then drops the user's emptied
+   * threads (which needs the counts the delete trigger left), and edits run last, seeing every
+   * append of the batch. A single clear, cut, drop, title or edit is one statement.
+   */
+  #steps(batch: Batch): Step[] {
+    const t = this.#t;
+    const steps: Step[] = [];
+    const { appends, users, threads, cuts, edits } = batch;
+    const userFields = [...users].filter(([, p]) => p.phone.id !== '' || p.booking.id !== '' || p.subscribed.id !== '' || p.floor !== '');
+    // Id ranges to take out of stored rows: [from, to] of a thread, or of every thread (thread null: an erasure).
+    const ranges: { user: string; thread: string | null; from: string; to: string }[] = [];
+    for (const [user, p] of userFields) if (p.floor !== '') ranges.push({ user, thread: null, from: '', to: p.floor });
+    for (const th of threads) if (th.floor !== '') ranges.push({ user: th.user, thread: th.thread, from: '', to: th.floor });
+    const floors = [...ranges];
+    for (const c of cuts) ranges.push({ user: c.user, thread: c.thread, from: c.from, to: c.to });
+    const record: (Step | false)[] = [
+      userFields.length > 0 && ((tx) => this.#upsertUsers(tx, new Map(userFields))),
+      threads.length > 0 && ((tx) => this.#upsertThreads(tx, threads)),
+      cuts.length > 0 &&
+        ((tx) => tx`
+          insert into ${tx(t.cuts)} (user_id, thread, from_id, to_id)
+          select * from unnest(${cuts.map((c) => c.user)}::text[], ${cuts.map((c) => c.thread)}::text[], ${cuts.map((c) => c.from)}::text[], ${cuts.map((c) => c.to)}::text[])
+          on conflict do nothing`),
+    ];
+    const remove: (Step | false)[] = [
+      ranges.length > 0 &&
+        ((tx) => tx`
+          delete from ${tx(t.messages)} m
+          using unnest(${ranges.map((r) => r.user)}::text[], ${ranges.map((r) => r.thread)}::text[], ${ranges.map((r) => r.from)}::text[], ${ranges.map((r) => r.to)}::text[])
+            as r(user_id, thread, from_id, to_id)
+          where m.user_id = r.user_id and (r.thread is null or m.thread = r.thread) and m.id >= r.from_id collate "C" and m.id <= r.to_id collate "C"`),
+      // Cuts a floor of this batch covers are of no more use (older floors dropped theirs).
+      floors.length > 0 &&
+        ((tx) => tx`
+          delete from ${tx(t.cuts)} c
+          using unnest(${floors.map((r) => r.user)}::text[], ${floors.map((r) => r.thread)}::text[], ${floors.map((r) => r.to)}::text[]) as f(user_id, thread, floor)
+          where c.user_id = f.user_id and (f.thread is null or c.thread = f.thread) and c.to_id <= f.floor collate "C"`),
+    ];
+    if (appends.length === 0) pushCombined(steps, [...record, ...remove]);
+    else {
+      pushCombined(steps, record);
+      steps.push((tx) => this.#insertMany(tx, appends));
+      pushCombined(steps, remove);
     }
+    const erased = userFields.filter(([, p]) => p.floor !== '').map(([user]) => user);
+    if (erased.length > 0) {
+      // An erased user's threads go, but for a newer clear, title or message (ops commute: a
+      // newer one may have arrived first); the titles older than the erasure go in any case.
+      steps.push(
+        (tx) => tx`
+          with erased as (
+            select user_id, history_floor from ${tx(t.users)} where user_id = any(${erased}::text[]) and history_floor <> ''
+          ), gone as (
+            delete from ${tx(t.threads)} h using erased e
+            where h.user_id = e.user_id and h.messages = 0 and h.floor <= e.history_floor and coalesce(h.title_v, '') <= e.history_floor
+            returning h.user_id
+          )
+          update ${tx(t.threads)} h set title = null, title_v = e.history_floor, title_at = null from erased e
+          where h.user_id = e.user_id and h.title_v <= e.history_floor and (h.messages > 0 or h.floor > e.history_floor)`,
+      );
+    }
+    if (edits.length > 0) steps.push((tx) => this.#edit(tx, edits));
+    return steps;
+  }
+
+  /** Clear and drop floors (highest wins) and titles (last writer by op id; one older than the user's erasure lost to it). */
+  #upsertThreads(tx: Sql | Tx, threads: ThreadPatch[]): PendingQuery<Row[]> {
+    const col = <T>(pick: (p: ThreadPatch) => T) => threads.map(pick);
+    return tx`
+      insert into ${tx(this.#t.threads)} as h (user_id, thread, floor, title, title_v, title_at, created_at, updated_at)
+      select x.user_id, x.thread, x.floor, case when x.title_v > greatest(u.history_floor, x.user_floor) then x.title end,
+        case when x.title_v > greatest(u.history_floor, x.user_floor) then x.title_v end, x.at, x.at, x.at
+      from unnest(
+        ${col((p) => p.user)}::text[], ${col((p) => p.thread)}::text[], ${col((p) => p.floor)}::text[],
+        ${col((p) => p.title.value)}::text[], ${col((p) => p.title.id || null)}::text[],
+        ${col((p) => (p.title.value === null ? null : new Date(idTime(p.title.id)).toISOString()))}::timestamptz[], ${col((p) => p.userFloor)}::text[]
+      ) as x(user_id, thread, floor, title, title_v, at, user_floor)
+      left join ${tx(this.#t.users)} u on u.user_id = x.user_id
+      on conflict (user_id, thread) do update set
+        floor = greatest(h.floor, excluded.floor),
+        title = case when excluded.title_v > coalesce(h.title_v, '') then excluded.title else h.title end,
+        title_v = greatest(h.title_v, excluded.title_v),
+        title_at = case when excluded.title_v > coalesce(h.title_v, '') then excluded.title_at else h.title_at end,
+        created_at = case when excluded.title_v > coalesce(h.title_v, '') and excluded.title is not null and (h.messages = 0 or h.created_at is null)
+          then excluded.created_at else h.created_at end,
+        updated_at = case when excluded.title_v > coalesce(h.title_v, '') and excluded.title is not null
+          then (case when h.messages = 0 then excluded.updated_at else greatest(h.updated_at, excluded.updated_at) end) else h.updated_at end`;
+  }
+
+  /** The newest edit of each message, applied where it is newer than the last one applied; a person's edit moves its thread's activity. */
+  #edit(tx: Sql | Tx, edits: EditOp[]): PendingQuery<Row[]> {
+    const col = <T>(pick: (op: EditOp) => T) => edits.map(pick);
+    const t = this.#t;
+    return tx`
+      with x as (
+        select * from unnest(
+          ${col((op) => op.user)}::text[], ${col((op) => op.target)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.content)}::text[],
+          ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[], ${col((op) => op.status ?? null)}::text[],
+          ${col((op) => (op.updatedAt === undefined ? null : new Date(op.updatedAt).toISOString()))}::timestamptz[]
+        ) as x(user_id, target, id, content, meta, status, updated_at)
+      ), edited as (
+        update ${tx(t.messages)} m set content = x.content, meta = x.meta::jsonb, status = x.status,
+          updated_at = coalesce(x.updated_at, m.updated_at), edit_v = x.id
+        from x
+        where m.user_id = x.user_id and m.id = x.target and coalesce(m.edit_v, '') < x.id collate "C"
+        returning m.user_id, m.thread, x.updated_at
+      )
+      update ${tx(t.threads)} h set updated_at = greatest(h.updated_at, e.at)
+      from (select user_id, thread, max(updated_at) as at from edited where updated_at is not null group by user_id, thread) e
+      where h.user_id = e.user_id and h.thread = e.thread`;
   }
 
   #upsertUsers(tx: Sql | Tx, patches: Map<string, Patch>): PendingQuery<Row[]> {
@@ -341,19 +556,32 @@ export class PostgresAdapter implements StorageAdapter {
         updated_at = now()`;
   }
 
+  /** Many messages, one statement; each refused like in {@link #insertOne}. */
   #insertMany(tx: Sql | Tx, appends: AppendOp[]): PendingQuery<Row[]> {
     const col = <T>(pick: (op: AppendOp) => T) => appends.map(pick);
+    const t = this.#t;
     return tx`
-      insert into ${tx(this.#t.messages)} (user_id, id, role, content, meta, created_at, idempotency_key)
-      select t.user_id, t.id, t.role, t.content, t.meta::jsonb, to_timestamp(t.created_at::float8 / 1000), t.idempotency_key
+      with inserted as (
+      insert into ${tx(t.messages)} (user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at)
+      select x.user_id, x.id, x.thread, x.role, x.content, x.meta::jsonb, to_timestamp(x.created_at::float8 / 1000), x.idempotency_key,
+        x.status, x.edit_v, to_timestamp(x.updated_at::float8 / 1000)
       from unnest(
-        ${col((op) => op.user)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.role)}::text[],
+        ${col((op) => op.user)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.thread)}::text[], ${col((op) => op.role)}::text[],
         ${col((op) => op.content)}::text[], ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[],
-        ${col((op) => String(op.createdAt))}::text[], ${col((op) => op.key ?? null)}::text[]
-      ) as t(user_id, id, role, content, meta, created_at, idempotency_key)
-      left join ${tx(this.#t.users)} f on f.user_id = t.user_id
-      where t.id > coalesce(f.history_floor, '') collate "C"
-      on conflict do nothing`;
+        ${col((op) => String(op.createdAt))}::text[], ${col((op) => op.key ?? null)}::text[], ${col((op) => op.status ?? null)}::text[],
+        ${col((op) => op.v ?? null)}::text[], ${col((op) => (op.updatedAt === undefined ? null : String(op.updatedAt)))}::text[]
+      ) as x(user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at)
+      left join ${tx(t.users)} f on f.user_id = x.user_id
+      left join ${tx(t.threads)} h on h.user_id = x.user_id and h.thread = x.thread
+      where x.id > coalesce(f.history_floor, '') collate "C" and x.id > coalesce(h.floor, '') collate "C"
+        and not exists (
+          select 1 from ${tx(t.cuts)} c where c.user_id = x.user_id and c.thread = x.thread and c.from_id <= x.id collate "C" and c.to_id >= x.id collate "C")
+      on conflict do nothing
+      returning user_id, thread, id, created_at, updated_at
+    )
+    insert into ${tx(t.threads)} as h (user_id, thread, messages, created_at, updated_at, last_id)
+    select user_id, thread, count(*), min(created_at), max(greatest(created_at, updated_at)), max(id) from inserted group by user_id, thread
+    ${this.#countInto(tx)}`;
   }
 
   // postgres.js's query.cancel() drops the promise of its cancel request, which then rejects
@@ -366,11 +594,54 @@ export class PostgresAdapter implements StorageAdapter {
 /** One user's changes in a batch: the fold of its ops (appends aside), last writer wins by op id. */
 type Patch = Pick<UserState, 'phone' | 'booking' | 'subscribed' | 'floor'>;
 
-/** Splits a batch into messages (the first per idempotency key) and one patch per user (a field with id '' was not written). */
-function foldBatch(ops: readonly Op[]): { appends: AppendOp[]; patches: Map<string, Patch> } {
+/** One thread's changes in a batch: its floor ('' none) and title (id '' when not written). */
+interface ThreadPatch {
+  user: string;
+  thread: string;
+  floor: string;
+  title: { value: string | null; id: string };
+  /** The user's erasure floor in this batch ('' none): a title at or below it lost to the erasure. */
+  userFloor: string;
+}
+
+interface Batch {
+  appends: AppendOp[];
+  users: Map<string, Patch>;
+  threads: ThreadPatch[];
+  cuts: { user: string; thread: string; from: string; to: string }[];
+  /** The newest edit of each message. */
+  edits: EditOp[];
+}
+
+/** A statement of a batch, for the pool (one statement) or a transaction's connection. */
+type Step = (tx: Sql | Tx) => PendingQuery<Row[]>;
+
+/**
+ * Adds one step running the parts present as one statement: data-modifying CTEs, each changing
+ * its own table (or its own rows), all seeing the state before the statement.
+ */
+function pushCombined(steps: Step[], parts: (Step | false)[]): void {
+  const present = parts.filter((part): part is Step => part !== false);
+  if (present.length <= 1) {
+    steps.push(...present);
+    return;
+  }
+  steps.push((tx) => {
+    const [first, ...rest] = present.map((part) => part(tx));
+    let ctes = tx`c0 as (${first as PendingQuery<Row[]>})`;
+    rest.forEach((part, i) => {
+      ctes = tx`${ctes}, ${tx(`c${i + 1}`)} as (${part})`;
+    });
+    return tx`with ${ctes} select 1`;
+  });
+}
+
+/** Splits a batch into messages (the first per idempotency key), edits, and the fold of the other ops per user and thread. */
+function foldBatch(ops: readonly Op[]): Batch {
   const appends: AppendOp[] = [];
-  const patches = new Map<string, UserState>();
+  const states = new Map<string, UserState>();
   const keys = new Map<string, AppendOp>();
+  const edits = new Map<string, { newest?: EditOp; stamped?: EditOp }>();
   for (const op of ops) {
     if (op.kind === 'append') {
       // One message per idempotency key: the earliest (an INSERT of several rows keeps no order).
@@ -382,17 +653,62 @@ function foldBatch(ops: readonly Op[]): { appends: AppendOp[]; patches: Map<stri
       appends.push(op);
       continue;
     }
-    const state = patches.get(op.user) ?? emptyUserState();
-    patches.set(op.user, state);
+    if (op.kind === 'edit') {
+      const key = `${op.user}\n${op.target}`;
+      const seen = edits.get(key) ?? {};
+      if (!seen.newest || seen.newest.id < op.id) seen.newest = op;
+      if (op.updatedAt !== undefined && (!seen.stamped || seen.stamped.id < op.id)) seen.stamped = op;
+      edits.set(key, seen);
+      continue;
+    }
+    const state = states.get(op.user) ?? emptyUserState();
+    states.set(op.user, state);
     applyOp(state, op);
   }
-  return { appends, patches };
+  const users = new Map<string, Patch>();
+  const threads: ThreadPatch[] = [];
+  const cuts: Batch['cuts'] = [];
+  for (const [user, state] of states) {
+    users.set(user, state);
+    for (const [thread, t] of state.threads) {
+      if (t.floor !== '' || t.title.id !== '') threads.push({ user, thread, floor: t.floor, title: t.title, userFloor: state.floor });
+      for (const [from, to] of t.cuts) cuts.push({ user, thread, from, to });
+    }
+  }
+  // The newest edit wins; like edits applied one by one, it keeps the updatedAt of the newest edit
+  // that set one (a draft's flush after a person's edit leaves the message edited).
+  const newest = [...edits.values()].map(({ newest, stamped }) =>
+    newest && newest.updatedAt === undefined && stamped ? { ...newest, updatedAt: stamped.updatedAt as number } : (newest as EditOp),
+  );
+  return { appends, users, threads, cuts, edits: newest };
 }
 
 function toMessage(row: Row): Message {
-  const message: Message = { id: row.id as string, role: row.role as Role, content: row.content as string, createdAt: row.created_at as Date };
+  const message: Message = {
+    id: row.id as string,
+    role: row.role as Role,
+    content: row.content as string,
+    createdAt: row.created_at as Date,
+    thread: row.thread as string,
+  };
   if (row.meta !== null) message.meta = row.meta as JsonObject;
+  if (row.status !== null) message.status = row.status as MessageStatus;
+  if (row.updated_at !== null) message.updatedAt = row.updated_at as Date;
   return message;
+}
+
+function encodeCursor(at: string, thread: string): string {
+  return Buffer.from(JSON.stringify([at, thread])).toString('base64url');
+}
+
+/** A cursor this adapter made, or undefined (the first page) for null or anything else. */
+function decodeCursor(cursor: string | null): [string, string] | undefined {
+  if (cursor === null) return undefined;
+  try {
+    const value: unknown = JSON.parse(Buffer.from(cursor, 'base64url').toString());
+    if (Array.isArray(value) && value.length === 2 && typeof value[0] === 'string' && typeof value[1] === 'string') return [value[0], value[1]];
+  } catch {}
+  return undefined;
 }
 
 function checkSchema(schema: string): string {

@@ -80,7 +80,10 @@ export class Reads {
     for (const op of pending) applyOp(state, op);
     const found = findMessage(state, id);
     if (!found && !known) {
-      throw new UnavailableError(ErrorCode.STORE_UNAVAILABLE, `cannot tell whether message ${id} exists: ${durable.name} is unreachable and no copy at hand holds it`);
+      throw new UnavailableError(
+        ErrorCode.STORE_UNAVAILABLE,
+        `cannot tell whether message ${id} exists: ${durable.name} is unreachable and no copy at hand holds it`,
+      );
     }
     return { message: found ? toMessage(found) : null, pending: pending.length > 0 };
   }

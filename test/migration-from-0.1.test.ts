@@ -1,0 +1,146 @@
+import { readFileSync } from 'node:fs';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PostgresAdapter } from '../src/index.js';
+import { Secrets, silentLogger } from '../src/logger.js';
+import { createIdGenerator } from '../src/model/ids.js';
+import type { AppendOp, Op } from '../src/model/ops.js';
+import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
+
+// A database written by 0.1.0 (its schema as released, its kind of rows) opened by this version:
+// migration 5 runs on connect, and everything 0.1 stored reads as thread 'main'.
+const { schema } = isolation('migration_from_0_1');
+const sql = postgres(databaseUrl(), { onnotice: () => {}, max: 1 });
+const id = createIdGenerator();
+const adapters: PostgresAdapter[] = [];
+
+const [m1, m2, m3] = [id(), id(), id()];
+// bob cleared his history in 0.1 (then a per-user floor) and wrote again; carol was erased.
+const cleared = id();
+const fresh = id();
+const floor = id();
+const t0 = new Date(Date.UTC(2024, 5, 1, 12, 0, 0, 123));
+
+beforeAll(async () => {
+  const schema01 = readFileSync(new URL('./fixtures/schema-0.1.0.sql', import.meta.url), 'utf8');
+  await sql.begin(async (tx) => {
+    await tx`create schema ${tx(schema)}`;
+    await tx`set local search_path to ${tx(schema)}`;
+    await tx.unsafe(schema01).simple();
+    // What 0.1.0 wrote: messages (one with meta and an idempotency key), a user cleared once, an erased user's floor.
+    await tx`
+      insert into messages (user_id, id, role, content, meta, created_at, idempotency_key) values
+        ('alice', ${m1}, 'user', 'hello', null, ${t0}, 'update-1'),
+        ('alice', ${m2}, 'assistant', 'hi there', ${tx.json({ model: 'x', n: [1, null] })}, ${new Date(t0.getTime() + 1000)}, null),
+        ('alice', ${m3}, 'tool', '', null, ${new Date(t0.getTime() + 2000)}, null),
+        ('bob', ${fresh}, 'user', 'after the clear', null, ${new Date(t0.getTime() + 5000)}, null)`;
+    await tx`
+      insert into users (user_id, phone, phone_v, subscribed, subscribed_v, history_floor) values
+        ('alice', '+10000000001', ${m1}, true, ${m1}, ''),
+        ('bob', null, null, false, null, ${cleared}),
+        ('carol', null, ${floor}, false, ${floor}, ${floor})`;
+  });
+});
+
+afterAll(async () => {
+  await Promise.all(adapters.map((a) => a.close()));
+  await sql.end({ timeout: 1 });
+  await cleanupPostgres(databaseUrl(), schema);
+});
+
+async function open(): Promise<PostgresAdapter> {
+  const adapter = new PostgresAdapter({ url: databaseUrl(), schema, max: 2 });
+  adapter.bind({ role: 'durable', historyLimit: 50, ttlMs: { history: 0, userData: 0, subscribers: 0 }, logger: silentLogger, secrets: new Secrets() });
+  await adapter.connect();
+  adapters.push(adapter);
+  return adapter;
+}
+
+describe('a database written by 0.1.0', () => {
+  it('the fixture is the 0.1 schema this version still ships as migrations 1-4', () => {
+    const fixture = readFileSync(new URL('./fixtures/schema-0.1.0.sql', import.meta.url), 'utf8');
+    for (const { file, sql: text } of PostgresAdapter.migrations().slice(0, 4)) expect(fixture, file).toContain(text);
+  });
+
+  it('migrates on connect, once, and reads every 0.1 message as thread main with every field', async () => {
+    const adapter = await open();
+    await open(); // a second process: nothing left to apply
+    const versions = await sql`select version from ${sql(`${schema}.schema_migrations`)} order by version`;
+    expect(versions.map((r) => r.version)).toEqual([1, 2, 3, 4, 5]);
+    expect(await adapter.readHistory('alice', 10)).toEqual({
+      messages: [
+        { id: m1, role: 'user', content: 'hello', createdAt: t0, thread: 'main' },
+        { id: m2, role: 'assistant', content: 'hi there', createdAt: new Date(t0.getTime() + 1000), thread: 'main', meta: { model: 'x', n: [1, null] } },
+        { id: m3, role: 'tool', content: '', createdAt: new Date(t0.getTime() + 2000), thread: 'main' },
+      ],
+      floor: '',
+    });
+    expect(await adapter.readHistory('alice', 10, { thread: 'main' })).toEqual(await adapter.readHistory('alice', 10));
+    expect(await adapter.readMessage('alice', m2)).toMatchObject({ id: m2, thread: 'main', meta: { model: 'x', n: [1, null] } });
+    expect(await adapter.readUser('alice')).toMatchObject({ phone: { value: '+10000000001', id: m1 }, subscribed: { value: true, id: m1 } });
+  });
+
+  it('lists the 0.1 history as thread main with its count and times', async () => {
+    const adapter = await open();
+    expect(await adapter.listThreads('alice', 20, null)).toEqual({
+      threads: [{ id: 'main', title: null, messages: 3, createdAt: t0, updatedAt: new Date(t0.getTime() + 2000), lastId: m3 }],
+      cursor: null,
+    });
+    expect((await adapter.listThreads('bob', 20, null)).threads.map((t) => [t.id, t.messages])).toEqual([['main', 1]]);
+    expect(await adapter.listThreads('carol', 20, null)).toEqual({ threads: [], cursor: null });
+  });
+
+  it('keeps the 0.1 floors and idempotency keys against replays', async () => {
+    const adapter = await open();
+    const old: AppendOp = { kind: 'append', user: 'bob', id: m1, thread: 'main', role: 'user', content: 'replayed from before the clear', createdAt: 0 };
+    await adapter.write([old]);
+    await adapter.write([
+      { ...old, id: m2, thread: 'topic' },
+      { ...old, user: 'carol' },
+    ]);
+    expect((await adapter.readHistory('bob', 10)).messages.map((m) => m.content)).toEqual(['after the clear']);
+    expect((await adapter.readHistory('bob', 10)).floor).toBe(cleared);
+    expect((await adapter.readHistory('bob', 10, { thread: 'topic' })).messages).toEqual([]);
+    expect((await adapter.readHistory('carol', 10)).messages).toEqual([]);
+    // The key 0.1 stored still names its message.
+    const repeat: AppendOp = {
+      kind: 'append',
+      user: 'alice',
+      id: id(),
+      thread: 'main',
+      role: 'user',
+      content: 'hello again',
+      createdAt: Date.now(),
+      key: 'update-1',
+    };
+    expect(await adapter.write([repeat])).toEqual([m1]);
+  });
+
+  it('takes the new thread ops on the migrated data', async () => {
+    const adapter = await open();
+    const now = Date.now();
+    const topic: AppendOp = { kind: 'append', user: 'alice', id: id(), thread: 'topic-42', role: 'user', content: 'in a topic', createdAt: now };
+    const ops: Op[] = [
+      topic,
+      { kind: 'edit', user: 'alice', id: id(), thread: 'main', target: m1, content: 'hello, edited', updatedAt: t0.getTime() + 10_000 },
+      { kind: 'title', user: 'alice', id: id(), thread: 'topic-42', title: 'Haircut on Friday' },
+      { kind: 'cut', user: 'alice', id: id(), thread: 'main', from: m3, to: m3 },
+    ];
+    await adapter.write(ops);
+    const main = await adapter.readHistory('alice', 10);
+    expect(main.messages.map((m) => m.content)).toEqual(['hello, edited', 'hi there']);
+    expect(main.messages[0]?.updatedAt).toEqual(new Date(t0.getTime() + 10_000));
+    expect(main.cuts).toEqual([[m3, m3]]);
+    await adapter.write([{ kind: 'append', user: 'alice', id: m3, thread: 'main', role: 'tool', content: '', createdAt: 0 }]);
+    expect((await adapter.readHistory('alice', 10)).messages).toHaveLength(2);
+    const { threads } = await adapter.listThreads('alice', 20, null);
+    expect(threads.map((t) => [t.id, t.title, t.messages])).toEqual([
+      ['topic-42', 'Haircut on Friday', 1],
+      ['main', null, 2],
+    ]);
+    await adapter.write([{ kind: 'clear', user: 'alice', id: id(), thread: 'main' }]);
+    expect((await adapter.readHistory('alice', 10)).messages).toEqual([]);
+    expect((await adapter.readHistory('alice', 10, { thread: 'topic-42' })).messages.map((m) => m.content)).toEqual(['in a topic']);
+    expect((await adapter.listThreads('alice', 20, null)).threads.map((t) => [t.id, t.messages])).toEqual([['topic-42', 1]]);
+  });
+});
