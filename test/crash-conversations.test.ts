@@ -139,7 +139,7 @@ it.each(['write-through', 'write-behind'] as const)(
   120_000,
 );
 
-it('write-through, PostgreSQL cut and back, SIGKILLed while the journal drains: edits and deletes of journaled messages followed them', async () => {
+it('write-through, PostgreSQL cut and back, SIGKILLed while the journal drains: the ops acknowledged before and during the drain reach PostgreSQL', async () => {
   console.info(await crashAndCheck('write-through', 0, 'back'));
 }, 120_000);
 
