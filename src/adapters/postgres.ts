@@ -170,6 +170,19 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   async write(ops: readonly Op[]): Promise<WriteOutcome[] | undefined> {
+    // Concurrent syncers may lock the same thread rows: a deadlock or serialization failure
+    // aborts one of them, which is retried (it is not the op's fault, so never a dead letter).
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.#write(ops);
+      } catch (error) {
+        const code = (error as { code?: unknown } | null)?.code;
+        if (attempt >= 3 || (code !== '40P01' && code !== '40001')) throw error;
+      }
+    }
+  }
+
+  async #write(ops: readonly Op[]): Promise<WriteOutcome[] | undefined> {
     const only = ops.length === 1 ? ops[0] : undefined;
     if (only?.kind === 'append') return [await this.#appendOne(only)];
     if (ops.length === 0) return undefined;
@@ -576,11 +589,14 @@ export class PostgresAdapter implements StorageAdapter {
       where x.id > coalesce(f.history_floor, '') collate "C" and x.id > coalesce(h.floor, '') collate "C"
         and not exists (
           select 1 from ${tx(t.cuts)} c where c.user_id = x.user_id and c.thread = x.thread and c.from_id <= x.id collate "C" and c.to_id >= x.id collate "C")
+      -- One order for every syncer, so two batches of the same users lock rows in the same order.
+      order by x.user_id, x.id
       on conflict do nothing
       returning user_id, thread, id, created_at, updated_at
     )
     insert into ${tx(t.threads)} as h (user_id, thread, messages, created_at, updated_at, last_id)
-    select user_id, thread, count(*), min(created_at), max(greatest(created_at, updated_at)), max(id) from inserted group by user_id, thread
+    select user_id, thread, count(*), min(created_at), max(greatest(created_at, updated_at)), max(id) from inserted
+    group by user_id, thread order by user_id, thread
     ${this.#countInto(tx)}`;
   }
 
