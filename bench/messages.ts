@@ -59,7 +59,8 @@ export async function messages(ctx: Ctx): Promise<void> {
     { op: '<=', value: 1.5 },
   );
 
-  // A draft fed 100 updates a second for 2 s: writes counted by Redis itself.
+  // A draft fed 100 updates a second for 5 s: writes counted by Redis itself, over the whole
+  // stream (first update to the flush after the last one).
   ctx.progress('draft.update at 100 calls per second');
   const evals = async () => {
     const info = await svc.redis.info('commandstats');
@@ -69,20 +70,21 @@ export async function messages(ctx: Ctx): Promise<void> {
   const before = await evals();
   const started = performance.now();
   let text = '';
-  for (let k = 0; k < 200; k++) {
+  for (let k = 0; k < 500; k++) {
     text += 'word ';
     draft.update(text);
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
-  const seconds = (performance.now() - started) / 1000;
+  const updatesPerSecond = 500 / ((performance.now() - started) / 1000);
   await new Promise((resolve) => setTimeout(resolve, 300));
   const writes = (await evals()) - before;
+  const seconds = (performance.now() - started) / 1000;
   await draft.finish();
   const perSecond = writes / seconds;
   report.add({
     section: SECTION,
     operation: 'draft.update, 100 calls per second',
-    ours: { label: 'store', text: `${writes} writes in ${seconds.toFixed(2)} s = ${perSecond.toFixed(1)}/s for ${Math.round(200 / seconds)} updates/s` },
+    ours: { label: 'store', text: `${writes} writes in ${seconds.toFixed(2)} s = ${perSecond.toFixed(1)}/s for ${Math.round(updatesPerSecond)} updates/s` },
     ratio: perSecond,
     target: { op: '<=', value: 4 },
     note: 'ratio = Redis scripts per second (every write of this process in that window; nothing else writes)',

@@ -29,7 +29,8 @@ export class Draft {
   #timer: NodeJS.Timeout | undefined;
   #flushing: Promise<void> = Promise.resolve();
   #closed = false;
-  #lastFlushAt = 0;
+  /** The start was just written: the first progress waits a full period too. */
+  #lastFlushAt = Date.now();
 
   constructor(
     private readonly host: DraftHost,
