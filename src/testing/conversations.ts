@@ -5,6 +5,7 @@ import type { Message } from '../types.js';
 import { expectHit, expectMiss } from './cache.js';
 import { after, type AppendOp, type EditOp, type Op } from '../model/ops.js';
 import type { ContractContext } from './context.js';
+import { defaultTokens } from '../model/budget.js';
 
 async function history(adapter: StorageAdapter, user: string, thread: string, limit = 100): Promise<HistoryRead> {
   const read = await adapter.readHistory(user, limit, { thread });
@@ -90,6 +91,7 @@ export function conversationTests(c: ContractContext): void {
         createdAt: new Date(b.createdAt),
         thread: 'topic',
         meta: { x: 1 },
+        tokens: defaultTokens(b),
       });
       expect((await adapter.readMessage(u, a.id))?.thread).toBe('main');
       expect(await adapter.readMessage(u, c.id())).toBeNull();
@@ -286,7 +288,14 @@ export function conversationTests(c: ContractContext): void {
 export function conversationCacheTests(c: ContractContext): void {
   const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
   const limit = c.historyLimit;
-  const message = (content: string, thread: string, id = c.id()): Message => ({ id, role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread });
+  const message = (content: string, thread: string, id = c.id()): Message => ({
+    id,
+    role: 'user',
+    content,
+    createdAt: new Date(Date.UTC(2024, 0, 1)),
+    tokens: 5,
+    thread,
+  });
   const fill = async (cache: CacheAdapter, u: string, thread: string, messages: Message[]) => {
     const miss = expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
     expect(await cache.fillHistory(u, miss.version, messages, thread)).toBe(true);
@@ -442,6 +451,7 @@ export function draftCacheTests(c: ContractContext): void {
         thread: 'topic',
         meta: { model: 'm' },
         status: 'streaming',
+        tokens: defaultTokens(draft),
       });
       expect(started?.at).toBeGreaterThanOrEqual(t0);
       expect(started?.at).toBeLessThanOrEqual(Date.now());
@@ -481,7 +491,7 @@ export function draftCacheTests(c: ContractContext): void {
     w(async (cache, test) => {
       if (!cache.draftProgress) return test.skip('the adapter has no draftProgress()');
       const u = c.user();
-      const first: Message = { id: c.id(), role: 'user', content: 'question', createdAt: new Date(Date.UTC(2024, 0, 1)), thread: 'topic' };
+      const first: Message = { id: c.id(), role: 'user', content: 'question', createdAt: new Date(Date.UTC(2024, 0, 1)), tokens: 5, thread: 'topic' };
       const miss = expectMiss(await cache.readHistory(u, limit, { thread: 'topic' }), 'history of topic');
       expect(await cache.fillHistory(u, miss.version, [first], 'topic')).toBe(true);
       const draft = start(u);
@@ -533,7 +543,14 @@ export function draftCacheTests(c: ContractContext): void {
 export function threadCopyCacheTests(c: ContractContext): void {
   const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
   const limit = c.historyLimit;
-  const message = (content: string, thread: string): Message => ({ id: c.id(), role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread });
+  const message = (content: string, thread: string): Message => ({
+    id: c.id(),
+    role: 'user',
+    content,
+    createdAt: new Date(Date.UTC(2024, 0, 1)),
+    tokens: 5,
+    thread,
+  });
   const fillThreads = async (cache: CacheAdapter, u: string) => {
     for (const thread of ['main', 'x', 'y']) {
       const miss = expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
