@@ -14,6 +14,7 @@ const UNIT = [
   'test/memory-store.test.ts',
   'test/example-console.test.ts',
   'test/budget.test.ts',
+  'test/tokens-memory.test.ts',
 ];
 const TYPE_TESTS = ['test/**/*.test-d.ts'];
 
