@@ -15,6 +15,7 @@ const UNIT = [
   'test/example-console.test.ts',
   'test/budget.test.ts',
   'test/draft.test.ts',
+  'test/tokens-memory.test.ts',
 ];
 const TYPE_TESTS = ['test/**/*.test-d.ts'];
 

@@ -31,6 +31,22 @@ export async function reads(ctx: Ctx): Promise<void> {
     { op: '<=', value: 1.1 },
   );
 
+  // Issue 14: a budget read of the same hot copies costs the sum of the stored counts and the unit walk, no more reads.
+  ctx.progress('getHistory({ maxTokens }), Redis hit');
+  report.latency(
+    SECTION,
+    'getHistory({ maxTokens, limit: 50 }), Redis hit, all 50 fit',
+    await compareLatency(
+      [
+        { label: 'store, budget', call: (i) => expectLength(store.getHistory(hot[i % hot.length]!, { maxTokens: 1_000_000, limit: HISTORY }), HISTORY) },
+        { label: 'store, plain getHistory', call: (i) => store.getHistory(hot[i % hot.length]!) },
+      ],
+      plan.fast,
+    ),
+    { op: '<=', value: 1.2 },
+    'the same 50 hot messages with a budget that fits them all: withinBudget over the stored counts, no second read',
+  );
+
   // Redis miss: every call reads a user nobody read before (50 messages in PostgreSQL, none in Redis).
   const cold = callsPerVariant(plan.cold);
   const [coldStore, coldRaw, coldFloor] = ['cs', 'cr', 'cf'].map((prefix) => userIds(prefix, cold)) as [string[], string[], string[]];

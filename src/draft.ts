@@ -12,6 +12,8 @@ export interface DraftHost {
   commit(op: EditOp): Promise<void>;
   /** Checks the final text and meta (sizes, JSON) before anything is written. */
   check(content: string, meta: JsonObject | undefined): { content: string; meta: JsonObject | undefined };
+  /** The final text's token count by the store's countTokens (checked: throws INVALID_TOKEN_COUNT). */
+  count(content: string, meta: JsonObject | undefined): number;
   flushMs: number;
   /** The store forgets the draft once it is closed. */
   closed(id: string): void;
@@ -72,21 +74,22 @@ export class Draft {
   async finish(finalText?: string, options: { meta?: JsonObject } = {}): Promise<Message> {
     this.#assertOpen();
     const checked = this.host.check(finalText ?? this.#text, options.meta ?? this.#meta);
-    return this.#close(checked.content, checked.meta, undefined);
+    return this.#close(checked.content, checked.meta, undefined, this.host.count(checked.content, checked.meta));
   }
 
   /** Stops the draft, keeping what was streamed, with status 'aborted'; durable. */
   async abort(): Promise<Message> {
     this.#assertOpen();
-    return this.#close(this.#text, this.#meta, 'aborted');
+    return this.#close(this.#text, this.#meta, 'aborted', this.host.count(this.#text, this.#meta));
   }
 
-  async #close(content: string, meta: JsonObject | undefined, status: 'aborted' | undefined): Promise<Message> {
+  async #close(content: string, meta: JsonObject | undefined, status: 'aborted' | undefined, tokens: number): Promise<Message> {
     this.#closed = true;
     clearTimeout(this.#timer);
     this.#timer = undefined;
     await this.#flushing;
     const op = this.#edit(content, meta, status);
+    op.tokens = tokens;
     try {
       await this.host.commit(op);
     } catch (error) {
@@ -94,7 +97,7 @@ export class Draft {
       throw error;
     }
     this.host.closed(this.id);
-    const message = toMessage({ ...this.start, content });
+    const message = toMessage({ ...this.start, content, tokens });
     if (meta === undefined) delete message.meta;
     else message.meta = meta;
     if (status) message.status = status;
@@ -102,6 +105,8 @@ export class Draft {
     return message;
   }
 
+  // A flush carries no count (countTokens stays off the streaming path): a draft's progress reads
+  // with the default formula, and drafts are left out of budget reads anyway.
   async #flush(): Promise<void> {
     if (this.#closed || this.#text === this.#flushedText) return;
     const text = this.#text;

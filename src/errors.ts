@@ -22,6 +22,7 @@ export const ErrorCode = {
   INVALID_MESSAGE_ID: 'INVALID_MESSAGE_ID',
   INVALID_TITLE: 'INVALID_TITLE',
   DRAFT_CLOSED: 'DRAFT_CLOSED',
+  INVALID_TOKEN_COUNT: 'INVALID_TOKEN_COUNT',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -2,8 +2,16 @@ import type { StorageAdapter } from './adapters/contract.js';
 import type { MemoryAdapter } from './adapters/memory.js';
 import type { CacheAdapter } from './cache/contract.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
-import type { Logger } from './types.js';
+import type { JsonObject, Logger, Role } from './types.js';
 import { DEFAULT_LIMITS, type Limits } from './model/validate.js';
+import { defaultTokens } from './model/budget.js';
+
+/** What `countTokens` is given: the message as it is being written (meta absent when it has none). */
+export interface TokenCountInput {
+  role: Role;
+  content: string;
+  meta?: JsonObject | undefined;
+}
 
 export interface TieredStoreOptions {
   /** The fast tier: a `RedisAdapter`, or any `CacheAdapter` (alone, it is the durable tier). */
@@ -38,6 +46,14 @@ export interface TieredStoreOptions {
   draftFlushMs?: number;
   /** A draft not updated for this long (its process died) is finished as 'aborted' by the syncer. @default 600_000 (10 minutes) */
   draftTimeoutMs?: number;
+  /**
+   * A message's token count, run once per write (addMemory, updateMessage, a draft's start, finish
+   * and abort; not its `update`s) and stored with the message as `message.tokens`; budget reads
+   * (`getHistory({ maxTokens })`) add these up. Must return a finite number >= 0 (a fraction is
+   * rounded up); anything else, or a throw, fails the write with `INVALID_TOKEN_COUNT`.
+   * @default ceil(UTF-8 bytes of content / 4) + 4
+   */
+  countTokens?: (message: TokenCountInput) => number;
 }
 
 export interface Retention {
@@ -64,6 +80,7 @@ export interface ResolvedOptions {
   retention: Retention;
   draftFlushMs: number;
   draftTimeoutMs: number;
+  countTokens: (message: TokenCountInput) => number;
 }
 
 export const MAX_HISTORY_LIMIT = 10_000;
@@ -81,6 +98,9 @@ export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
   if (!Number.isSafeInteger(historyLimit) || historyLimit > MAX_HISTORY_LIMIT) {
     throw new ConfigurationError(ErrorCode.INVALID_OPTION, `historyLimit must be an integer from 1 to ${MAX_HISTORY_LIMIT}, got ${historyLimit}`);
   }
+  if (options.countTokens !== undefined && typeof options.countTokens !== 'function') {
+    throw new ConfigurationError(ErrorCode.INVALID_OPTION, `countTokens must be a function, got ${typeof options.countTokens}`);
+  }
   return {
     historyLimit,
     ttlMs: { history: ttl.history * 1000, userData: ttl.userData * 1000, subscribers: ttl.subscribers * 1000 },
@@ -92,6 +112,7 @@ export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
     retention: checkRetention(options.retention, historyLimit),
     draftFlushMs: positive(options.draftFlushMs, 'draftFlushMs', 250),
     draftTimeoutMs: positive(options.draftTimeoutMs, 'draftTimeoutMs', 600_000),
+    countTokens: options.countTokens ?? defaultTokens,
   };
 }
 

@@ -11,6 +11,7 @@ import { Journal } from './routing/journal.js';
 import { createLogger, Secrets, type StoreLogger } from './logger.js';
 import { after, applyEdit, toMessage, type AppendOp, type EditOp, type Op } from './model/ops.js';
 import { Draft } from './draft.js';
+import { withinBudget } from './model/budget.js';
 import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredStoreOptions } from './options.js';
 import { Reads } from './routing/reads.js';
 import { Stats, type StoreStats } from './stats.js';
@@ -23,11 +24,13 @@ import {
   checkContent,
   checkIdempotencyKey,
   checkLimit,
+  checkMaxTokens,
   checkMessageId,
   checkMeta,
   checkRole,
   checkThread,
   checkTitle,
+  countTokensOf,
   normalizePhone,
   userKey,
 } from './model/validate.js';
@@ -66,10 +69,19 @@ export interface AddMemoryOptions {
 }
 
 export interface HistoryOptions {
-  /** How many of the newest messages. @default historyLimit */
+  /**
+   * How many of the newest messages. @default historyLimit; with `maxTokens`, no limit but the
+   * budget's (at most 10,000 messages)
+   */
   limit?: number;
   /** @default 'main' */
   thread?: string;
+  /**
+   * A budget read: the newest messages whose `tokens` total at most this (a positive integer), for
+   * a model's context. Drafts still streaming are left out, an assistant message and the tool
+   * results after it are kept whole or not at all, and the window never starts with a tool result.
+   */
+  maxTokens?: number;
 }
 
 export interface ListThreadsOptions {
@@ -186,6 +198,13 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       reads: this.#reads,
       writes: this.#writes,
       live: (id) => this.#drafts.has(id),
+      count: (m) => {
+        try {
+          return this.#countTokens(m.role, m.content, m.meta, m.thread, m.id);
+        } catch {
+          return undefined;
+        }
+      },
       timeoutMs: this.#opts.draftTimeoutMs,
       budgetMs: this.#budgetMs,
     });
@@ -228,8 +247,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const meta = options.meta === undefined ? undefined : checkMeta(options.meta, this.#opts.limits);
     const key = options.idempotencyKey === undefined ? undefined : checkIdempotencyKey(options.idempotencyKey);
     const thread = checkThread(options.thread);
+    const tokens = this.#countTokens(checkedRole, checked, meta, thread);
     const id = nextId();
-    const op: AppendOp = { kind: 'append', user, id, thread, role: checkedRole, content: checked, createdAt: idTime(id) };
+    const op: AppendOp = { kind: 'append', user, id, thread, role: checkedRole, content: checked, createdAt: idTime(id), tokens };
     if (meta !== undefined) op.meta = meta;
     if (key !== undefined) op.key = key;
     const earlier = await this.#write(op);
@@ -240,9 +260,41 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   /** The newest `limit` messages (default `historyLimit`) of a thread (default 'main'), oldest first. */
   async getHistory(userId: UserId, options: HistoryOptions = {}): Promise<Message[]> {
     const user = userKey(userId);
-    const limit = options.limit === undefined ? this.#opts.historyLimit : checkLimit(options.limit, MAX_HISTORY_LIMIT);
+    const given = options.limit === undefined ? undefined : checkLimit(options.limit, MAX_HISTORY_LIMIT);
     const thread = checkThread(options.thread);
+    if (options.maxTokens !== undefined) {
+      const maxTokens = checkMaxTokens(options.maxTokens);
+      return this.#run('getHistory', (deadline) => this.#budgetHistory(user, thread, maxTokens, given, deadline));
+    }
+    const limit = given ?? this.#opts.historyLimit;
     return this.#run('getHistory', (deadline) => this.#reads.history(user, thread, limit, deadline));
+  }
+
+  /**
+   * A budget read. It reads what a plain read of `limit` (default historyLimit) reads, from the hot
+   * copy when it can, and keeps the newest messages that fit. Only when that read came back full and
+   * everything in it fits (the budget may want older messages) does it read further back, from
+   * PostgreSQL, sized by the messages' average count, until the budget, the limit, the thread or
+   * MAX_HISTORY_LIMIT stops it.
+   */
+  async #budgetHistory(user: string, thread: string, maxTokens: number, limit: number | undefined, deadline: number): Promise<Message[]> {
+    const most = limit ?? MAX_HISTORY_LIMIT;
+    let want = limit ?? this.#opts.historyLimit;
+    for (;;) {
+      const read = await this.#reads.history(user, thread, want, deadline);
+      const picked = withinBudget(read, maxTokens, most);
+      if (read.length < want || want >= most || picked.length >= most) return picked;
+      let total = 0;
+      let counted = 0;
+      for (const m of read) {
+        if (m.status === 'streaming') continue;
+        total += m.tokens;
+        counted++;
+      }
+      if (total > maxTokens) return picked; // the budget, not the read, ended the window
+      const average = Math.max(1, total / Math.max(1, counted));
+      want = Math.min(most, Math.max(want * 2, Math.ceil(((maxTokens / average) * 5) / 4) + (read.length - counted)));
+    }
   }
 
   /** Removes every message of a thread (default 'main'); its title stays. */
@@ -303,6 +355,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       const op: EditOp = { kind: 'edit', user, id: nextId(), thread: current.thread, target: id, content: content ?? current.content };
       const nextMeta = meta === undefined ? current.meta : (meta ?? undefined);
       if (nextMeta !== undefined) op.meta = nextMeta;
+      op.tokens = this.#countTokens(current.role, op.content, nextMeta, current.thread, id);
       if (current.status !== undefined) op.status = current.status;
       op.updatedAt = idTime(op.id);
       await this.#writes.route(op, deadline, found.pending);
@@ -353,14 +406,16 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const checkedRole = checkRole(role);
     const thread = checkThread(options.thread);
     const meta = options.meta === undefined ? undefined : checkMeta(options.meta, this.#opts.limits);
+    const tokens = this.#countTokens(checkedRole, '', meta, thread);
     const id = nextId();
-    const op: AppendOp = { kind: 'append', user, id, thread, role: checkedRole, content: '', createdAt: idTime(id), status: 'streaming' };
+    const op: AppendOp = { kind: 'append', user, id, thread, role: checkedRole, content: '', createdAt: idTime(id), status: 'streaming', tokens };
     if (meta !== undefined) op.meta = meta;
     await this.#run('startDraft', (deadline) => this.#writes.route(op, deadline));
     const draft = new Draft(
       {
         flushMs: this.#opts.draftFlushMs,
         check: (text, m) => ({ content: checkContent(text, this.#opts.limits), meta: m === undefined ? undefined : checkMeta(m, this.#opts.limits) }),
+        count: (content, m) => this.#countTokens(checkedRole, content, m, thread, id),
         flush: (edit) => this.#flushDraft(edit),
         commit: async (edit) => {
           // Behind the draft's start if that is still pending, like any change of a message.
@@ -506,6 +561,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   }
 
   // ---- plumbing
+
+  /** The message's token count by `countTokens`, checked; `INVALID_TOKEN_COUNT` names the message by role, thread and id (never its content). */
+  #countTokens(role: Role, content: string, meta: JsonObject | undefined, thread: string, id?: string): number {
+    const what = `the ${role} message${id === undefined ? '' : ` ${id}`} of thread '${thread}'`;
+    return countTokensOf(() => this.#opts.countTokens({ role, content, meta }), what);
+  }
 
   /** Routes a write; resolves to the id of an earlier message when `op` repeated its idempotency key. */
   async #write(op: Op): Promise<string | undefined> {
@@ -672,6 +733,7 @@ function fromPublic(user: string, message: Message): AppendOp {
   if (message.meta !== undefined) op.meta = message.meta;
   if (message.status !== undefined) op.status = message.status;
   if (message.updatedAt !== undefined) op.updatedAt = message.updatedAt.getTime();
+  if (message.tokens !== undefined) op.tokens = message.tokens;
   return op;
 }
 

@@ -20,6 +20,12 @@ export interface Message {
   updatedAt?: Date;
   /** 'streaming': a draft still being written; 'aborted': a draft that stopped. Absent: complete. */
   status?: MessageStatus;
+  /**
+   * The message's token count, stored with it at write time by the store's `countTokens` (default:
+   * ceil(UTF-8 bytes / 4) + 4), kept up to date by edits; a message stored without one (by 0.1, or
+   * a draft's progress) reads with the default formula.
+   */
+  tokens: number;
 }
 
 export type MessageStatus = 'streaming' | 'aborted';

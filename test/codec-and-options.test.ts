@@ -1,5 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../src/model/codec.js';
+import { defaultTokens } from '../src/model/budget.js';
 import { ErrorCode, MemoryAdapter, TierError } from '../src/index.js';
 import { createIdGenerator } from '../src/model/ids.js';
 import { Secrets, silentLogger } from '../src/logger.js';
@@ -64,6 +65,7 @@ describe('codec', () => {
       createdAt: new Date(append.createdAt),
       meta: { a: [1, null] },
       thread: 'main',
+      tokens: defaultTokens(append),
     });
     expect('key' in message).toBe(false);
     // 0.1's items carry no thread: they read as the list's thread ('main' unless told).

@@ -69,7 +69,14 @@ describe('ops converge whatever the order they are applied in', () => {
   });
 
   it('mergeHistory lays pending ops over a durable read, respecting its floor and cuts', () => {
-    const durable = [append('x'), append('y')].map((op) => ({ id: op.id, role: op.role, content: op.content, createdAt: new Date(0), thread: 'main' }));
+    const durable = [append('x'), append('y')].map((op) => ({
+      id: op.id,
+      role: op.role,
+      content: op.content,
+      createdAt: new Date(0),
+      tokens: 5,
+      thread: 'main',
+    }));
     const floor = next();
     const late = append('late');
     const cutAway = append('cut away');

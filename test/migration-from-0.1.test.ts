@@ -8,7 +8,8 @@ import type { AppendOp, Op } from '../src/model/ops.js';
 import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
 
 // A database written by 0.1.0 (its schema as released, its kind of rows) opened by this version:
-// migration 5 runs on connect, and everything 0.1 stored reads as thread 'main'.
+// migrations 5 and 6 run on connect, everything 0.1 stored reads as thread 'main', and each of its
+// messages gets the default token count in its row (issue 14: no manual step).
 const { schema } = isolation('migration_from_0_1');
 const sql = postgres(databaseUrl(), { onnotice: () => {}, max: 1 });
 const id = createIdGenerator();
@@ -66,18 +67,37 @@ describe('a database written by 0.1.0', () => {
     const adapter = await open();
     await open(); // a second process: nothing left to apply
     const versions = await sql`select version from ${sql(`${schema}.schema_migrations`)} order by version`;
-    expect(versions.map((r) => r.version)).toEqual([1, 2, 3, 4, 5]);
+    expect(versions.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6]);
     expect(await adapter.readHistory('alice', 10)).toEqual({
       messages: [
-        { id: m1, role: 'user', content: 'hello', createdAt: t0, thread: 'main' },
-        { id: m2, role: 'assistant', content: 'hi there', createdAt: new Date(t0.getTime() + 1000), thread: 'main', meta: { model: 'x', n: [1, null] } },
-        { id: m3, role: 'tool', content: '', createdAt: new Date(t0.getTime() + 2000), thread: 'main' },
+        // ceil(UTF-8 bytes / 4) + 4, backfilled by migration 6
+        { id: m1, role: 'user', content: 'hello', createdAt: t0, thread: 'main', tokens: 6 },
+        {
+          id: m2,
+          role: 'assistant',
+          content: 'hi there',
+          createdAt: new Date(t0.getTime() + 1000),
+          thread: 'main',
+          meta: { model: 'x', n: [1, null] },
+          tokens: 6,
+        },
+        { id: m3, role: 'tool', content: '', createdAt: new Date(t0.getTime() + 2000), thread: 'main', tokens: 4 },
       ],
       floor: '',
     });
     expect(await adapter.readHistory('alice', 10, { thread: 'main' })).toEqual(await adapter.readHistory('alice', 10));
     expect(await adapter.readMessage('alice', m2)).toMatchObject({ id: m2, thread: 'main', meta: { model: 'x', n: [1, null] } });
     expect(await adapter.readUser('alice')).toMatchObject({ phone: { value: '+10000000001', id: m1 }, subscribed: { value: true, id: m1 } });
+  });
+
+  it('backfills every 0.1 row with the default token count in the column itself (issue 14)', async () => {
+    await open();
+    const rows = await sql`select id, content, tokens from ${sql(`${schema}.messages`)} where user_id in ('alice', 'bob') order by id`;
+    expect(rows.length).toBeGreaterThanOrEqual(4);
+    for (const row of rows) expect(row.tokens, row.id as string).toBe(Math.ceil(Buffer.byteLength(row.content as string) / 4) + 4);
+    // Multi-byte text counts by its UTF-8 bytes, like defaultTokens: 'héllo 🌍' is 11 bytes.
+    const [row] = await sql`select ceil(octet_length('héllo 🌍') / 4.0)::integer + 4 as n`;
+    expect(row?.n).toBe(Math.ceil(Buffer.byteLength('héllo 🌍') / 4) + 4);
   });
 
   it('lists the 0.1 history as thread main with its count and times', async () => {

@@ -169,6 +169,16 @@ insert into threads (user_id, thread, messages, created_at, updated_at, last_id)
 select user_id, 'main', count(*), min(created_at), max(created_at), max(id)
 from messages group by user_id;`,
   },
+  {
+    version: 6,
+    name: 'tokens',
+    sql: `-- Issue 14: each message's token count, stored at write time by the store's countTokens. Rows
+-- already there get the default formula's count, ceil(UTF-8 bytes / 4) + 4, so budget reads need
+-- no manual step. A row written later without one (by a DBA, or 0.1 code still running during the
+-- upgrade) reads with the same formula.
+alter table messages add column tokens integer;
+update messages set tokens = ceil(octet_length(content) / 4.0)::integer + 4 where tokens is null;`,
+  },
 ];
 
 /** The text run for a migration: the ledger, the change, and its row in the ledger. */

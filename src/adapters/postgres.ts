@@ -18,6 +18,7 @@ import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
 import { applyOp, emptyUserState, MAIN_THREAD, type AppendOp, type EditOp, type Op, type UserState } from '../model/ops.js';
 import { idTime } from '../model/ids.js';
+import { defaultTokens } from '../model/budget.js';
 import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
 import type { JsonObject, Message, MessageStatus, Role } from '../types.js';
@@ -214,7 +215,7 @@ export class PostgresAdapter implements StorageAdapter {
     const sql = this.#reader(options);
     const thread = options?.thread ?? MAIN_THREAD;
     const rows = await this.#q(sql`
-      select f.floor, f.cut_from, f.cut_to, m.id, m.thread, m.role, m.content, m.meta, m.created_at, m.status, m.updated_at
+      select f.floor, f.cut_from, f.cut_to, m.id, m.thread, m.role, m.content, m.meta, m.created_at, m.status, m.updated_at, m.tokens
       from (
         select g.floor,
           array(select from_id from ${sql(this.#t.cuts)} where user_id = ${user} and thread = ${thread} and to_id > g.floor order by from_id, to_id) as cut_from,
@@ -227,7 +228,7 @@ export class PostgresAdapter implements StorageAdapter {
         ) g
       ) f
       left join lateral (
-        select id, thread, role, content, meta, created_at, status, updated_at from ${sql(this.#t.messages)}
+        select id, thread, role, content, meta, created_at, status, updated_at, tokens from ${sql(this.#t.messages)}
         where user_id = ${user} and thread = ${thread} and id > f.floor
         order by id desc limit ${limit}
       ) m on true`);
@@ -247,7 +248,7 @@ export class PostgresAdapter implements StorageAdapter {
   async readMessage(user: string, id: string): Promise<Message | null> {
     const sql = this.#reader(undefined);
     const [row] = await this.#q(sql`
-      select id, thread, role, content, meta, created_at, status, updated_at from ${sql(this.#t.messages)}
+      select id, thread, role, content, meta, created_at, status, updated_at, tokens from ${sql(this.#t.messages)}
       where user_id = ${user} and id = ${id}`);
     return row ? toMessage(row) : null;
   }
@@ -285,7 +286,7 @@ export class PostgresAdapter implements StorageAdapter {
   async streamingDrafts(before: Date, limit: number): Promise<{ user: string; message: Message }[]> {
     const sql = this.#sql;
     const rows = await this.#q(sql`
-      select user_id, id, thread, role, content, meta, created_at, status, updated_at from ${sql(this.#t.messages)}
+      select user_id, id, thread, role, content, meta, created_at, status, updated_at, tokens from ${sql(this.#t.messages)}
       where status = 'streaming' and created_at < ${before}
       order by created_at limit ${limit}`);
     return rows.map((row) => ({ user: row.user_id as string, message: toMessage(row) }));
@@ -401,9 +402,10 @@ export class PostgresAdapter implements StorageAdapter {
     const t = this.#t;
     return sql`
       with inserted as (
-      insert into ${sql(t.messages)} (user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at)
+      insert into ${sql(t.messages)} (user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at, tokens)
       select ${op.user}, ${op.id}, ${op.thread}, ${op.role}, ${op.content}, ${meta}::jsonb, ${new Date(op.createdAt)},
-        ${op.key ?? null}::text, ${op.status ?? null}::text, ${op.v ?? null}::text, ${op.updatedAt === undefined ? null : new Date(op.updatedAt)}::timestamptz
+        ${op.key ?? null}::text, ${op.status ?? null}::text, ${op.v ?? null}::text, ${op.updatedAt === undefined ? null : new Date(op.updatedAt)}::timestamptz,
+        ${op.tokens ?? null}::integer
       where ${op.id} > coalesce((select history_floor from ${sql(t.users)} where user_id = ${op.user}), '') collate "C"
         and ${op.id} > coalesce((select floor from ${sql(t.threads)} where user_id = ${op.user} and thread = ${op.thread}), '') collate "C"
         and not exists (
@@ -533,10 +535,11 @@ export class PostgresAdapter implements StorageAdapter {
         select * from unnest(
           ${col((op) => op.user)}::text[], ${col((op) => op.target)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.content)}::text[],
           ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[], ${col((op) => op.status ?? null)}::text[],
-          ${col((op) => (op.updatedAt === undefined ? null : new Date(op.updatedAt).toISOString()))}::timestamptz[]
-        ) as x(user_id, target, id, content, meta, status, updated_at)
+          ${col((op) => (op.updatedAt === undefined ? null : new Date(op.updatedAt).toISOString()))}::timestamptz[],
+          ${col((op) => (op.tokens === undefined ? null : String(op.tokens)))}::text[]
+        ) as x(user_id, target, id, content, meta, status, updated_at, tokens)
       ), edited as (
-        update ${tx(t.messages)} m set content = x.content, meta = x.meta::jsonb, status = x.status,
+        update ${tx(t.messages)} m set content = x.content, meta = x.meta::jsonb, status = x.status, tokens = x.tokens::integer,
           updated_at = coalesce(x.updated_at, m.updated_at), edit_v = x.id
         from x
         where m.user_id = x.user_id and m.id = x.target and coalesce(m.edit_v, '') < x.id collate "C"
@@ -575,15 +578,16 @@ export class PostgresAdapter implements StorageAdapter {
     const t = this.#t;
     return tx`
       with inserted as (
-      insert into ${tx(t.messages)} (user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at)
+      insert into ${tx(t.messages)} (user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at, tokens)
       select x.user_id, x.id, x.thread, x.role, x.content, x.meta::jsonb, to_timestamp(x.created_at::float8 / 1000), x.idempotency_key,
-        x.status, x.edit_v, to_timestamp(x.updated_at::float8 / 1000)
+        x.status, x.edit_v, to_timestamp(x.updated_at::float8 / 1000), x.tokens::integer
       from unnest(
         ${col((op) => op.user)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.thread)}::text[], ${col((op) => op.role)}::text[],
         ${col((op) => op.content)}::text[], ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[],
         ${col((op) => String(op.createdAt))}::text[], ${col((op) => op.key ?? null)}::text[], ${col((op) => op.status ?? null)}::text[],
-        ${col((op) => op.v ?? null)}::text[], ${col((op) => (op.updatedAt === undefined ? null : String(op.updatedAt)))}::text[]
-      ) as x(user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at)
+        ${col((op) => op.v ?? null)}::text[], ${col((op) => (op.updatedAt === undefined ? null : String(op.updatedAt)))}::text[],
+        ${col((op) => (op.tokens === undefined ? null : String(op.tokens)))}::text[]
+      ) as x(user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at, tokens)
       left join ${tx(t.users)} f on f.user_id = x.user_id
       left join ${tx(t.threads)} h on h.user_id = x.user_id and h.thread = x.thread
       where x.id > coalesce(f.history_floor, '') collate "C" and x.id > coalesce(h.floor, '') collate "C"
@@ -706,6 +710,8 @@ function toMessage(row: Row): Message {
     content: row.content as string,
     createdAt: row.created_at as Date,
     thread: row.thread as string,
+    // A row without a count (written before migration 6 ran, by a DBA) counts by the default formula.
+    tokens: row.tokens === null || row.tokens === undefined ? defaultTokens(row as { content: string }) : (row.tokens as number),
   };
   if (row.meta !== null) message.meta = row.meta as JsonObject;
   if (row.status !== null) message.status = row.status as MessageStatus;

@@ -83,7 +83,7 @@ end
  * pending, FLAG.entryIsPayload for the payload), idempotency key ('' for none), thread, and
  * FLAG.draft for an append that starts a draft ('' otherwise).
  * Payloads: append: the item; phone, booking, subscribe: the value; title: the title as JSON;
- * cut: from and to; edit: target, content (JSON), then the item's meta, status and updatedAt
+ * cut: from and to; edit: target, content (JSON), then the item's meta, status, updatedAt and tokens
  * fields as encoded ('' when absent), one per line (JSON text never holds a raw line break).
  * Returns per op: the id of the earlier message if the op repeats its idempotency key; else +1
  * if it landed in a copy Redis holds (0: no copy to change, or one it deleted; a cache then drops
@@ -165,7 +165,8 @@ local function forget_ids(ik, gone)
   end
 end
 
--- An edited item, written from the old one: id, role, createdAt, thread and key kept, the rest the edit's.
+-- An edited item, written from the old one: id, role, createdAt, thread and key kept, the rest the edit's
+-- (the token count too: the edit's, or none, when the default formula counts the new content on read).
 local function edited(old, id, p)
   local role = string.match(old, '"role":"(%a+)"')
   local created = string.match(old, ',"createdAt":(%-?%d+)')
@@ -177,7 +178,7 @@ local function edited(old, id, p)
   end
   local updated = p[5]
   if updated == '' then updated = string.match(old, '(,"updatedAt":%d+)}$') or '' end
-  return '{"id":"' .. p[1] .. '","v":"' .. id .. '","role":"' .. role .. '","content":' .. p[2] .. ',"createdAt":' .. created .. thread .. p[3] .. key .. p[4] .. updated .. '}'
+  return '{"id":"' .. p[1] .. '","v":"' .. id .. '","role":"' .. role .. '","content":' .. p[2] .. ',"createdAt":' .. created .. thread .. p[3] .. key .. p[4] .. (p[6] or '') .. updated .. '}'
 end
 
 local function split(text)

@@ -684,7 +684,8 @@ function payload(op: Op): string {
       const meta = op.meta === undefined ? '' : `,"meta":${JSON.stringify(op.meta)}`;
       const status = op.status === undefined ? '' : `,"status":"${op.status}"`;
       const updated = op.updatedAt === undefined ? '' : `,"updatedAt":${op.updatedAt}`;
-      return [op.target, JSON.stringify(op.content), meta, status, updated].join('\n');
+      const tokens = op.tokens === undefined ? '' : `,"tokens":${op.tokens}`;
+      return [op.target, JSON.stringify(op.content), meta, status, updated, tokens].join('\n');
     }
     default:
       return '';

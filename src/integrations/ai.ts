@@ -68,9 +68,15 @@ export async function saveModelMessages(
 
 /**
  * The user's history as {@link ModelMessage}s: `toModelMessages(await store.getHistory(userId, options))`.
- * `thread` picks the conversation (default 'main'), `limit` the number of newest messages.
+ * `thread` picks the conversation (default 'main'), `limit` the number of newest messages,
+ * `maxTokens` a token budget (the newest messages whose stored counts fit it, tool calls kept
+ * with their results, drafts left out).
  */
-export async function loadModelMessages(store: TieredStore, userId: UserId, options: { limit?: number; thread?: string } = {}): Promise<ModelMessage[]> {
+export async function loadModelMessages(
+  store: TieredStore,
+  userId: UserId,
+  options: { limit?: number; thread?: string; maxTokens?: number } = {},
+): Promise<ModelMessage[]> {
   return toModelMessages(await store.getHistory(userId, options));
 }
 

@@ -2,9 +2,9 @@ import { BaseListChatMessageHistory } from '@langchain/core/chat_history';
 import { AIMessage, HumanMessage, SystemMessage, ToolMessage, type BaseMessage } from '@langchain/core/messages';
 import { ConfigurationError, ErrorCode, ValidationError } from '../errors.js';
 import { MAX_HISTORY_LIMIT } from '../options.js';
-import type { TieredStore } from '../store.js';
+import type { HistoryOptions, TieredStore } from '../store.js';
 import type { JsonObject, Message, Role, UserId } from '../types.js';
-import { checkLimit, checkMetaJson, checkThread, userKey } from '../model/validate.js';
+import { checkLimit, checkMaxTokens, checkMetaJson, checkThread, userKey } from '../model/validate.js';
 import { dropLeadingToolResults } from '../model/window.js';
 
 // The base class and message classes must be loaded at run time: only this subpath loads LangChain.
@@ -26,6 +26,12 @@ export interface TieredChatMessageHistoryInput {
    * @default 'main'
    */
   thread?: string;
+  /**
+   * A token budget for `getMessages()`: the newest messages whose stored `tokens` (the store's
+   * `countTokens`) total at most this, tool calls kept with their results (a positive integer).
+   * Without `limit`, only the budget bounds the window.
+   */
+  maxTokens?: number;
 }
 
 /** The key of `Message.meta` under which LangChain's own fields are kept. */
@@ -73,6 +79,7 @@ export class TieredChatMessageHistory extends BaseListChatMessageHistory {
   /** The thread of the user's memory this history is ('main' unless the `thread` option names another). */
   readonly thread: string;
   readonly #limit: number | undefined;
+  readonly #maxTokens: number | undefined;
 
   /** @throws ConfigurationError `INVALID_OPTION`, ValidationError `INVALID_USER_ID`, `INVALID_THREAD` */
   constructor(input: TieredChatMessageHistoryInput) {
@@ -85,6 +92,7 @@ export class TieredChatMessageHistory extends BaseListChatMessageHistory {
     this.userId = input.userId;
     this.thread = checkThread(input.thread);
     this.#limit = input.limit === undefined ? undefined : checkLimit(input.limit, MAX_HISTORY_LIMIT);
+    this.#maxTokens = input.maxTokens === undefined ? undefined : checkMaxTokens(input.maxTokens);
   }
 
   /**
@@ -93,7 +101,10 @@ export class TieredChatMessageHistory extends BaseListChatMessageHistory {
    * @throws ValidationError `INVALID_META` for a `tool` message stored without a `tool_call_id`
    */
   async getMessages(): Promise<BaseMessage[]> {
-    const history = await this.store.getHistory(this.userId, this.#limit === undefined ? { thread: this.thread } : { limit: this.#limit, thread: this.thread });
+    const options: HistoryOptions = { thread: this.thread };
+    if (this.#limit !== undefined) options.limit = this.#limit;
+    if (this.#maxTokens !== undefined) options.maxTokens = this.#maxTokens;
+    const history = await this.store.getHistory(this.userId, options);
     return dropLeadingToolResults(history).map(toLangChain);
   }
 

@@ -80,8 +80,11 @@ export class UserMemory {
     return this.store.addMemory(this.#id(), role, content, resolved);
   }
 
-  /** The newest `limit` messages (default: the store's `historyLimit`) of this update's thread (or `thread`), oldest first. */
-  async history(options: { limit?: number; thread?: string } = {}): Promise<Message[]> {
+  /**
+   * The newest `limit` messages (default: the store's `historyLimit`) of this update's thread (or
+   * `thread`), oldest first; with `maxTokens`, the newest that fit that many tokens (see `getHistory`).
+   */
+  async history(options: { limit?: number; thread?: string; maxTokens?: number } = {}): Promise<Message[]> {
     return this.store.getHistory(this.#id(), { ...options, thread: options.thread ?? this.thread });
   }
 

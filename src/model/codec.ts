@@ -1,11 +1,13 @@
 import { ErrorCode, StoreError } from '../errors.js';
 import { MAIN_THREAD, type AppendOp, type Op } from './ops.js';
 import type { JsonObject, Message, MessageStatus, Role } from '../types.js';
+import { defaultTokens } from './budget.js';
 
 /*
  * How ops and messages are written as text (Redis items and journal entries). Every encoding
  * starts with {"id":"<id>" so Lua can read the id without parsing JSON; an edited message follows
- * it with ,"v":"<edit id>" (characters 35-66), so Lua can read the edit stamp too. Fields with
+ * it with ,"v":"<edit id>" (characters 35-66), so Lua can read the edit stamp too. The token count
+ * ,"tokens":N comes just before updatedAt (which, when present, ends the item). Fields with
  * their default value ('main' thread, no status) are left out: 0.1's entries read the same.
  */
 
@@ -20,6 +22,7 @@ interface StoredMessage {
   key?: string;
   status?: MessageStatus;
   updatedAt?: number;
+  tokens?: number;
 }
 
 export function encodeMessage(op: AppendOp): string {
@@ -28,8 +31,9 @@ export function encodeMessage(op: AppendOp): string {
   const meta = op.meta === undefined ? '' : `,"meta":${JSON.stringify(op.meta)}`;
   const key = op.key === undefined ? '' : `,"key":${JSON.stringify(op.key)}`;
   const status = op.status === undefined ? '' : `,"status":"${op.status}"`;
+  const tokens = op.tokens === undefined ? '' : `,"tokens":${op.tokens}`;
   const updated = op.updatedAt === undefined ? '' : `,"updatedAt":${op.updatedAt}`;
-  return `{"id":"${op.id}"${v},"role":"${op.role}","content":${JSON.stringify(op.content)},"createdAt":${op.createdAt}${thread}${meta}${key}${status}${updated}}`;
+  return `{"id":"${op.id}"${v},"role":"${op.role}","content":${JSON.stringify(op.content)},"createdAt":${op.createdAt}${thread}${meta}${key}${status}${tokens}${updated}}`;
 }
 
 /** A stored item as a Message; `thread` names the list it was read from when the item does not say (0.1's items). */
@@ -39,6 +43,8 @@ export function decodeMessage(text: string, thread = MAIN_THREAD): Message {
   message.createdAt = new Date(message.createdAt);
   if (message.updatedAt !== undefined) message.updatedAt = new Date(message.updatedAt);
   message.thread ??= thread;
+  // Items written before token counts (0.1, or a draft's progress) count by the default formula.
+  message.tokens ??= defaultTokens(message as { content: string });
   if (message.key !== undefined) delete message.key;
   if (message.v !== undefined) delete message.v;
   return message as Message;
@@ -64,6 +70,7 @@ function appendOf(user: string, entry: StoredMessage, thread: string): AppendOp 
   if (entry.key !== undefined) op.key = entry.key;
   if (entry.status !== undefined) op.status = entry.status;
   if (entry.updatedAt !== undefined) op.updatedAt = entry.updatedAt;
+  if (entry.tokens !== undefined) op.tokens = entry.tokens;
   if (entry.v !== undefined) op.v = entry.v;
   return op;
 }
@@ -89,8 +96,9 @@ export function encodeOp(op: Op): string {
     case 'edit': {
       const meta = op.meta === undefined ? '' : `,"meta":${JSON.stringify(op.meta)}`;
       const status = op.status === undefined ? '' : `,"status":"${op.status}"`;
+      const tokens = op.tokens === undefined ? '' : `,"tokens":${op.tokens}`;
       const updated = op.updatedAt === undefined ? '' : `,"updatedAt":${op.updatedAt}`;
-      return `{"id":"${op.id}","kind":"edit","thread":"${op.thread}","target":"${op.target}","content":${JSON.stringify(op.content)}${meta}${status}${updated}}`;
+      return `{"id":"${op.id}","kind":"edit","thread":"${op.thread}","target":"${op.target}","content":${JSON.stringify(op.content)}${meta}${status}${tokens}${updated}}`;
     }
     case 'delete':
       return `{"id":"${op.id}","kind":"delete"}`;
@@ -122,6 +130,7 @@ export function decodeOp(user: string, text: string): Op {
       if (entry.meta !== undefined) op.meta = entry.meta;
       if (entry.status !== undefined) op.status = entry.status;
       if (entry.updatedAt !== undefined) op.updatedAt = entry.updatedAt;
+      if (entry.tokens !== undefined) op.tokens = entry.tokens;
       return op;
     }
     case 'delete':

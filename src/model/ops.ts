@@ -1,4 +1,5 @@
 import type { JsonObject, Message, MessageStatus, Role } from '../types.js';
+import { defaultTokens } from './budget.js';
 
 /** The thread of a message written without one, and of every message written by 0.1. */
 export const MAIN_THREAD = 'main';
@@ -38,6 +39,8 @@ export interface AppendOp {
   v?: string;
   /** When a person last edited it, in ms (stored messages only). */
   updatedAt?: number;
+  /** Its token count as the store's `countTokens` gave it; absent: the default formula applies on read. */
+  tokens?: number;
 }
 
 /**
@@ -55,6 +58,8 @@ export interface EditOp {
   meta?: JsonObject;
   status?: MessageStatus;
   updatedAt?: number;
+  /** The token count of the new content (replaced like the rest; absent: the default formula applies on read). */
+  tokens?: number;
 }
 
 /** Removes the messages of `thread` with `from <= id <= to`, for good: deleteMessage (one id) and truncateAfter. */
@@ -192,6 +197,8 @@ export function applyEdit(message: AppendOp, op: EditOp): void {
   if (op.status === undefined) delete message.status;
   else message.status = op.status;
   if (op.updatedAt !== undefined) message.updatedAt = op.updatedAt;
+  if (op.tokens === undefined) delete message.tokens;
+  else message.tokens = op.tokens;
   message.v = op.id;
 }
 
@@ -240,7 +247,14 @@ function insertMessage(messages: AppendOp[], op: AppendOp): number {
 }
 
 export function toMessage(op: AppendOp): Message {
-  const message: Message = { id: op.id, role: op.role, content: op.content, createdAt: new Date(op.createdAt), thread: op.thread };
+  const message: Message = {
+    id: op.id,
+    role: op.role,
+    content: op.content,
+    createdAt: new Date(op.createdAt),
+    thread: op.thread,
+    tokens: op.tokens ?? defaultTokens(op),
+  };
   if (op.meta !== undefined) message.meta = op.meta;
   if (op.status !== undefined) message.status = op.status;
   if (op.updatedAt !== undefined) message.updatedAt = new Date(op.updatedAt);
@@ -261,6 +275,7 @@ export function fromMessage(user: string, message: Message, v?: string): AppendO
   if (message.meta !== undefined) op.meta = message.meta;
   if (message.status !== undefined) op.status = message.status;
   if (message.updatedAt !== undefined) op.updatedAt = message.updatedAt.getTime();
+  if (message.tokens !== undefined) op.tokens = message.tokens;
   if (v !== undefined) op.v = v;
   return op;
 }

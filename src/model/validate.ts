@@ -154,6 +154,36 @@ export function checkLimit(limit: unknown, max: number): number {
   throw invalid(ErrorCode.INVALID_OPTION, `limit must be an integer from 0 to ${max}, got ${describe(limit)}`);
 }
 
+/** A budget of tokens for a read: a positive safe integer. */
+export function checkMaxTokens(maxTokens: unknown): number {
+  if (typeof maxTokens === 'number' && Number.isSafeInteger(maxTokens) && maxTokens > 0) return maxTokens;
+  throw invalid(ErrorCode.INVALID_OPTION, `maxTokens must be a positive integer, got ${describe(maxTokens)}`);
+}
+
+/** Most tokens one message may count (PostgreSQL's integer column). */
+export const MAX_MESSAGE_TOKENS = 2_147_483_647;
+
+/**
+ * Runs `count` (the store's countTokens) and checks what it says: a finite number >= 0, rounded up
+ * to an integer (a budget never undercounts). `what` names the message for the error (role,
+ * thread, id): never its content.
+ */
+export function countTokensOf(count: () => unknown, what: string): number {
+  let n: unknown;
+  try {
+    n = count();
+  } catch (error) {
+    throw new ValidationError(ErrorCode.INVALID_TOKEN_COUNT, `countTokens threw for ${what}: ${(error as Error)?.message ?? String(error)}`, {
+      cause: error,
+    });
+  }
+  if (typeof n === 'number' && Number.isFinite(n) && n >= 0 && n <= MAX_MESSAGE_TOKENS) return Math.ceil(n);
+  throw invalid(
+    ErrorCode.INVALID_TOKEN_COUNT,
+    `countTokens returned ${describe(n)} for ${what}: it must return a finite number from 0 to ${MAX_MESSAGE_TOKENS}`,
+  );
+}
+
 function invalid(code: ErrorCode, message: string): ValidationError {
   return new ValidationError(code, message);
 }

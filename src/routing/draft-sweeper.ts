@@ -8,6 +8,8 @@ import type { Reads } from './reads.js';
 import type { Writes } from './writes.js';
 
 export interface DraftSweeperDeps {
+  /** The final text's token count (undefined when countTokens refuses it: the default formula then counts it on read). */
+  count(message: Pick<Message, 'role' | 'content' | 'meta' | 'thread' | 'id'>): number | undefined;
   durable: Breaker<StorageAdapter>;
   redis: Breaker<CacheAdapter> | undefined;
   reads: Reads;
@@ -72,6 +74,8 @@ export class DraftSweeper {
       status: 'aborted',
     };
     if (latest.meta !== undefined) op.meta = latest.meta;
+    const tokens = this.d.count({ ...latest, role: found.message.role, thread: found.message.thread, id: candidate.id });
+    if (tokens !== undefined) op.tokens = tokens;
     await writes.route(op, deadline, found.pending);
     return true;
   }

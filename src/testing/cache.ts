@@ -28,7 +28,14 @@ export function expectHit<T>(value: T | CacheMiss, what: string): T {
 export function cacheTests(c: ContractContext): void {
   const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
   const limit = c.historyLimit;
-  const message = (content: string, id = c.id()): Message => ({ id, role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread: 'main' });
+  const message = (content: string, id = c.id()): Message => ({
+    id,
+    role: 'user',
+    content,
+    createdAt: new Date(Date.UTC(2024, 0, 1)),
+    tokens: 5,
+    thread: 'main',
+  });
   const texts = async (cache: CacheAdapter, user: string, n = limit) =>
     expectHit(await cache.readHistory(user, n), `history of ${user}`).messages.map((m) => m.content);
   const record = (phone: string | null, booking: UserRecord['booking']['value'] = null, ids = { phone: '', booking: '' }): UserRecord => ({

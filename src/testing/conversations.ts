@@ -5,6 +5,7 @@ import type { Message } from '../types.js';
 import { expectHit, expectMiss } from './cache.js';
 import { after, type AppendOp, type EditOp, type Op } from '../model/ops.js';
 import type { ContractContext } from './context.js';
+import { defaultTokens } from '../model/budget.js';
 
 async function history(adapter: StorageAdapter, user: string, thread: string, limit = 100): Promise<HistoryRead> {
   const read = await adapter.readHistory(user, limit, { thread });
@@ -90,6 +91,7 @@ export function conversationTests(c: ContractContext): void {
         createdAt: new Date(b.createdAt),
         thread: 'topic',
         meta: { x: 1 },
+        tokens: defaultTokens(b),
       });
       expect((await adapter.readMessage(u, a.id))?.thread).toBe('main');
       expect(await adapter.readMessage(u, c.id())).toBeNull();
@@ -276,6 +278,8 @@ export function conversationTests(c: ContractContext): void {
       expect(strip(await allThreads(adapter, u))).toEqual(strip(await allThreads(adapter, v)));
     }),
   );
+
+  tokenTests(c);
 }
 
 /**
@@ -286,7 +290,14 @@ export function conversationTests(c: ContractContext): void {
 export function conversationCacheTests(c: ContractContext): void {
   const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
   const limit = c.historyLimit;
-  const message = (content: string, thread: string, id = c.id()): Message => ({ id, role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread });
+  const message = (content: string, thread: string, id = c.id()): Message => ({
+    id,
+    role: 'user',
+    content,
+    createdAt: new Date(Date.UTC(2024, 0, 1)),
+    tokens: 5,
+    thread,
+  });
   const fill = async (cache: CacheAdapter, u: string, thread: string, messages: Message[]) => {
     const miss = expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
     expect(await cache.fillHistory(u, miss.version, messages, thread)).toBe(true);
@@ -390,6 +401,7 @@ export function conversationCacheTests(c: ContractContext): void {
 
   draftCacheTests(c);
   threadCopyCacheTests(c);
+  tokenCacheTests(c);
 }
 
 /**
@@ -442,6 +454,7 @@ export function draftCacheTests(c: ContractContext): void {
         thread: 'topic',
         meta: { model: 'm' },
         status: 'streaming',
+        tokens: defaultTokens(draft),
       });
       expect(started?.at).toBeGreaterThanOrEqual(t0);
       expect(started?.at).toBeLessThanOrEqual(Date.now());
@@ -481,7 +494,7 @@ export function draftCacheTests(c: ContractContext): void {
     w(async (cache, test) => {
       if (!cache.draftProgress) return test.skip('the adapter has no draftProgress()');
       const u = c.user();
-      const first: Message = { id: c.id(), role: 'user', content: 'question', createdAt: new Date(Date.UTC(2024, 0, 1)), thread: 'topic' };
+      const first: Message = { id: c.id(), role: 'user', content: 'question', createdAt: new Date(Date.UTC(2024, 0, 1)), tokens: 5, thread: 'topic' };
       const miss = expectMiss(await cache.readHistory(u, limit, { thread: 'topic' }), 'history of topic');
       expect(await cache.fillHistory(u, miss.version, [first], 'topic')).toBe(true);
       const draft = start(u);
@@ -533,7 +546,14 @@ export function draftCacheTests(c: ContractContext): void {
 export function threadCopyCacheTests(c: ContractContext): void {
   const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
   const limit = c.historyLimit;
-  const message = (content: string, thread: string): Message => ({ id: c.id(), role: 'user', content, createdAt: new Date(Date.UTC(2024, 0, 1)), thread });
+  const message = (content: string, thread: string): Message => ({
+    id: c.id(),
+    role: 'user',
+    content,
+    createdAt: new Date(Date.UTC(2024, 0, 1)),
+    tokens: 5,
+    thread,
+  });
   const fillThreads = async (cache: CacheAdapter, u: string) => {
     for (const thread of ['main', 'x', 'y']) {
       const miss = expectMiss(await cache.readHistory(u, limit, { thread }), `history of ${thread}`);
@@ -556,6 +576,81 @@ export function threadCopyCacheTests(c: ContractContext): void {
       expectHit(await cache.readHistory(v, limit, { thread: 'x' }), 'history of x of another user');
       await cache.invalidateAll();
       for (const thread of ['main', 'x', 'y']) expectMiss(await cache.readHistory(v, limit, { thread }), `history of ${thread} after invalidateAll`);
+    }),
+  );
+}
+
+/**
+ * Issue 14: a message's token count (`AppendOp.tokens`, `EditOp.tokens`) is stored as given and
+ * read back as `Message.tokens`, through single and batched writes and edits; a message stored
+ * without one (written by 0.1, or an edit that carried none) reads with the default formula.
+ */
+export function tokenTests(c: ContractContext): void {
+  const w = <A extends StorageAdapter>(test: (adapter: A) => Promise<void>) => c.withAdapter<A>(test, 'durable');
+  const read = async (adapter: StorageAdapter, u: string, thread?: string) => {
+    const r = await adapter.readHistory(u, c.historyLimit, thread === undefined ? undefined : { thread });
+    if (isMiss(r)) throw new Error('a durable tier answered a miss');
+    return r.messages;
+  };
+
+  c.it(
+    'stores the token count of a message as given and reads it back; one without a count reads with the default formula',
+    w(async (adapter) => {
+      const u = c.user();
+      const one = { ...c.append(u, 'counted alone'), tokens: 17 };
+      await adapter.write([one]);
+      const batch = [{ ...c.append(u, 'counted in a batch', undefined, 'topic'), tokens: 0 }, c.append(u, 'not counted', undefined, 'topic')];
+      await adapter.write(batch);
+      expect((await read(adapter, u)).map((m) => m.tokens)).toEqual([17]);
+      expect((await read(adapter, u, 'topic')).map((m) => m.tokens)).toEqual([0, defaultTokens(batch[1] as AppendOp)]);
+      expect((await adapter.readMessage(u, one.id))?.tokens).toBe(17);
+    }),
+  );
+
+  c.it(
+    "an edit replaces the count with its own, or with the default formula's of the new content when it carries none",
+    w(async (adapter) => {
+      const u = c.user();
+      const a = { ...c.append(u, 'first'), tokens: 5 };
+      const b = { ...c.append(u, 'second'), tokens: 6 };
+      await adapter.write([a, b]);
+      const edit = (target: AppendOp, content: string, tokens?: number): EditOp => ({
+        kind: 'edit',
+        user: u,
+        id: c.id(),
+        thread: 'main',
+        target: target.id,
+        content,
+        ...(tokens === undefined ? {} : { tokens }),
+      });
+      await adapter.write([edit(a, 'first, edited', 42)]);
+      await adapter.write([edit(b, 'second, edited at some length')]);
+      expect((await read(adapter, u)).map((m) => m.tokens)).toEqual([42, defaultTokens({ content: 'second, edited at some length' })]);
+      expect((await adapter.readMessage(u, a.id))?.tokens).toBe(42);
+    }),
+  );
+}
+
+/** Issue 14 in the cache role: counts survive a fill, a write into a held copy and an edit of it. */
+export function tokenCacheTests(c: ContractContext): void {
+  const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
+  const limit = c.historyLimit;
+
+  c.it(
+    'keeps token counts through a fill, an append to the held copy and an edit; an item without one reads with the default formula',
+    w(async (cache) => {
+      const u = c.user();
+      const miss = expectMiss(await cache.readHistory(u, limit), 'history of main');
+      const filled: Message[] = [{ id: c.id(), role: 'user', content: 'filled', createdAt: new Date(Date.UTC(2024, 0, 1)), thread: 'main', tokens: 11 }];
+      expect(await cache.fillHistory(u, miss.version, filled, 'main')).toBe(true);
+      const appended = { ...c.append(u, 'appended'), tokens: 12 };
+      const uncounted = c.append(u, 'uncounted');
+      await cache.write([appended, uncounted]);
+      const tokens = async () => expectHit(await cache.readHistory(u, limit), 'history of main').messages.map((m) => m.tokens);
+      expect(await tokens()).toEqual([11, 12, defaultTokens(uncounted)]);
+      await cache.write([{ kind: 'edit', user: u, id: c.id(), thread: 'main', target: appended.id, content: 'appended, edited', tokens: 30 }]);
+      await cache.write([{ kind: 'edit', user: u, id: c.id(), thread: 'main', target: filled[0]!.id, content: 'filled, edited without a count' }]);
+      expect(await tokens()).toEqual([defaultTokens({ content: 'filled, edited without a count' }), 30, defaultTokens(uncounted)]);
     }),
   );
 }
