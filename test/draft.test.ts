@@ -14,6 +14,7 @@ function host(flushMs: number) {
     flush: async (op) => void flushed.push(op),
     commit: async (op) => void committed.push(op),
     check: (content, meta) => ({ content, meta }),
+    count: (content) => content.length,
     closed: () => {},
   };
   return { h, flushed, committed };
@@ -50,6 +51,7 @@ describe('Draft', () => {
     expect(message.status).toBeUndefined();
     expect(committed).toHaveLength(1);
     expect(committed[0]?.status).toBeUndefined();
+    expect(committed[0]?.tokens).toBe('text 100'.length);
     // Ids only grow: the finish wins over every flush in any tier.
     expect(flushed.every((op) => op.id < committed[0]!.id)).toBe(true);
   });
