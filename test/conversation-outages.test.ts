@@ -39,8 +39,10 @@ async function contents(store: TieredStore, user: string): Promise<Record<string
   return out;
 }
 
+/** By id: the reference (memory only) makes several calls within one millisecond, so its activity order has ties. */
 async function threads(store: TieredStore, user: string): Promise<[string, string | null, number][]> {
-  return (await store.listThreads(user)).threads.map((t) => [t.id, t.title, t.messages]);
+  const list = (await store.listThreads(user)).threads.map((t): [string, string | null, number] => [t.id, t.title, t.messages]);
+  return list.sort((a, b) => (a[0] < b[0] ? -1 : 1));
 }
 
 describe.each(['write-through', 'write-behind'] as const)('%s', (writeMode) => {
