@@ -116,6 +116,17 @@ const OPERATION_OF: Record<Op['kind'], string> = {
   delete: 'deleteUser',
 };
 
+/** Stores that leave other processes' pending writes where they are (see {@link leaveLeftovers}). */
+const LEAVING_LEFTOVERS = new WeakSet<TieredStore>();
+
+/**
+ * @internal For the CLI's read-only commands (export, inspect): the store does not move the
+ * writes other processes left pending soon after it starts, so looking changes nothing.
+ */
+export function leaveLeftovers(store: TieredStore): void {
+  LEAVING_LEFTOVERS.add(store);
+}
+
 /**
  * Conversation memory over Redis (fast), PostgreSQL (durable) and RAM (fallback). Every method
  * validates first and writes nothing on bad input; a tier that fails is skipped until it is back.
@@ -625,8 +636,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   #drainLeftovers(): void {
     const cache = this.#cache;
     const syncer = this.#syncer;
-    if (!cache || !syncer) return;
+    if (!cache || !syncer || LEAVING_LEFTOVERS.has(this)) return;
     setTimeout(async () => {
+      if (LEAVING_LEFTOVERS.has(this)) return;
       if (syncer.passes > 0 || !cache.up || !this.#durable?.up) return;
       const pending = await cache.pendingCount().catch(() => 0);
       if (pending > 0 && syncer.passes === 0) syncer.drain((error) => this.#syncFailed(error));

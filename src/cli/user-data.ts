@@ -3,7 +3,7 @@ import type { RedisAdapter } from '../adapters/redis.js';
 import { fromEnv } from '../env.js';
 import { ErrorCode, isStoreError } from '../errors.js';
 import { userKey } from '../model/validate.js';
-import { TieredStore } from '../store.js';
+import { leaveLeftovers, TieredStore } from '../store.js';
 import type { Health, ThreadInfo } from '../types.js';
 import type { Flags } from './args.js';
 import { CLOSE_MS, settleWithin } from './calls.js';
@@ -153,6 +153,8 @@ async function withStore(
     throw new CliError(Exit.USAGE, `${command} reads the servers the environment configures, and none is: set REDIS_URL and/or DATABASE_URL`);
   }
   const store = new TieredStore(options);
+  // Looking must not move another process's pending writes (a store does that soon after it starts).
+  leaveLeftovers(store);
   try {
     return await work(store, redis, postgres);
   } catch (error) {
