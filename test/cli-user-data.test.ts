@@ -188,6 +188,21 @@ describe('inspect', () => {
     const nobody = JSON.parse((await run(['inspect', 'nobody', '--json'], both(n))).stdout);
     expect(nobody).toMatchObject({ threads: [], heldBy: [] });
   });
+
+  it('PostgreSQL unreachable: says so and exits 1 (password masked)', async () => {
+    const n = names('inspect_down');
+    const p = await FaultProxy.start(databaseUrl());
+    proxies.push(p);
+    await p.refuse();
+    const { code, stdout, stderr } = await run(['inspect', 'u1', '--json', '--timeout', '500'], {
+      ...both(n),
+      DATABASE_URL: withPassword(p.url(databaseUrl()), SECRET),
+    });
+    expect(code).toBe(1);
+    const report = JSON.parse(stdout);
+    expect(report).toMatchObject({ ok: false, postgres: { reachable: false }, errors: ['postgres is unreachable'] });
+    expect(stderr).not.toContain(SECRET);
+  });
 });
 
 describe('purge', () => {
