@@ -6,6 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { parseArgs, type Args, type Section } from './config.js';
 import { concurrency } from './concurrency.js';
+import { exportSection } from './export.js';
 import type { Ctx } from './context.js';
 import { length } from './length.js';
 import { load, machine, type Machine } from './machine.js';
@@ -20,7 +21,18 @@ import { sync } from './sync.js';
 import { threads } from './threads.js';
 import { writes } from './writes.js';
 
-const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = { reads, writes, messages, threads, length, concurrency, naive, sync, memory };
+const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = {
+  reads,
+  writes,
+  messages,
+  threads,
+  export: exportSection,
+  length,
+  concurrency,
+  naive,
+  sync,
+  memory,
+};
 /** The run gives up (and still cleans up) past this; a full run takes one to two minutes. */
 const DEADLINE_MS = 175_000;
 

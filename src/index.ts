@@ -43,7 +43,9 @@ export type {
   Role,
   SyncResult,
   ThreadInfo,
+  ThreadExport,
   ThreadPage,
   TierState,
+  UserExport,
   UserId,
 } from './types.js';

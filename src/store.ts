@@ -5,7 +5,7 @@ import { Batcher } from './routing/batcher.js';
 import { Breaker } from './routing/breaker.js';
 import type { CacheAdapter } from './cache/contract.js';
 import { fromEnv, type FromEnvOptions } from './env.js';
-import { ErrorCode, StoreError } from './errors.js';
+import { ErrorCode, StoreError, UnavailableError } from './errors.js';
 import { idTime, nextId } from './model/ids.js';
 import { Journal } from './routing/journal.js';
 import { createLogger, Secrets, type StoreLogger } from './logger.js';
@@ -18,7 +18,20 @@ import { Stats, type StoreStats } from './stats.js';
 import { HotCache, RestartWatch } from './cache/hot-cache.js';
 import { Syncer } from './routing/syncer.js';
 import { DraftSweeper } from './routing/draft-sweeper.js';
-import type { BookingData, Health, JsonObject, Message, Role, SyncResult, ThreadPage, TierState, UserId } from './types.js';
+import type {
+  BookingData,
+  Health,
+  JsonObject,
+  Message,
+  Role,
+  SyncResult,
+  ThreadExport,
+  ThreadInfo,
+  ThreadPage,
+  TierState,
+  UserExport,
+  UserId,
+} from './types.js';
 import {
   checkBooking,
   checkContent,
@@ -98,6 +111,9 @@ export interface MessagePatch {
 }
 
 const MAX_DEAD_LETTERS = 1000;
+/** exportUser: threads per listThreads page, and threads read at once. */
+const EXPORT_PAGE = 1000;
+const EXPORT_PARALLEL = 4;
 const LEFTOVERS_AFTER_MS = 1000;
 const OPERATION_OF: Record<Op['kind'], string> = {
   append: 'addMemory',
@@ -111,6 +127,17 @@ const OPERATION_OF: Record<Op['kind'], string> = {
   subscribe: 'setEmailSubscriber',
   delete: 'deleteUser',
 };
+
+/** Stores that leave other processes' pending writes where they are (see {@link leaveLeftovers}). */
+const LEAVING_LEFTOVERS = new WeakSet<TieredStore>();
+
+/**
+ * @internal For the CLI's read-only commands (export, inspect): the store does not move the
+ * writes other processes left pending soon after it starts, so looking changes nothing.
+ */
+export function leaveLeftovers(store: TieredStore): void {
+  LEAVING_LEFTOVERS.add(store);
+}
 
 /**
  * Conversation memory over Redis (fast), PostgreSQL (durable) and RAM (fallback). Every method
@@ -481,6 +508,68 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     await this.#write({ kind: 'delete', user: userKey(userId), id: nextId() });
   }
 
+  /**
+   * Everything the store holds for the user: phone, booking, subscription and every thread (most
+   * recently active first) with all of its messages, oldest first, the writes still pending (in
+   * Redis's journal or this process's) laid over what PostgreSQL has. Every configured server
+   * must answer: with Redis or PostgreSQL unreachable it throws `STORE_UNAVAILABLE` rather than
+   * return part of the user's data as if it were all of it.
+   */
+  async exportUser(userId: UserId): Promise<UserExport> {
+    const user = userKey(userId);
+    return this.#run('exportUser', async () => {
+      for (const tier of [this.#redis, this.#postgres]) {
+        if (tier && !tier.up)
+          throw new UnavailableError(ErrorCode.STORE_UNAVAILABLE, `exportUser: ${tier.name} is unreachable, so the export could not be complete`);
+      }
+      // One deadline per read: an export of many threads makes many calls.
+      const deadline = () => Date.now() + this.#budgetMs;
+      const infos: ThreadInfo[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: ThreadPage = await this.#reads.threads(user, EXPORT_PAGE, cursor, deadline(), true);
+        infos.push(...page.threads);
+        cursor = page.cursor;
+      } while (cursor !== null);
+      const threads: ThreadExport[] = new Array(infos.length);
+      let next = 0;
+      const worker = async () => {
+        for (let i = next++; i < infos.length; i = next++) {
+          const info = infos[i] as ThreadInfo;
+          const [messages, summary] = await Promise.all([this.#allMessages(user, info, deadline), this.#summary(user, info.id)]);
+          threads[i] = { id: info.id, title: info.title, summary, messages };
+        }
+      };
+      const [record] = await Promise.all([
+        this.#reads.user(user, deadline(), true),
+        ...Array.from({ length: Math.min(EXPORT_PARALLEL, infos.length) }, worker),
+      ]);
+      return {
+        userId: user,
+        exportedAt: new Date(),
+        phone: record.phone.value,
+        booking: record.booking.value,
+        subscribed: record.subscribed.value,
+        threads,
+      };
+    });
+  }
+
+  /** Every message of a thread: read with a limit above its count, again with a larger one if that filled it. */
+  async #allMessages(user: string, info: ThreadInfo, deadline: () => number): Promise<Message[]> {
+    let limit = Math.max(info.messages + 100, this.#opts.historyLimit + 1);
+    for (;;) {
+      const messages = await this.#reads.history(user, info.id, limit, deadline(), true);
+      if (messages.length < limit) return messages;
+      limit *= 2;
+    }
+  }
+
+  /** A thread's summary for exportUser: none are kept yet. */
+  async #summary(_user: string, _thread: string): Promise<string | null> {
+    return null;
+  }
+
   // ---- sync, health, lifecycle
 
   /** Moves pending writes to PostgreSQL every `intervalMs` in the background; returns at once. */
@@ -608,8 +697,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   #drainLeftovers(): void {
     const cache = this.#cache;
     const syncer = this.#syncer;
-    if (!cache || !syncer) return;
+    if (!cache || !syncer || LEAVING_LEFTOVERS.has(this)) return;
     setTimeout(async () => {
+      if (LEAVING_LEFTOVERS.has(this)) return;
       if (syncer.passes > 0 || !cache.up || !this.#durable?.up) return;
       const pending = await cache.pendingCount().catch(() => 0);
       if (pending > 0 && syncer.passes === 0) syncer.drain((error) => this.#syncFailed(error));

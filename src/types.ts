@@ -49,6 +49,26 @@ export interface ThreadPage {
 
 export type BookingData = JsonObject;
 
+/** One thread of a {@link UserExport}: every message it holds, oldest first. */
+export interface ThreadExport {
+  id: string;
+  title: string | null;
+  /** The thread's summary; null while the store keeps none. */
+  summary: string | null;
+  messages: Message[];
+}
+
+/** Everything the store holds for one user (`exportUser`), pending writes included. */
+export interface UserExport {
+  userId: string;
+  exportedAt: Date;
+  phone: string | null;
+  booking: BookingData | null;
+  subscribed: boolean;
+  /** Most recently active first, as `listThreads` orders them. */
+  threads: ThreadExport[];
+}
+
 /** `absent`: not configured. `down`: configured, failing, probed in the background. */
 export type TierState = 'up' | 'down' | 'absent';
 

@@ -48,6 +48,22 @@ export interface PostgresAdapterOptions {
   postgresOptions?: Options<Record<string, never>>;
 }
 
+/** What `purge` removes: one of `keepLast` (per thread) and `before`; `batch`: most messages per batch. */
+export interface PurgeRule {
+  keepLast?: number;
+  before?: Date;
+  batch: number;
+  /** Only say what would go. */
+  dryRun?: boolean;
+}
+
+/** Messages a purge batch removed (or would remove) from one thread. */
+export interface PurgedThread {
+  user: string;
+  thread: string;
+  messages: number;
+}
+
 type Postgres = typeof import('postgres');
 type Tx = TransactionSql;
 
@@ -341,6 +357,116 @@ export class PostgresAdapter implements StorageAdapter {
       count = result.count;
     }
     return deleted;
+  }
+
+  /**
+   * Deletes old messages in batches of at most `rule.batch`, yielding what each batch removed
+   * (or, with `dryRun`, would remove) per user and thread. `keepLast`: all but the newest
+   * `keepLast` messages of every thread of every user; `before`: messages created before it
+   * (message ids are time-ordered: a thread loses the messages up to its newest one older than
+   * that). Each batch raises the floor of the threads it cuts to the newest id it removes, in the
+   * same transaction as the delete: a journaled append of a removed message replayed later is
+   * refused like one of a cleared thread, and reads lay pending writes over that floor. The
+   * delete trigger keeps the threads' counts.
+   */
+  async *purge(rule: PurgeRule): AsyncGenerator<PurgedThread[]> {
+    if ((rule.keepLast === undefined) === (rule.before === undefined)) throw new TypeError('purge: give keepLast or before');
+    const sql = this.#sql;
+    const t = this.#t;
+    const batch = rule.batch;
+    // Where the previous batch ended: [user, thread, id] (keepLast) or [created_at, user, id] (before).
+    let cursor: [string, string, string] | undefined;
+    for (;;) {
+      let rows: Row[];
+      if (rule.keepLast !== undefined) {
+        const [cu, ct, ci] = cursor ?? ['', '', ''];
+        rows = await this.#q(sql`
+          select t.user_id, t.thread, m.id from ${sql(t.threads)} t
+          cross join lateral (
+            select x.id from ${sql(t.messages)} x where x.user_id = t.user_id and x.thread = t.thread order by x.id desc offset ${rule.keepLast} limit 1
+          ) c
+          cross join lateral (
+            select y.id from ${sql(t.messages)} y
+            where y.user_id = t.user_id and y.thread = t.thread and y.id <= c.id
+              and y.id > (case when t.user_id = ${cu}::text collate "C" and t.thread = ${ct}::text collate "C" then ${ci}::text else '' end) collate "C"
+            order by y.id limit ${batch}
+          ) m
+          where (t.user_id, t.thread) >= (${cu}::text collate "C", ${ct}::text collate "C")
+          order by t.user_id, t.thread, m.id
+          limit ${batch}`);
+        const last = rows.at(-1);
+        if (last) cursor = [last.user_id as string, last.thread as string, last.id as string];
+      } else {
+        const before = rule.before as Date;
+        rows = await this.#q(
+          cursor
+            ? sql`
+              select user_id, thread, id, created_at::text as at from ${sql(t.messages)}
+              where created_at < ${before} and created_at >= ${cursor[0]}::timestamptz
+                and (created_at, user_id, id) > (${cursor[0]}::timestamptz, ${cursor[1]}::text collate "C", ${cursor[2]}::text collate "C")
+              order by created_at, user_id, id limit ${batch}`
+            : sql`
+              select user_id, thread, id, created_at::text as at from ${sql(t.messages)}
+              where created_at < ${before} order by created_at, user_id, id limit ${batch}`,
+        );
+        const last = rows.at(-1);
+        if (last) cursor = [last.at as string, last.user_id as string, last.id as string];
+      }
+      if (rows.length === 0) return;
+      const doomed = new Map<string, PurgedThread & { cutoff: string }>();
+      for (const row of rows) {
+        const key = `${row.user_id as string}\n${row.thread as string}`;
+        const found = doomed.get(key);
+        if (!found) doomed.set(key, { user: row.user_id as string, thread: row.thread as string, messages: 1, cutoff: row.id as string });
+        else {
+          found.messages++;
+          if ((row.id as string) > found.cutoff) found.cutoff = row.id as string;
+        }
+      }
+      const cuts = [...doomed.values()];
+      if (rule.dryRun) yield cuts.map(({ user, thread, messages }) => ({ user, thread, messages }));
+      else yield await this.#purgeBatch(cuts);
+      if (rows.length < batch) return;
+    }
+  }
+
+  /** Raises the threads' floors to their cutoffs and deletes the messages at or below them, in one transaction. */
+  async #purgeBatch(cuts: (PurgedThread & { cutoff: string })[]): Promise<PurgedThread[]> {
+    const t = this.#t;
+    const users = cuts.map((c) => c.user);
+    const threads = cuts.map((c) => c.thread);
+    const cutoffs = cuts.map((c) => c.cutoff);
+    const work = this.#sql.begin(async (tx) => {
+      await tx`
+        insert into ${tx(t.threads)} as h (user_id, thread, floor)
+        select * from unnest(${users}::text[], ${threads}::text[], ${cutoffs}::text[])
+        on conflict (user_id, thread) do update set floor = greatest(h.floor, excluded.floor)`;
+      const gone = await tx`
+        with gone as (
+          delete from ${tx(t.messages)} m
+          using unnest(${users}::text[], ${threads}::text[], ${cutoffs}::text[]) as c(user_id, thread, cutoff)
+          where m.user_id = c.user_id and m.thread = c.thread and m.id <= c.cutoff collate "C"
+          returning m.user_id, m.thread
+        )
+        select user_id, thread, count(*)::int as n from gone group by user_id, thread order by user_id, thread`;
+      // Cuts the new floors cover are of no more use.
+      await tx`
+        delete from ${tx(t.cuts)} c
+        using unnest(${users}::text[], ${threads}::text[], ${cutoffs}::text[]) as f(user_id, thread, floor)
+        where c.user_id = f.user_id and c.thread = f.thread and c.to_id <= f.floor collate "C"`;
+      return gone.map((row) => ({ user: row.user_id as string, thread: row.thread as string, messages: row.n as number }));
+    });
+    return withDeadline(this.name, this.timeoutMs * 5, work);
+  }
+
+  /** What PostgreSQL holds for one user, for the CLI's inspect: its threads and their messages (the kept counts), and whether it has a users row. */
+  async footprint(user: string): Promise<{ threads: number; messages: number; userRow: boolean }> {
+    const sql = this.#sql;
+    const [row] = await this.#q(sql`
+      select count(*)::int as threads, coalesce(sum(messages), 0)::int as messages,
+        exists(select 1 from ${sql(this.#t.users)} where user_id = ${user}) as user_row
+      from ${sql(this.#t.threads)} where user_id = ${user} and (messages > 0 or title is not null)`);
+    return { threads: (row?.threads as number) ?? 0, messages: (row?.messages as number) ?? 0, userRow: row?.user_row === true };
   }
 
   /** Keeps a write PostgreSQL refused for good in `dead_letters`, as JSON text (which any row can hold). */

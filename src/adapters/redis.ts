@@ -495,6 +495,20 @@ export class RedisAdapter implements CacheAdapter {
     await this.invalidate([], true);
   }
 
+  /**
+   * What Redis holds for one user, for the CLI's inspect: the threads with a history list (hot
+   * copies in the cache role), whether a data hash is there, and how many journal entries wait.
+   */
+  async holdings(user: string): Promise<{ threads: string[]; userData: boolean; journal: number }> {
+    const [, d, , j] = this.#keys.user(user);
+    const others = await this.#call(this.client.smembers(this.#keys.threads(user)));
+    const threads = ['main', ...others.filter((t) => t !== 'main').sort()];
+    const [lists, data, journal] = await this.#call(
+      Promise.all([Promise.all(threads.map((t) => this.client.exists(this.#keys.history(user, t)))), this.client.exists(d), this.client.llen(j)]),
+    );
+    return { threads: threads.filter((_, i) => lists[i] === 1), userData: data === 1, journal };
+  }
+
   /** The pending journal of one user, oldest first. */
   async readPending(user: string): Promise<Op[]> {
     const j = this.#keys.user(user)[3];

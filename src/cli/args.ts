@@ -2,11 +2,13 @@ import { parseArgs } from 'node:util';
 import { UsageError } from './errors.js';
 
 export const BIN = 'tiered-conversation-store';
-export const COMMANDS = ['doctor', 'migrate', 'sync'] as const;
+export const COMMANDS = ['doctor', 'migrate', 'sync', 'export', 'inspect', 'purge'] as const;
 export type Command = (typeof COMMANDS)[number];
 
 /** Migrating a big table may take a while; the other commands make short calls. */
-export const DEFAULT_TIMEOUT_MS: Record<Command, number> = { doctor: 2000, migrate: 30_000, sync: 2000 };
+export const DEFAULT_TIMEOUT_MS: Record<Command, number> = { doctor: 2000, migrate: 30_000, sync: 2000, export: 5000, inspect: 2000, purge: 30_000 };
+/** Messages per purge batch unless --batch says otherwise. */
+export const DEFAULT_PURGE_BATCH = 1000;
 
 export interface Flags {
   keyPrefix: string;
@@ -14,12 +16,19 @@ export interface Flags {
   timeoutMs: number;
   json: boolean;
   print: boolean;
+  /** export, inspect: the user id. */
+  user?: string;
+  /** purge: the rule (one or both), the batch size, and whether to change nothing. */
+  keepLast?: number;
+  maxAgeDays?: number;
+  batch: number;
+  dryRun: boolean;
 }
 
 export type Invocation = { kind: 'help'; command?: Command } | { kind: 'version' } | { kind: 'run'; command: Command; flags: Flags };
 
 type Env = Record<string, string | undefined>;
-type OptionName = 'key-prefix' | 'schema' | 'timeout' | 'json' | 'print' | 'help';
+type OptionName = 'key-prefix' | 'schema' | 'timeout' | 'json' | 'print' | 'help' | 'keep-last' | 'max-age-days' | 'batch' | 'dry-run';
 
 const OPTIONS = {
   'key-prefix': { type: 'string' },
@@ -28,13 +37,23 @@ const OPTIONS = {
   json: { type: 'boolean' },
   print: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
+  'keep-last': { type: 'string' },
+  'max-age-days': { type: 'string' },
+  batch: { type: 'string' },
+  'dry-run': { type: 'boolean' },
 } as const;
 
 const ACCEPTS: Record<Command, readonly OptionName[]> = {
   doctor: ['key-prefix', 'schema', 'timeout', 'json', 'help'],
   migrate: ['schema', 'print', 'timeout', 'help'],
   sync: ['key-prefix', 'schema', 'timeout', 'json', 'help'],
+  export: ['key-prefix', 'schema', 'timeout', 'help'],
+  inspect: ['key-prefix', 'schema', 'timeout', 'json', 'help'],
+  purge: ['keep-last', 'max-age-days', 'dry-run', 'batch', 'key-prefix', 'schema', 'timeout', 'json', 'help'],
 };
+
+/** Commands that take one argument: the user id. */
+const TAKES_USER: readonly Command[] = ['export', 'inspect'];
 
 // The adapters check these too; checked here as well so a typo is a usage error before any connection.
 const KEY_PREFIX = /^[A-Za-z0-9_:.-]{1,64}$/;
@@ -49,10 +68,12 @@ export function parseCommandLine(argv: readonly string[], env: Env): Invocation 
   if (first === 'help') return helpFor(rest[0]);
   if (first.startsWith('-')) throw new UsageError(`unknown option ${first} (a command comes first: one of ${COMMANDS.join(', ')})`);
   const command = asCommand(first);
-  const values = parseOptions(command, rest);
+  const { values, positionals } = parseOptions(command, rest);
   if (values.help) return { kind: 'help', command };
   try {
-    return { kind: 'run', command, flags: toFlags(command, values, env) };
+    const flags = toFlags(command, values, env);
+    if (TAKES_USER.includes(command)) flags.user = userArgument(positionals);
+    return { kind: 'run', command, flags };
   } catch (error) {
     throw error instanceof UsageError ? new UsageError(`${command}: ${error.message}`, command) : error;
   }
@@ -71,11 +92,12 @@ function asCommand(name: string): Command {
 
 type Values = Partial<Record<OptionName, string | boolean>>;
 
-function parseOptions(command: Command, args: string[]): Values {
+function parseOptions(command: Command, args: string[]): { values: Values; positionals: string[] } {
   const accepted = ACCEPTS[command];
   const options = Object.fromEntries(accepted.map((name) => [name, OPTIONS[name]]));
   try {
-    return parseArgs({ args, options, strict: true, allowPositionals: false }).values as Values;
+    const parsed = parseArgs({ args, options, strict: true, allowPositionals: TAKES_USER.includes(command) });
+    return { values: parsed.values as Values, positionals: parsed.positionals };
   } catch (error) {
     throw new UsageError(`${command}: ${describeParseError(error, accepted)}`, command);
   }
@@ -104,7 +126,31 @@ function toFlags(command: Command, values: Values, env: Env): Flags {
     timeoutMs: timeout(text(values.timeout), DEFAULT_TIMEOUT_MS[command]),
     json: values.json === true,
     print: values.print === true,
+    ...(command === 'purge' ? purgeRule(values) : {}),
+    batch: whole(text(values.batch), '--batch', 1, 100_000) ?? DEFAULT_PURGE_BATCH,
+    dryRun: values['dry-run'] === true,
   };
+}
+
+function purgeRule(values: Values): { keepLast?: number; maxAgeDays?: number } {
+  const keepLast = whole(text(values['keep-last']), '--keep-last', 0, 1_000_000_000);
+  const maxAgeDays = whole(text(values['max-age-days']), '--max-age-days', 0, 1_000_000);
+  if (keepLast === undefined && maxAgeDays === undefined) throw new UsageError('say what to remove: --max-age-days <days> and/or --keep-last <messages>');
+  return { ...(keepLast === undefined ? {} : { keepLast }), ...(maxAgeDays === undefined ? {} : { maxAgeDays }) };
+}
+
+/** A whole number from `min` to `max`, or undefined when the option is absent. */
+function whole(value: string | undefined, name: string, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (/^\d+$/.test(value) && n >= min && n <= max) return n;
+  throw new UsageError(`${name} must be a whole number from ${min} to ${max}, got ${JSON.stringify(value)}`);
+}
+
+function userArgument(positionals: readonly string[]): string {
+  if (positionals.length === 0) throw new UsageError('missing the user id');
+  if (positionals.length > 1) throw new UsageError(`one user id, got ${positionals.length} arguments`);
+  return positionals[0] as string;
 }
 
 function timeout(value: string | undefined, fallback: number): number {

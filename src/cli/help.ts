@@ -25,6 +25,9 @@ const SUMMARY: Record<Command, string> = {
   doctor: 'report the tiers the environment configures: reachable, versions, migrations, counts',
   migrate: 'apply the PostgreSQL migrations (--print: print their SQL instead)',
   sync: "move the writes pending in Redis's journal to PostgreSQL, once",
+  export: 'print everything the store holds for a user as JSON (store.exportUser)',
+  inspect: "show a user's threads, pending writes and the tiers holding its data",
+  purge: 'delete old messages from PostgreSQL in batches (--keep-last / --max-age-days)',
 };
 
 const DETAIL: Record<Command, string> = {
@@ -69,11 +72,57 @@ ${OPTION.schema}
 ${OPTION.timeout(DEFAULT_TIMEOUT_MS.sync, 'deadline of every call to a server, in milliseconds')}
 ${OPTION.json}
 ${OPTION.help}`,
+  export: `Usage: ${BIN} export <userId> [options]
+
+Prints, as JSON on stdout, everything the store holds for the user, as store.exportUser()
+returns it: phone, booking, subscription and every thread with its title, summary and all of its
+messages (dates as ISO strings), the writes still pending in Redis's journal laid over what
+PostgreSQL has. Reads whatever the environment configures (Redis, PostgreSQL or both); when a
+configured server is unreachable it fails (exit 1) rather than print a partial export.
+
+Options:
+${OPTION.keyPrefix}
+${OPTION.schema}
+${OPTION.timeout(DEFAULT_TIMEOUT_MS.export, 'deadline of every call to a server, in milliseconds')}
+${OPTION.help}`,
+  inspect: `Usage: ${BIN} inspect <userId> [options]
+
+Shows the user's threads (id, message count, last activity, title) with the pending writes laid
+over them, whether Redis holds a hot copy of each, how many writes wait in Redis's journal for
+the user, and which tiers hold data of the user. Shows no message contents. Changes nothing.
+
+Options:
+${OPTION.keyPrefix}
+${OPTION.schema}
+${OPTION.timeout(DEFAULT_TIMEOUT_MS.inspect, 'deadline of every call to a server, in milliseconds')}
+${OPTION.json}
+${OPTION.help}`,
+  purge: `Usage: ${BIN} purge --keep-last <N> | --max-age-days <N> [--dry-run] [options]
+
+Deletes old messages from PostgreSQL in batches and prints, per batch, how many messages it
+removed from each thread of each user (never their contents). --keep-last N keeps the newest N
+messages of every thread of every user; --max-age-days N removes messages created more than N
+days ago; with both, keep-last runs first. Any N works, below historyLimit too. Each batch raises
+the cut threads' floors in the same transaction, so a write journaled earlier and replayed later
+cannot bring a removed message back. When Redis is configured, the hot copies of the users a
+batch touched are dropped after it, so every read agrees with PostgreSQL at once; Redis must be
+reachable (it is checked before anything is deleted).
+
+Options:
+  --keep-last <N>        keep the newest N messages of each thread
+  --max-age-days <N>     remove messages older than N days
+  --dry-run              print what would be removed; change nothing (Redis is not needed)
+  --batch <N>            most messages per batch (default: 1000)
+${OPTION.keyPrefix}
+${OPTION.schema}
+${OPTION.timeout(DEFAULT_TIMEOUT_MS.purge, 'deadline of every call to a server, in milliseconds')}
+${OPTION.json}
+${OPTION.help}`,
 };
 
 export function mainHelp(): string {
   const commands = COMMANDS.map((c) => `  ${c.padEnd(9)} ${SUMMARY[c]}`).join('\n');
-  return `${BIN}: check, migrate and sync the stores a bot configures from its environment
+  return `${BIN}: check, migrate, sync, export and purge the stores a bot configures from its environment
 
 Usage: ${BIN} <command> [options]
 

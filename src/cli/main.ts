@@ -7,11 +7,20 @@ import { CliError, Exit, UsageError } from './errors.js';
 import { commandHelp, mainHelp } from './help.js';
 import { migrate } from './migrate.js';
 import { Output } from './output.js';
+import { purge } from './purge.js';
 import { sync } from './sync.js';
+import { exportCommand, inspect } from './user-data.js';
 
 type Env = Record<string, string | undefined>;
 
-const COMMANDS: Record<Command, (flags: Flags, env: Env, output: Output) => Promise<number>> = { doctor, migrate, sync };
+const COMMANDS: Record<Command, (flags: Flags, env: Env, output: Output) => Promise<number>> = {
+  doctor,
+  migrate,
+  sync,
+  export: exportCommand,
+  inspect,
+  purge,
+};
 
 /** Time for output to drain before exiting anyway when a hung server's socket would keep the process alive. */
 const EXIT_GRACE_MS = 200;

@@ -32,12 +32,16 @@ export interface ReadsDeps {
 export class Reads {
   constructor(private readonly d: ReadsDeps) {}
 
-  async history(user: string, thread: string, limit: number, deadline: number): Promise<Message[]> {
+  /**
+   * `strict` (exports): every configured server tier must answer; where a read would fall back to
+   * what this process holds, it throws STORE_UNAVAILABLE instead.
+   */
+  async history(user: string, thread: string, limit: number, deadline: number, strict = false): Promise<Message[]> {
     const { cache, durable, memory, historyLimit } = this.d;
     if (limit === 0) return [];
     if (!durable) return (await memory.readHistory(user, limit, { thread })).messages;
     let miss: CacheMiss | undefined;
-    if (cache && limit <= historyLimit) {
+    if (cache && limit <= historyLimit && !strict) {
       const read = await cache.readHistory(user, thread, limit, deadline);
       if (read && !isMiss(read)) return read.messages;
       miss = read;
@@ -47,8 +51,8 @@ export class Reads {
     const want = Math.max(limit, historyLimit);
     if (durable.up) {
       const [read, pending] = await Promise.all([
-        durable.call((t) => t.readHistory(user, want, { fresh: miss !== undefined, thread }), deadline).catch(unlessDown),
-        this.#pending(user, miss, deadline),
+        durable.call((t) => t.readHistory(user, want, { fresh: strict || miss !== undefined, thread }), deadline).catch(unlessDown),
+        this.#pending(user, miss, deadline, strict),
       ]);
       if (read && !isMiss(read)) {
         const merged = mergeHistory(read.messages, read, user, thread, pending, want);
@@ -56,6 +60,7 @@ export class Reads {
         return merged.length > limit ? merged.slice(-limit) : merged;
       }
     }
+    if (strict) throw unreachable(durable.name);
     this.d.stats.count(durable.name, 'fallbacks');
     const pending = await this.#pending(user, miss, deadline);
     const hot = !miss && cache?.usable(user) ? await cache.readHistory(user, thread, Math.min(limit, historyLimit), deadline) : undefined;
@@ -97,28 +102,30 @@ export class Reads {
   }
 
   /** A page of threads from the durable tier, with this user's pending writes laid over it. */
-  async threads(user: string, limit: number, cursor: string | null, deadline: number): Promise<ThreadPage> {
+  async threads(user: string, limit: number, cursor: string | null, deadline: number, strict = false): Promise<ThreadPage> {
     const { durable, memory } = this.d;
     if (!durable) return overlayThreads(await memory.listThreads(user, limit, cursor), [], false);
     const page = durable.up ? await durable.call((t) => t.listThreads(user, limit, cursor), deadline).catch(unlessDown) : undefined;
+    if (!page && strict) throw unreachable(durable.name);
     if (!page) this.d.stats.count(durable.name, 'fallbacks');
-    const pending = await this.#pending(user, undefined, deadline);
+    const pending = await this.#pending(user, undefined, deadline, strict);
     return overlayThreads(page ?? (await memory.listThreads(user, limit, cursor)), pending, cursor === null);
   }
 
-  async user(user: string, deadline: number): Promise<UserRecord> {
+  async user(user: string, deadline: number, strict = false): Promise<UserRecord> {
     const { cache, durable, memory } = this.d;
     if (!durable) return memory.readUser(user);
     let miss: CacheMiss | undefined;
-    if (cache) {
+    if (cache && !strict) {
       const read = await cache.readUser(user, deadline);
       if (read && !isMiss(read)) return read;
       miss = read;
     }
     const [read, pending] = await Promise.all([
-      durable.up ? durable.call((t) => t.readUser(user, { fresh: miss !== undefined }), deadline).catch(unlessDown) : undefined,
-      this.#pending(user, miss, deadline),
+      durable.up ? durable.call((t) => t.readUser(user, { fresh: strict || miss !== undefined }), deadline).catch(unlessDown) : undefined,
+      this.#pending(user, miss, deadline, strict),
     ]);
+    if (strict && (!read || isMiss(read))) throw unreachable(durable.name);
     const base = read && !isMiss(read) ? read : await memory.readUser(user);
     const merged = overlay(base, pending);
     if (miss && read) cache?.fillUser(user, miss, merged);
@@ -162,10 +169,23 @@ export class Reads {
     return (await this.user(user, deadline)).subscribed.value;
   }
 
-  /** Ops for `user` that the durable tier may not have: the cache's journal and this process's. */
-  async #pending(user: string, miss: CacheMiss | undefined, deadline: number): Promise<Op[]> {
+  /**
+   * Ops for `user` that the durable tier may not have: the cache's journal and this process's.
+   * `strict`: the cache's journal is read even when its copies are stale, and a cache that cannot
+   * be read is an error rather than an empty journal.
+   */
+  async #pending(user: string, miss: CacheMiss | undefined, deadline: number, strict = false): Promise<Op[]> {
     const own = this.d.journal.forUser(user);
     const { cache } = this.d;
+    if (strict && cache && !miss) {
+      if (!cache.up) throw unreachable('redis');
+      const cached = await cache.breaker
+        .call((c) => c.readPending(user), deadline)
+        .catch(() => {
+          throw unreachable('redis');
+        });
+      return cached.length > 0 ? [...cached, ...own] : own;
+    }
     if (!miss && !cache?.usable(user)) return own;
     const cached = await cache!.pendingOps(user, miss, deadline);
     return cached.length > 0 ? [...cached, ...own] : own;
@@ -176,6 +196,13 @@ export class Reads {
 function unlessDown(error: unknown): undefined {
   if (isTierUnavailable(error)) return undefined;
   throw error;
+}
+
+function unreachable(tier: string): UnavailableError {
+  return new UnavailableError(
+    ErrorCode.STORE_UNAVAILABLE,
+    `${tier} is unreachable: what it holds cannot be read, so a complete answer cannot be given (try again once it is back)`,
+  );
 }
 
 /** A user record with pending ops laid over it (last writer wins by op id). */
