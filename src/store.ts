@@ -98,6 +98,7 @@ const OPERATION_OF: Record<Op['kind'], string> = {
   booking: 'setBookingData',
   subscribe: 'setEmailSubscriber',
   delete: 'deleteUser',
+  summary: 'summarize',
 };
 
 /**
