@@ -2,7 +2,7 @@ import type { StorageAdapter } from './adapters/contract.js';
 import type { MemoryAdapter } from './adapters/memory.js';
 import type { CacheAdapter } from './cache/contract.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
-import type { Logger } from './types.js';
+import type { Logger, Message } from './types.js';
 import { DEFAULT_LIMITS, type Limits } from './model/validate.js';
 
 export interface TieredStoreOptions {
@@ -38,7 +38,31 @@ export interface TieredStoreOptions {
   draftFlushMs?: number;
   /** A draft not updated for this long (its process died) is finished as 'aborted' by the syncer. @default 600_000 (10 minutes) */
   draftTimeoutMs?: number;
+  /**
+   * Your LLM call that folds a thread's older messages into a rolling summary: given the previous
+   * summary (null for none) and the messages it does not cover yet, oldest first, resolve the new
+   * summary. Runs in the background, one run per thread at a time across processes; see getContext.
+   */
+  summarize?: SummarizeHook | undefined;
+  /** A thread's tokens not yet in its summary that start a summary run. @default 4000 */
+  summarizeAfterTokens?: number;
+  /** How long one `summarize` call may take before it counts as failed (and is retried), in milliseconds. @default 60_000 */
+  summarizeTimeoutMs?: number;
 }
+
+/** What a `summarize` hook is given. */
+export interface SummarizeInput {
+  userId: string;
+  thread: string;
+  /** The previous summary, or null (none yet, or it was marked for a rerun: then `messages` start from the oldest held). */
+  summary: string | null;
+  /** The messages the summary does not cover yet, oldest first (no drafts still streaming). */
+  messages: Message[];
+  /** Aborted when the run gives up on the call (past `summarizeTimeoutMs`, or the store closes). */
+  signal: AbortSignal;
+}
+
+export type SummarizeHook = (input: SummarizeInput) => Promise<string> | string;
 
 export interface Retention {
   keepLast?: number;
@@ -64,6 +88,9 @@ export interface ResolvedOptions {
   retention: Retention;
   draftFlushMs: number;
   draftTimeoutMs: number;
+  summarize: SummarizeHook | undefined;
+  summarizeAfterTokens: number;
+  summarizeTimeoutMs: number;
 }
 
 export const MAX_HISTORY_LIMIT = 10_000;
@@ -92,7 +119,15 @@ export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
     retention: checkRetention(options.retention, historyLimit),
     draftFlushMs: positive(options.draftFlushMs, 'draftFlushMs', 250),
     draftTimeoutMs: positive(options.draftTimeoutMs, 'draftTimeoutMs', 600_000),
+    summarize: checkHook(options.summarize),
+    summarizeAfterTokens: positive(options.summarizeAfterTokens, 'summarizeAfterTokens', 4000),
+    summarizeTimeoutMs: positive(options.summarizeTimeoutMs, 'summarizeTimeoutMs', 60_000),
   };
+}
+
+function checkHook(hook: unknown): SummarizeHook | undefined {
+  if (hook === undefined || typeof hook === 'function') return hook as SummarizeHook | undefined;
+  throw new ConfigurationError(ErrorCode.INVALID_OPTION, `summarize must be a function, got ${typeof hook}`);
 }
 
 function checkRetention(retention: Retention | undefined, historyLimit: number): Retention {

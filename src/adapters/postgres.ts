@@ -516,7 +516,11 @@ export class PostgresAdapter implements StorageAdapter {
       );
     }
     if (summaries.length > 0) steps.push((tx) => this.#upsertSummaries(tx, summaries));
-    pushCombined(steps, [edits.length > 0 && ((tx) => this.#edit(tx, edits)), changes.length > 0 && ((tx) => this.#markSummaries(tx, changes))]);
+    // Edits mark summaries in their own statement; cuts here, in a statement of their own after the
+    // summaries of the batch (or with the batch's first statement when that touches no summary).
+    const cutMarks = changes.filter((change) => change.cut);
+    if (edits.length > 0) steps.push((tx) => this.#edit(tx, edits));
+    if (cutMarks.length > 0) steps.push((tx) => this.#markSummaries(tx, cutMarks));
     return steps;
   }
 
@@ -587,14 +591,23 @@ export class PostgresAdapter implements StorageAdapter {
         select * from unnest(
           ${col((op) => op.user)}::text[], ${col((op) => op.target)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.content)}::text[],
           ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[], ${col((op) => op.status ?? null)}::text[],
-          ${col((op) => (op.updatedAt === undefined ? null : new Date(op.updatedAt).toISOString()))}::timestamptz[]
-        ) as x(user_id, target, id, content, meta, status, updated_at)
+          ${col((op) => (op.updatedAt === undefined ? null : new Date(op.updatedAt).toISOString()))}::timestamptz[], ${col((op) => op.thread)}::text[]
+        ) as x(user_id, target, id, content, meta, status, updated_at, thread)
       ), edited as (
         update ${tx(t.messages)} m set content = x.content, meta = x.meta::jsonb, status = x.status,
           updated_at = coalesce(x.updated_at, m.updated_at), edit_v = x.id
         from x
         where m.user_id = x.user_id and m.id = x.target and coalesce(m.edit_v, '') < x.id collate "C"
         returning m.user_id, m.thread, x.updated_at
+      ), marked as (
+        update ${tx(t.summaries)} s set dirty = d.id
+        from (
+          select s2.user_id, s2.thread, max(x.id) as id from x
+          join ${tx(t.summaries)} s2 on s2.user_id = x.user_id and s2.thread = x.thread
+          where s2.text is not null and x.id > s2.summary_v collate "C" and x.target <= s2.covers collate "C"
+          group by s2.user_id, s2.thread
+        ) d
+        where s.user_id = d.user_id and s.thread = d.thread and d.id > s.dirty collate "C"
       )
       update ${tx(t.threads)} h set updated_at = greatest(h.updated_at, e.at)
       from (select user_id, thread, max(updated_at) as at from edited where updated_at is not null group by user_id, thread) e
@@ -689,6 +702,7 @@ interface Change {
   thread: string;
   id: string;
   lowest: string;
+  cut: boolean;
 }
 
 /** A statement of a batch, for the pool (one statement) or a transaction's connection. */
@@ -729,9 +743,7 @@ function foldBatch(ops: readonly Op[]): Batch {
       if (!seen || seen.id < op.id) summaries.set(key, op);
       continue;
     }
-    if (op.kind === 'edit' || op.kind === 'cut') {
-      changes.push({ user: op.user, thread: op.thread, id: op.id, lowest: op.kind === 'edit' ? op.target : op.from });
-    }
+    if (op.kind === 'cut') changes.push({ user: op.user, thread: op.thread, id: op.id, lowest: op.from, cut: true });
     if (op.kind === 'append') {
       // One message per idempotency key: the earliest (an INSERT of several rows keeps no order).
       const key = op.key === undefined ? undefined : `${op.user}\n${op.key}`;

@@ -191,13 +191,13 @@ local function mark_summary(base, thread, id, lowest)
   local y = base .. ':y'
   local rec = redis.call('HGET', y, thread)
   if not rec then return end
-  local sid, covers, dirty, text = string.match(rec, '^([^\n]*)\n([^\n]*)\n([^\n]*)\n(.*)$')
-  if id > sid and lowest <= covers and id > dirty then redis.call('HSET', y, thread, sid .. '\n' .. covers .. '\n' .. id .. '\n' .. text) end
+  local sid, covers, dirty, text = string.match(rec, '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(.*)$')
+  if id > sid and lowest <= covers and id > dirty then redis.call('HSET', y, thread, sid .. '\\n' .. covers .. '\\n' .. id .. '\\n' .. text) end
 end
 local function erase_summary(base, thread, id)
   local y = base .. ':y'
   local rec = redis.call('HGET', y, thread)
-  if rec and string.match(rec, '^[^\n]*') <= id then redis.call('HDEL', y, thread) end
+  if rec and string.match(rec, '^[^\\n]*') <= id then redis.call('HDEL', y, thread) end
 end
 
 -- A draft's record: "<flush time>|<item>" under its id in hash r.
@@ -307,12 +307,12 @@ const V2_BRANCHES = `
         local y = base .. ':y'
         local old = redis.call('HGET', y, thread)
         local old_id, old_dirty = '', ''
-        if old then old_id, old_dirty = string.match(old, '^([^\n]*)\n[^\n]*\n([^\n]*)\n') end
+        if old then old_id, old_dirty = string.match(old, '^([^\\n]*)\\n[^\\n]*\\n([^\\n]*)\\n') end
         if id > old_id then
-          local covers = string.match(payload, '^[^\n]*')
+          local covers = string.match(payload, '^[^\\n]*')
           local dirty = ''
           if old_dirty > id then dirty = old_dirty end
-          redis.call('HSET', y, thread, id .. '\n' .. covers .. '\n' .. dirty .. '\n' .. string.sub(payload, #covers + 2))
+          redis.call('HSET', y, thread, id .. '\\n' .. covers .. '\\n' .. dirty .. '\\n' .. string.sub(payload, #covers + 2))
         end
       end
     end
