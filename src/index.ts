@@ -31,6 +31,7 @@ export type { Retention, SummarizeHook, SummarizeInput, TieredStoreOptions, TtlS
 export type { FromEnvOptions } from './env.js';
 export type { Limits } from './model/validate.js';
 export type { OperationStats, StoreStats, TierStats } from './stats.js';
+export type { Context } from './model/context.js';
 export { ConfigurationError, ErrorCode, StoreError, TierError, UnavailableError, ValidationError, isStoreError } from './errors.js';
 export type {
   BookingData,

@@ -8,6 +8,9 @@ import { OutageRig } from './helpers/outage.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl } from './helpers/services.js';
 import { isolation, makeStore, type Topology } from './helpers/stores.js';
 import { GatedHook, standIn } from './helpers/summaries.js';
+import { loadContext } from '../src/integrations/ai.js';
+import { UserMemory } from '../src/integrations/user-memory.js';
+import { modelMessageSchema } from 'ai';
 
 // Rolling summaries on the real servers: written in the background, one run per thread at a time
 // across processes, retried when the hook fails or hangs (writes go on meanwhile), through
@@ -297,5 +300,24 @@ describe('getContext', () => {
     await s.addMemory('u', 'user', 'hi');
     expect(await s.summarizeNow('u')).toBe('hi');
     expect(await s.summarizeNow('u')).toBe('hi');
+  });
+});
+
+describe('integrations', () => {
+  it("AI SDK loadContext puts the summary first as a system message; ctx.memory.context and summarizeNow use the update's thread", async () => {
+    const s = new TieredStore({ logger: false, summarize: standIn, summarizeAfterTokens: 1_000_000 });
+    cleanup.push(() => s.close());
+    await s.addMemory('u', 'user', 'early', { thread: 'topic' });
+    const memory = new UserMemory(s, 'u', { thread: 'topic' });
+    expect(await memory.summarizeNow()).toBe('early');
+    await memory.add('user', 'later');
+    expect(await memory.context({ maxTokens: 1000 })).toMatchObject({ summary: 'early', messages: [{ content: 'later' }] });
+    const messages = await loadContext(s, 'u', { thread: 'topic', maxTokens: 1000 });
+    expect(messages).toEqual([
+      { role: 'system', content: 'Summary of the conversation so far:\nearly' },
+      { role: 'user', content: 'later' },
+    ]);
+    for (const m of messages) expect(modelMessageSchema.safeParse(m).success).toBe(true);
+    expect(await loadContext(s, 'u', { maxTokens: 1000 })).toEqual([]);
   });
 });
