@@ -76,7 +76,7 @@ describe.each(['write-through', 'write-behind'] as const)('%s', (writeMode) => {
     expect(summary?.dirty).toBe('');
     const covered = rows.filter((r) => (r.id as string) <= (summary?.covers as string)).map((r) => r.content as string);
     expect(ids).toContain(summary?.covers);
-    expect((summary?.text as string).split('|')).toEqual(covered);
+    expect(String(summary?.text).split('|')).toEqual(covered);
     // And the next run picks up exactly where it stopped.
     const next = await fresh.summarizeNow('u', { thread: 't' });
     expect(next?.split('|')).toEqual(rows.map((r) => r.content as string));
