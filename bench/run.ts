@@ -16,11 +16,12 @@ import { Raw, createTables } from './raw.js';
 import { reads } from './reads.js';
 import { Report } from './report.js';
 import { Services } from './services.js';
+import { summaries } from './summaries.js';
 import { sync } from './sync.js';
 import { threads } from './threads.js';
 import { writes } from './writes.js';
 
-const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = { reads, writes, messages, threads, length, concurrency, naive, sync, memory };
+const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = { reads, writes, messages, threads, length, concurrency, naive, sync, memory, summaries };
 /** The run gives up (and still cleans up) past this; a full run takes one to two minutes. */
 const DEADLINE_MS = 175_000;
 
