@@ -66,7 +66,8 @@ describe('a database written by 0.1.0', () => {
     const adapter = await open();
     await open(); // a second process: nothing left to apply
     const versions = await sql`select version from ${sql(`${schema}.schema_migrations`)} order by version`;
-    expect(versions.map((r) => r.version)).toEqual([1, 2, 3, 4, 5]);
+    // Every shipped migration (version numbers may skip: 7 ships on a branch before 6 does).
+    expect(versions.map((r) => r.version)).toEqual(PostgresAdapter.migrations().map((m) => Number(m.file.slice(0, 3))));
     expect(await adapter.readHistory('alice', 10)).toEqual({
       messages: [
         { id: m1, role: 'user', content: 'hello', createdAt: t0, thread: 'main' },

@@ -30,7 +30,8 @@ describeIfAble('behind PgBouncer in transaction mode (preparedStatements: false)
     const adapters = [0, 1, 2, 3].map(() => new PostgresAdapter({ url: bouncer.url, schema, preparedStatements: false }));
     await Promise.all(adapters.map((a) => a.connect())); // the advisory lock serialises them through the pooler
     const versions = await sql`select version from ${sql(`${schema}.schema_migrations`)} order by version`;
-    expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4]);
+    // Every shipped migration (version numbers may skip: 7 ships on a branch before 6 does).
+    expect(versions.map((v) => v.version)).toEqual(PostgresAdapter.migrations().map((m) => Number(m.file.slice(0, 3))));
     await Promise.all(adapters.map((a) => a.close()));
 
     for (const writeMode of ['write-through', 'write-behind'] as const) {
