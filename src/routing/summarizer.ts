@@ -117,7 +117,7 @@ export class Summarizer {
     const key = keyOf(user, thread);
     const t = this.#track(user, thread);
     // After a run of this process already under way (it may be writing a summary this one would redo).
-    await this.#running.get(key)?.catch(() => undefined);
+    for (let under = this.#running.get(key); under; under = this.#running.get(key)) await under.catch(() => undefined);
     const run = this.#run(t, true);
     this.#running.set(key, run);
     try {
