@@ -17,6 +17,7 @@ import { Raw, createTables } from './raw.js';
 import { reads } from './reads.js';
 import { Report } from './report.js';
 import { Services } from './services.js';
+import { summaries } from './summaries.js';
 import { sync } from './sync.js';
 import { threads } from './threads.js';
 import { writes } from './writes.js';
@@ -27,6 +28,7 @@ const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = {
   messages,
   threads,
   export: exportSection,
+  summaries,
   length,
   concurrency,
   naive,

@@ -2,7 +2,7 @@ import type { StorageAdapter } from './adapters/contract.js';
 import type { MemoryAdapter } from './adapters/memory.js';
 import type { CacheAdapter } from './cache/contract.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
-import type { JsonObject, Logger, Role } from './types.js';
+import type { JsonObject, Logger, Message, Role } from './types.js';
 import { DEFAULT_LIMITS, type Limits } from './model/validate.js';
 import { defaultTokens } from './model/budget.js';
 
@@ -54,7 +54,31 @@ export interface TieredStoreOptions {
    * @default ceil(UTF-8 bytes of content / 4) + 4
    */
   countTokens?: (message: TokenCountInput) => number;
+  /**
+   * Your LLM call that folds a thread's older messages into a rolling summary: given the previous
+   * summary (null for none) and the messages it does not cover yet, oldest first, resolve the new
+   * summary. Runs in the background, one run per thread at a time across processes; see getContext.
+   */
+  summarize?: SummarizeHook | undefined;
+  /** A thread's tokens not yet in its summary that start a summary run. @default 4000 */
+  summarizeAfterTokens?: number;
+  /** How long one `summarize` call may take before it counts as failed (and is retried), in milliseconds. @default 60_000 */
+  summarizeTimeoutMs?: number;
 }
+
+/** What a `summarize` hook is given. */
+export interface SummarizeInput {
+  userId: string;
+  thread: string;
+  /** The previous summary, or null (none yet, or it was marked for a rerun: then `messages` start from the oldest held). */
+  summary: string | null;
+  /** The messages the summary does not cover yet, oldest first (no drafts still streaming). */
+  messages: Message[];
+  /** Aborted when the run gives up on the call (past `summarizeTimeoutMs`, or the store closes). */
+  signal: AbortSignal;
+}
+
+export type SummarizeHook = (input: SummarizeInput) => Promise<string> | string;
 
 export interface Retention {
   keepLast?: number;
@@ -81,6 +105,9 @@ export interface ResolvedOptions {
   draftFlushMs: number;
   draftTimeoutMs: number;
   countTokens: (message: TokenCountInput) => number;
+  summarize: SummarizeHook | undefined;
+  summarizeAfterTokens: number;
+  summarizeTimeoutMs: number;
 }
 
 export const MAX_HISTORY_LIMIT = 10_000;
@@ -113,7 +140,15 @@ export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
     draftFlushMs: positive(options.draftFlushMs, 'draftFlushMs', 250),
     draftTimeoutMs: positive(options.draftTimeoutMs, 'draftTimeoutMs', 600_000),
     countTokens: options.countTokens ?? defaultTokens,
+    summarize: checkHook(options.summarize),
+    summarizeAfterTokens: positive(options.summarizeAfterTokens, 'summarizeAfterTokens', 4000),
+    summarizeTimeoutMs: positive(options.summarizeTimeoutMs, 'summarizeTimeoutMs', 60_000),
   };
+}
+
+function checkHook(hook: unknown): SummarizeHook | undefined {
+  if (hook === undefined || typeof hook === 'function') return hook as SummarizeHook | undefined;
+  throw new ConfigurationError(ErrorCode.INVALID_OPTION, `summarize must be a function, got ${typeof hook}`);
 }
 
 function checkRetention(retention: Retention | undefined, historyLimit: number): Retention {

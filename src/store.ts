@@ -48,6 +48,8 @@ import {
   userKey,
 } from './model/validate.js';
 import { Writes } from './routing/writes.js';
+import { Summarizer, type SummaryLeases } from './routing/summarizer.js';
+import { contextWithin, type Context } from './model/context.js';
 
 export interface StoreEvents {
   tierDown: [event: { tier: string; error: Error }];
@@ -126,6 +128,7 @@ const OPERATION_OF: Record<Op['kind'], string> = {
   booking: 'setBookingData',
   subscribe: 'setEmailSubscriber',
   delete: 'deleteUser',
+  summary: 'summarize',
 };
 
 /** Stores that leave other processes' pending writes where they are (see {@link leaveLeftovers}). */
@@ -160,6 +163,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #reads: Reads;
   readonly #writes: Writes;
   readonly #syncer: Syncer | undefined;
+  /** Rolling summaries, when a `summarize` hook is set. */
+  readonly #summarizer: Summarizer | undefined;
   readonly #started: Promise<void>;
   readonly #stats = new Stats();
   readonly #appends: Batcher<AppendOp, string | undefined>;
@@ -256,6 +261,21 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         },
       });
 
+    const hook = this.#opts.summarize;
+    this.#summarizer =
+      hook &&
+      new Summarizer({
+        hook,
+        afterTokens: this.#opts.summarizeAfterTokens,
+        timeoutMs: this.#opts.summarizeTimeoutMs,
+        reads: this.#reads,
+        writes: this.#writes,
+        budgetMs: this.#budgetMs,
+        leases: this.#summaryLeases(),
+        logger: this.#log,
+        ready: this.#started,
+      });
+
     this.#log.info(this.#describe(options));
   }
 
@@ -330,6 +350,52 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     await this.#write({ kind: 'clear', user, id: nextId(), thread: checkThread(options.thread) });
   }
 
+  // ---- context and summaries
+
+  /**
+   * What fits the model: the thread's summary (null when there is none) and the newest messages it
+   * does not cover, within `maxTokens` with the summary's own tokens (tool calls kept with their
+   * results, drafts still streaming left out). A summary larger than maxTokens by itself is left out.
+   */
+  async getContext(userId: UserId, options: { thread?: string; maxTokens: number }): Promise<Context> {
+    const user = userKey(userId);
+    const thread = checkThread(options?.thread);
+    const maxTokens = options?.maxTokens;
+    if (typeof maxTokens !== 'number' || !Number.isSafeInteger(maxTokens) || maxTokens <= 0) {
+      throw new StoreError(ErrorCode.INVALID_OPTION, `maxTokens must be a positive integer, got ${String(maxTokens)}`);
+    }
+    return this.#run('getContext', async (deadline) => {
+      const summary = await this.#reads.summary(user, thread, deadline);
+      const covers = summary?.covers ?? '';
+      // The hot copy first; more only while every message read is newer than the summary and still fits.
+      for (let limit = this.#opts.historyLimit; ; limit = Math.min(limit * 4, MAX_HISTORY_LIMIT)) {
+        const history = await this.#reads.history(user, thread, limit, deadline);
+        const after = history.filter((m) => m.id > covers);
+        const context = contextWithin(summary?.text ?? null, after, maxTokens);
+        const complete = after.length < history.length || history.length < limit || limit >= MAX_HISTORY_LIMIT;
+        if (complete || context.messages.length < after.filter((m) => m.status !== 'streaming').length) return context;
+      }
+    });
+  }
+
+  /**
+   * Runs the summarizer for a thread now (after another process's run of it, if one is under way)
+   * and resolves the new summary; null when there is nothing to summarise or no `summarize` hook.
+   * Rejects with the hook's error when it fails (background runs retry by themselves).
+   */
+  async summarizeNow(userId: UserId, options: { thread?: string } = {}): Promise<string | null> {
+    const user = userKey(userId);
+    const thread = checkThread(options?.thread);
+    const summarizer = this.#summarizer;
+    if (!summarizer) return null;
+    return this.#run('summarizeNow', () => summarizer.now(user, thread));
+  }
+
+  /** The thread's summary text, or null (pending writes laid over the durable tier's): for exports. */
+  async #summary(user: string, thread: string): Promise<string | null> {
+    return this.#run('getSummary', async (deadline) => (await this.#reads.summary(user, thread, deadline))?.text ?? null);
+  }
+
   // ---- threads
 
   /** The user's threads, most recently active first, `limit` per page. */
@@ -386,6 +452,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       if (current.status !== undefined) op.status = current.status;
       op.updatedAt = idTime(op.id);
       await this.#writes.route(op, deadline, found.pending);
+      this.#noteWrite(op);
       const stored = { ...fromPublic(user, current) };
       applyEdit(stored, op);
       return toMessage(stored);
@@ -399,7 +466,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     return this.#run('deleteMessage', async (deadline) => {
       const found = await this.#reads.message(user, id, deadline);
       if (!found.message) return false;
-      await this.#writes.route({ kind: 'cut', user, id: nextId(), thread: found.message.thread, from: id, to: id }, deadline, found.pending);
+      const cut: Op = { kind: 'cut', user, id: nextId(), thread: found.message.thread, from: id, to: id };
+      await this.#writes.route(cut, deadline, found.pending);
+      this.#noteWrite(cut);
       return true;
     });
   }
@@ -417,7 +486,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       const thread = found.message.thread;
       const cutId = nextId();
       const newer = (await this.#reads.history(user, thread, MAX_HISTORY_LIMIT, deadline)).filter((m) => m.id > id && m.id <= cutId);
-      await this.#writes.route({ kind: 'cut', user, id: cutId, thread, from: after(id), to: cutId }, deadline, found.pending);
+      const cut: Op = { kind: 'cut', user, id: cutId, thread, from: after(id), to: cutId };
+      await this.#writes.route(cut, deadline, found.pending);
+      this.#noteWrite(cut);
       return newer.length;
     });
   }
@@ -447,6 +518,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         commit: async (edit) => {
           // Behind the draft's start if that is still pending, like any change of a message.
           await this.#run('finishDraft', async (deadline) => this.#writes.route(edit, deadline, await this.#reads.hasPending(user, deadline)));
+          // A finished draft counts toward the thread's summary like an appended message.
+          if (edit.status === undefined) this.#summarizer?.appended(user, thread, edit);
         },
         closed: (draftId) => this.#drafts.delete(draftId),
       },
@@ -565,11 +638,6 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     }
   }
 
-  /** A thread's summary for exportUser: none are kept yet. */
-  async #summary(_user: string, _thread: string): Promise<string | null> {
-    return null;
-  }
-
   // ---- sync, health, lifecycle
 
   /** Moves pending writes to PostgreSQL every `intervalMs` in the background; returns at once. */
@@ -660,9 +728,34 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   /** Routes a write; resolves to the id of an earlier message when `op` repeated its idempotency key. */
   async #write(op: Op): Promise<string | undefined> {
     if (op.kind === 'append' && this.#opts.retention.keepLast !== undefined && this.#written.size < 100_000) this.#written.add(op.user);
-    return this.#run(OPERATION_OF[op.kind], (deadline) =>
+    const earlier = await this.#run(OPERATION_OF[op.kind], (deadline) =>
       op.kind === 'append' && op.key === undefined ? this.#appends.add(op) : this.#writes.route(op, deadline),
     );
+    this.#noteWrite(op, earlier);
+    return earlier;
+  }
+
+  /** Tells the summarizer (in RAM, at once: a run it schedules is never on the caller's path). */
+  #noteWrite(op: Op, earlier?: string): void {
+    const summarizer = this.#summarizer;
+    if (!summarizer) return;
+    if (op.kind === 'append' && earlier === undefined) summarizer.appended(op.user, op.thread, op);
+    else if (op.kind === 'edit' || op.kind === 'cut') summarizer.changed(op.user, op.thread);
+    else if (op.kind === 'clear' || op.kind === 'dropThread') summarizer.erased(op.user, op.thread);
+    else if (op.kind === 'delete') summarizer.erased(op.user);
+  }
+
+  /** Summary runs' leases: Redis's (either role), else PostgreSQL's; in this process only while that tier is away. */
+  #summaryLeases(): SummaryLeases | undefined {
+    const tier = this.#redis?.adapter.leaseSummary ? this.#redis : this.#postgres?.adapter.leaseSummary ? this.#postgres : undefined;
+    if (!tier) return undefined;
+    return {
+      take: async (user, thread, token, ttlMs) =>
+        !tier.up || (await tier.call((a) => a.leaseSummary?.(user, thread, token, ttlMs) ?? Promise.resolve(true)).catch(() => true)),
+      give: async (user, thread, token) => {
+        if (tier.up) await tier.call((a) => a.releaseSummary?.(user, thread, token) ?? Promise.resolve());
+      },
+    };
   }
 
   /** A draft's progress: Redis's copy (never journaled), else, with no server at all, RAM. */
@@ -776,6 +869,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const journal = this.#journal;
     this.#syncer?.halt();
     const deadline = Date.now() + timeoutMs;
+    // Summary runs are abandoned (a run cut short writes nothing; the next process reruns it).
+    await this.#summarizer?.close(Math.min(timeoutMs / 2, 2000));
     const left = () => Math.max(0, deadline - Date.now());
     await within(left(), this.#started);
     await within(left(), this.#settled());

@@ -252,3 +252,12 @@ describe('console mode: the same bot in the terminal, without a token', () => {
     expect(`${r.stdout()}${r.stderr()}`).not.toContain('SECRET-token-value');
   });
 });
+
+describe('console mode: /summary', () => {
+  it("shows the thread's summary from the stand-in summariser", async () => {
+    const r = run('npm', ['run', 'example'], newcomerEnv());
+    r.child.stdin?.end(`${['hello there bot', 'I like green tea', '/summary'].join('\n')}\n`);
+    expect(await exited(r)).toEqual({ code: 0, signal: null });
+    expectInOrder(r.stdout(), ['you: /summary', /bot: Summary of this conversation so far:\n\s*You: hello there bot\n\s*Bot: .*\n\s*You: I like green tea/]);
+  });
+});

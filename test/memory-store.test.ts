@@ -47,3 +47,28 @@ describe('a memory-only store', () => {
     await store.close();
   });
 });
+
+describe('rolling summaries in RAM', () => {
+  it('concurrent summarizeNow calls of one thread run one at a time in the process', async () => {
+    let active = 0;
+    let most = 0;
+    const store = new TieredStore({
+      logger: false,
+      summarizeAfterTokens: 1_000_000,
+      summarize: async ({ summary, messages }) => {
+        most = Math.max(most, ++active);
+        await new Promise((resolve) => setTimeout(resolve, 30));
+        active--;
+        return [summary, ...messages.map((m) => m.content)].filter(Boolean).join('|');
+      },
+    });
+    await store.addMemory('u', 'user', 'a');
+    const results = await Promise.all([store.summarizeNow('u'), store.summarizeNow('u'), store.summarizeNow('u')]);
+    expect(most).toBe(1);
+    expect(results).toEqual(['a', 'a', 'a']);
+    await store.addMemory('u', 'user', 'b');
+    expect(await store.summarizeNow('u')).toBe('a|b');
+    expect(await store.getContext('u', { maxTokens: 100 })).toMatchObject({ summary: 'a|b', messages: [] });
+    await store.close();
+  });
+});

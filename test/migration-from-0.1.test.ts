@@ -67,7 +67,8 @@ describe('a database written by 0.1.0', () => {
     const adapter = await open();
     await open(); // a second process: nothing left to apply
     const versions = await sql`select version from ${sql(`${schema}.schema_migrations`)} order by version`;
-    expect(versions.map((r) => r.version)).toEqual([1, 2, 3, 4, 5, 6]);
+    // Every shipped migration.
+    expect(versions.map((r) => r.version)).toEqual(PostgresAdapter.migrations().map((m) => Number(m.file.slice(0, 3))));
     expect(await adapter.readHistory('alice', 10)).toEqual({
       messages: [
         // ceil(UTF-8 bytes / 4) + 4, backfilled by migration 6

@@ -1,5 +1,5 @@
 import { describe, expectTypeOf, it } from 'vitest';
-import { TieredStore, type Message, type Role, type SyncResult, type Health } from '../src/index.js';
+import { TieredStore, type Context, type Health, type Message, type Role, type SummarizeHook, type SyncResult } from '../src/index.js';
 
 const store = new TieredStore({ logger: false });
 
@@ -42,5 +42,20 @@ describe('the public API types', () => {
     store.on('syncComplete', (result) => expectTypeOf(result).toEqualTypeOf<SyncResult>());
     // @ts-expect-error no such event
     store.on('tierSideways', () => {});
+  });
+});
+
+describe('rolling summaries', () => {
+  it('types getContext, summarizeNow and the summarize hook', () => {
+    expectTypeOf(store.getContext(1, { maxTokens: 100 })).resolves.toEqualTypeOf<Context>();
+    expectTypeOf<Context>().toEqualTypeOf<{ summary: string | null; messages: Message[]; tokens: number }>();
+    expectTypeOf(store.summarizeNow(1)).resolves.toEqualTypeOf<string | null>();
+    // @ts-expect-error maxTokens is required
+    void store.getContext(1, {});
+    const hook: SummarizeHook = async ({ userId, thread, summary, messages, signal }) =>
+      `${userId}${thread}${summary ?? ''}${messages.length}${signal.aborted}`;
+    void new TieredStore({ summarize: hook, summarizeAfterTokens: 4000, summarizeTimeoutMs: 60_000 });
+    // @ts-expect-error a summary is a string
+    void new TieredStore({ summarize: async () => 42 });
   });
 });

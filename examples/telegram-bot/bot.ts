@@ -6,7 +6,7 @@
 import { GrammyError } from 'grammy';
 import { TieredStore, isStoreError, type FromEnvOptions } from '../../src/index.js';
 import { CONSOLE_BOT, ConsoleChat, runConsole } from './console.js';
-import { COMMANDS, createBot } from './handlers.js';
+import { COMMANDS, createBot, standInSummarize } from './handlers.js';
 
 const env = process.env;
 const token = env.BOT_TOKEN?.trim();
@@ -140,7 +140,8 @@ function maskToken(botToken: string): string {
 }
 
 function storeOptions(): FromEnvOptions {
-  const options: FromEnvOptions = {};
+  // Rolling summaries (/summary): the stand-in summariser, small threshold so a short chat shows one.
+  const options: FromEnvOptions = { summarize: standInSummarize, summarizeAfterTokens: 300 };
   const keyPrefix = env.STORE_KEY_PREFIX?.trim();
   const schema = env.STORE_SCHEMA?.trim();
   if (keyPrefix) options.redis = { keyPrefix };

@@ -1,7 +1,7 @@
 import { Bot, InlineKeyboard, Keyboard, type BotConfig, type BotError, type Context } from 'grammy';
 import type { UserFromGetMe } from 'grammy/types';
 import { memory, type MemoryFlavor } from '../../src/integrations/grammy.js';
-import { isStoreError, ValidationError, type Message, type TieredStore } from '../../src/index.js';
+import { isStoreError, ValidationError, type Message, type SummarizeInput, type TieredStore } from '../../src/index.js';
 import { booking } from './booking.js';
 
 export type BotContext = Context & MemoryFlavor;
@@ -22,6 +22,7 @@ export const COMMANDS = [
   { command: 'history', description: 'Your last 10 messages' },
   { command: 'new', description: 'Start a new conversation' },
   { command: 'threads', description: 'Your conversations' },
+  { command: 'summary', description: 'The summary of this conversation' },
   { command: 'phone', description: 'Share your phone number' },
   { command: 'book', description: 'Book a service (service, then date)' },
   { command: 'booking', description: 'Show your booking' },
@@ -39,6 +40,16 @@ const PHONE_BUTTON = 'Share my phone number';
  * here; without one the bot uses {@link standInStream}.
  */
 export type ReplyStreamer = (answer: string) => AsyncIterable<string>;
+
+/**
+ * A deterministic stand-in for an LLM summariser (no LLM is configured in this example): the
+ * previous summary, then the first words of each message. Plug your model in as the store's
+ * `summarize` option.
+ */
+export function standInSummarize({ summary, messages }: SummarizeInput): string {
+  const lines = messages.map((m) => `${m.role === 'user' ? 'You' : 'Bot'}: ${m.content.split(/\s+/).slice(0, 6).join(' ')}`);
+  return [...(summary === null ? [] : [summary]), ...lines].join('\n');
+}
 
 /**
  * A deterministic stand-in for an LLM's stream (no LLM is configured in this example): the answer
@@ -85,6 +96,13 @@ export function createBot(token: string, store: TieredStore, options: BotOptions
     if (messages.length === 0) return ctx.reply('No messages yet. Say something, then try /history again.');
     const lines = messages.map((m, i) => `${i + 1}. ${speaker(m)}: ${clip(m.content, 120)}`);
     return ctx.reply([`Your last ${count(messages.length, 'message')}, oldest first:`, ...lines].join('\n'));
+  });
+
+  bot.command('summary', async (ctx) => {
+    // The summary the background runs keep; none yet (a short conversation): one now.
+    const summary = (await ctx.memory.context({ maxTokens: 4000 })).summary ?? (await ctx.memory.summarizeNow());
+    if (summary === null) return ctx.reply('Nothing to summarise yet. Say something, then try /summary again.');
+    return ctx.reply(`Summary of this conversation so far:\n${summary}`);
   });
 
   bot.command('new', async (ctx) => {

@@ -1,5 +1,5 @@
 import type { Secrets } from '../logger.js';
-import type { Op, Stamped } from '../model/ops.js';
+import type { Op, Stamped, SummaryRecord } from '../model/ops.js';
 import type { JsonObject, Logger, Message } from '../types.js';
 
 /** What the store tells each adapter before first use. */
@@ -103,6 +103,19 @@ export interface StorageAdapter {
    * is never asked.
    */
   listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage>;
+  /**
+   * The thread's rolling summary, or null. Required of a durable tier; a cache holds no summary
+   * (the store never asks it; Redis in the cache role answers null).
+   */
+  readSummary(user: string, thread: string, options?: ReadOptions): Promise<SummaryRecord | null>;
+  /**
+   * Optional: a lease on summarising one thread, across processes: true when `token` holds it
+   * now (taken, or already its own) for `ttlMs`. Redis keeps it in the user's slot, PostgreSQL in
+   * the summary's row.
+   */
+  leaseSummary?(user: string, thread: string, token: string, ttlMs: number): Promise<boolean>;
+  /** Optional: gives the lease back if `token` still holds it. */
+  releaseSummary?(user: string, thread: string, token: string): Promise<void>;
   /** Phone, booking and subscription (nulls and false for an unknown user); a cache may answer with a miss. */
   readUser(user: string, options?: ReadOptions): Promise<UserRecord | CacheMiss>;
   /** Every subscriber, in no particular order; a cache may answer with a miss. */

@@ -1,7 +1,7 @@
 import type { AdapterConfig, HistoryRead, HistoryReadOptions, StorageAdapter, ThreadRecord, ThreadRecordPage, UserRecord, WriteOutcome } from './contract.js';
 import { adapterInUse, ErrorCode, UnavailableError } from '../errors.js';
 import { positive } from '../options.js';
-import { applyOp, emptyUserState, findMessage, MAIN_THREAD, toMessage, type Op, type UserState } from '../model/ops.js';
+import { applyOp, emptyUserState, findMessage, MAIN_THREAD, toMessage, type Op, type SummaryRecord, type UserState } from '../model/ops.js';
 import type { Message } from '../types.js';
 import { idTime } from '../model/ids.js';
 import { opBytes } from '../model/sizes.js';
@@ -70,7 +70,7 @@ export class MemoryAdapter implements StorageAdapter {
     }
     const first = op.kind === 'append' && op.key !== undefined ? state.keys.get(op.key) : undefined;
     if (first !== undefined && first !== op.id) return first;
-    const reshapes = op.kind !== 'append' && op.kind !== 'phone' && op.kind !== 'booking' && op.kind !== 'subscribe';
+    const reshapes = op.kind !== 'append' && op.kind !== 'phone' && op.kind !== 'booking' && op.kind !== 'subscribe' && op.kind !== 'summary';
     const before = reshapes ? messageBytes(state) : 0;
     const delta = applyOp(state, op);
     this.#messages += delta;
@@ -89,6 +89,11 @@ export class MemoryAdapter implements StorageAdapter {
     const messages = limit === 0 ? [] : state.messages.filter((m) => m.thread === thread).slice(-limit);
     const floor = t && t.floor > state.floor ? t.floor : state.floor;
     return { messages: messages.map(toMessage), floor, cuts: t?.cuts.map(([from, to]) => [from, to]) ?? [] };
+  }
+
+  async readSummary(user: string, thread: string): Promise<SummaryRecord | null> {
+    const summary = this.#users.get(user)?.threads.get(thread)?.summary;
+    return summary ? { ...summary } : null;
   }
 
   async readMessage(user: string, id: string): Promise<Message | null> {

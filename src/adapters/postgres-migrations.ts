@@ -179,6 +179,27 @@ from messages group by user_id;`,
 alter table messages add column tokens integer;
 update messages set tokens = ceil(octet_length(content) / 4.0)::integer + 4 where tokens is null;`,
   },
+  {
+    version: 7,
+    name: 'summaries',
+    sql: `-- Issue 14: one row per thread with a rolling summary (or a summary run's lease). text: the
+-- summary (null: none, a row held only by a lease); summary_v: the id of the op that wrote it (last
+-- writer wins); covers: the id of the newest message it covers; dirty: the id of an edit or cut of a
+-- covered message made after it ('' none), which calls for a rerun. A clear or drop of the thread,
+-- or an erasure of the user, at or above summary_v erases it (the floors in users and threads keep
+-- an older summary op from coming back). lease and lease_until: the process summarising the thread.
+create table summaries (
+  user_id text collate "C" not null,
+  thread text collate "C" not null,
+  text text,
+  summary_v text collate "C" not null default '',
+  covers text collate "C" not null default '',
+  dirty text collate "C" not null default '',
+  lease text,
+  lease_until timestamptz,
+  primary key (user_id, thread)
+);`,
+  },
 ];
 
 /** The text run for a migration: the ledger, the change, and its row in the ledger. */

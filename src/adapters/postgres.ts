@@ -16,7 +16,7 @@ import { withDeadline } from '../routing/deadline.js';
 import { adapterInUse, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
-import { applyOp, emptyUserState, MAIN_THREAD, type AppendOp, type EditOp, type Op, type UserState } from '../model/ops.js';
+import { applyOp, emptyUserState, MAIN_THREAD, type AppendOp, type EditOp, type Op, type SummaryOp, type SummaryRecord, type UserState } from '../model/ops.js';
 import { idTime } from '../model/ids.js';
 import { defaultTokens } from '../model/budget.js';
 import { positive } from '../options.js';
@@ -100,7 +100,7 @@ export class PostgresAdapter implements StorageAdapter {
   readonly #openRead: (() => Sql) | undefined;
   readonly #url: string | undefined;
   readonly #readUrl: string | undefined;
-  readonly #t: { messages: string; users: string; threads: string; cuts: string };
+  readonly #t: { messages: string; users: string; threads: string; cuts: string; summaries: string };
   #migrated: Promise<void> | undefined;
   #bound = false;
   #closed = false;
@@ -114,6 +114,7 @@ export class PostgresAdapter implements StorageAdapter {
       users: `${this.schema}.users`,
       threads: `${this.schema}.threads`,
       cuts: `${this.schema}.cuts`,
+      summaries: `${this.schema}.summaries`,
     };
     if (options.sql) {
       // The adapter reads columns by their SQL names: a client that renames them would break it.
@@ -259,6 +260,31 @@ export class PostgresAdapter implements StorageAdapter {
     const to = (first?.cut_to as string[] | undefined) ?? [];
     if (from.length > 0) read.cuts = from.map((f, i) => [f, to[i] as string]);
     return read;
+  }
+
+  async readSummary(user: string, thread: string, options?: ReadOptions): Promise<SummaryRecord | null> {
+    const sql = this.#reader(options);
+    const [row] = await this.#q(sql`
+      select text, summary_v, covers, dirty from ${sql(this.#t.summaries)} where user_id = ${user} and thread = ${thread} and text is not null`);
+    return row ? { text: row.text as string, id: row.summary_v as string, covers: row.covers as string, dirty: row.dirty as string } : null;
+  }
+
+  /** The summary run's lease, in the thread's row of `summaries` (a row without a summary when it has none yet). */
+  async leaseSummary(user: string, thread: string, token: string, ttlMs: number): Promise<boolean> {
+    const sql = this.#sql;
+    const rows = await this.#q(sql`
+      insert into ${sql(this.#t.summaries)} as s (user_id, thread, lease, lease_until)
+      values (${user}, ${thread}, ${token}, now() + ${ttlMs} * interval '1 millisecond')
+      on conflict (user_id, thread) do update set lease = excluded.lease, lease_until = excluded.lease_until
+      where s.lease is null or s.lease = excluded.lease or s.lease_until < now()
+      returning 1`);
+    return rows.length > 0;
+  }
+
+  async releaseSummary(user: string, thread: string, token: string): Promise<void> {
+    const sql = this.#sql;
+    await this.#q(sql`
+      update ${sql(this.#t.summaries)} set lease = null, lease_until = null where user_id = ${user} and thread = ${thread} and lease = ${token}`);
   }
 
   async readMessage(user: string, id: string): Promise<Message | null> {
@@ -570,7 +596,7 @@ export class PostgresAdapter implements StorageAdapter {
   #steps(batch: Batch): Step[] {
     const t = this.#t;
     const steps: Step[] = [];
-    const { appends, users, threads, cuts, edits } = batch;
+    const { appends, users, threads, cuts, edits, summaries, changes } = batch;
     const userFields = [...users].filter(([, p]) => p.phone.id !== '' || p.booking.id !== '' || p.subscribed.id !== '' || p.floor !== '');
     // Id ranges to take out of stored rows: [from, to] of a thread, or of every thread (thread null: an erasure).
     const ranges: { user: string; thread: string | null; from: string; to: string }[] = [];
@@ -594,6 +620,12 @@ export class PostgresAdapter implements StorageAdapter {
           using unnest(${ranges.map((r) => r.user)}::text[], ${ranges.map((r) => r.thread)}::text[], ${ranges.map((r) => r.from)}::text[], ${ranges.map((r) => r.to)}::text[])
             as r(user_id, thread, from_id, to_id)
           where m.user_id = r.user_id and (r.thread is null or m.thread = r.thread) and m.id >= r.from_id collate "C" and m.id <= r.to_id collate "C"`),
+      // A summary as old as a floor of this batch goes with the messages it sums up.
+      floors.length > 0 &&
+        ((tx) => tx`
+          delete from ${tx(t.summaries)} s
+          using unnest(${floors.map((r) => r.user)}::text[], ${floors.map((r) => r.thread)}::text[], ${floors.map((r) => r.to)}::text[]) as f(user_id, thread, floor)
+          where s.user_id = f.user_id and (f.thread is null or s.thread = f.thread) and s.summary_v <= f.floor collate "C"`),
       // Cuts a floor of this batch covers are of no more use (older floors dropped theirs).
       floors.length > 0 &&
         ((tx) => tx`
@@ -624,8 +656,47 @@ export class PostgresAdapter implements StorageAdapter {
           where h.user_id = e.user_id and h.title_v <= e.history_floor and (h.messages > 0 or h.floor > e.history_floor)`,
       );
     }
+    if (summaries.length > 0) steps.push((tx) => this.#upsertSummaries(tx, summaries));
+    // Edits mark summaries in their own statement; cuts here, in a statement of their own after the
+    // summaries of the batch (or with the batch's first statement when that touches no summary).
+    const cutMarks = changes.filter((change) => change.cut);
     if (edits.length > 0) steps.push((tx) => this.#edit(tx, edits));
+    if (cutMarks.length > 0) steps.push((tx) => this.#markSummaries(tx, cutMarks));
     return steps;
+  }
+
+  /** The newest summary of each thread, where newer than the stored one and above the user's and the thread's floors. */
+  #upsertSummaries(tx: Sql | Tx, summaries: SummaryOp[]): PendingQuery<Row[]> {
+    const col = <T>(pick: (op: SummaryOp) => T) => summaries.map(pick);
+    const t = this.#t;
+    return tx`
+      insert into ${tx(t.summaries)} as s (user_id, thread, text, summary_v, covers, dirty)
+      select x.user_id, x.thread, x.text, x.id, x.covers, ''
+      from unnest(${col((op) => op.user)}::text[], ${col((op) => op.thread)}::text[], ${col((op) => op.text)}::text[], ${col((op) => op.id)}::text[],
+        ${col((op) => op.covers)}::text[]) as x(user_id, thread, text, id, covers)
+      left join ${tx(t.users)} u on u.user_id = x.user_id
+      left join ${tx(t.threads)} h on h.user_id = x.user_id and h.thread = x.thread
+      where x.id > coalesce(u.history_floor, '') collate "C" and x.id > coalesce(h.floor, '') collate "C"
+      on conflict (user_id, thread) do update set text = excluded.text, summary_v = excluded.summary_v, covers = excluded.covers,
+        dirty = case when s.dirty > excluded.summary_v then s.dirty else '' end
+      where excluded.summary_v > s.summary_v`;
+  }
+
+  /** Edits and cuts of covered messages made after a thread's summary mark it for a rerun (dirty: the newest such change's id). */
+  #markSummaries(tx: Sql | Tx, changes: Change[]): PendingQuery<Row[]> {
+    const col = <T>(pick: (c: Change) => T) => changes.map(pick);
+    const t = this.#t;
+    return tx`
+      update ${tx(t.summaries)} s set dirty = m.id
+      from (
+        select s2.user_id, s2.thread, max(x.id) as id
+        from unnest(${col((c) => c.user)}::text[], ${col((c) => c.thread)}::text[], ${col((c) => c.id)}::text[], ${col((c) => c.lowest)}::text[])
+          as x(user_id, thread, id, lowest)
+        join ${tx(t.summaries)} s2 on s2.user_id = x.user_id and s2.thread = x.thread
+        where s2.text is not null and x.id > s2.summary_v collate "C" and x.lowest <= s2.covers collate "C"
+        group by s2.user_id, s2.thread
+      ) m
+      where s.user_id = m.user_id and s.thread = m.thread and m.id > s.dirty collate "C"`;
   }
 
   /** Clear and drop floors (highest wins) and titles (last writer by op id; one older than the user's erasure lost to it). */
@@ -662,14 +733,23 @@ export class PostgresAdapter implements StorageAdapter {
           ${col((op) => op.user)}::text[], ${col((op) => op.target)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.content)}::text[],
           ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[], ${col((op) => op.status ?? null)}::text[],
           ${col((op) => (op.updatedAt === undefined ? null : new Date(op.updatedAt).toISOString()))}::timestamptz[],
-          ${col((op) => (op.tokens === undefined ? null : String(op.tokens)))}::text[]
-        ) as x(user_id, target, id, content, meta, status, updated_at, tokens)
+          ${col((op) => (op.tokens === undefined ? null : String(op.tokens)))}::text[], ${col((op) => op.thread)}::text[]
+        ) as x(user_id, target, id, content, meta, status, updated_at, tokens, thread)
       ), edited as (
         update ${tx(t.messages)} m set content = x.content, meta = x.meta::jsonb, status = x.status, tokens = x.tokens::integer,
           updated_at = coalesce(x.updated_at, m.updated_at), edit_v = x.id
         from x
         where m.user_id = x.user_id and m.id = x.target and coalesce(m.edit_v, '') < x.id collate "C"
         returning m.user_id, m.thread, x.updated_at
+      ), marked as (
+        update ${tx(t.summaries)} s set dirty = d.id
+        from (
+          select s2.user_id, s2.thread, max(x.id) as id from x
+          join ${tx(t.summaries)} s2 on s2.user_id = x.user_id and s2.thread = x.thread
+          where s2.text is not null and x.id > s2.summary_v collate "C" and x.target <= s2.covers collate "C"
+          group by s2.user_id, s2.thread
+        ) d
+        where s.user_id = d.user_id and s.thread = d.thread and d.id > s.dirty collate "C"
       )
       update ${tx(t.threads)} h set updated_at = greatest(h.updated_at, e.at)
       from (select user_id, thread, max(updated_at) as at from edited where updated_at is not null group by user_id, thread) e
@@ -757,6 +837,18 @@ interface Batch {
   cuts: { user: string; thread: string; from: string; to: string }[];
   /** The newest edit of each message. */
   edits: EditOp[];
+  /** The newest summary of each thread. */
+  summaries: SummaryOp[];
+  /** Every edit and cut (`lowest`: the lowest id it changes), for marking summaries. */
+  changes: Change[];
+}
+
+interface Change {
+  user: string;
+  thread: string;
+  id: string;
+  lowest: string;
+  cut: boolean;
 }
 
 /** A statement of a batch, for the pool (one statement) or a transaction's connection. */
@@ -788,7 +880,16 @@ function foldBatch(ops: readonly Op[]): Batch {
   const states = new Map<string, UserState>();
   const keys = new Map<string, AppendOp>();
   const edits = new Map<string, { newest?: EditOp; stamped?: EditOp }>();
+  const summaries = new Map<string, SummaryOp>();
+  const changes: Change[] = [];
   for (const op of ops) {
+    if (op.kind === 'summary') {
+      const key = `${op.user}\n${op.thread}`;
+      const seen = summaries.get(key);
+      if (!seen || seen.id < op.id) summaries.set(key, op);
+      continue;
+    }
+    if (op.kind === 'cut') changes.push({ user: op.user, thread: op.thread, id: op.id, lowest: op.from, cut: true });
     if (op.kind === 'append') {
       // One message per idempotency key: the earliest (an INSERT of several rows keeps no order).
       const key = op.key === undefined ? undefined : `${op.user}\n${op.key}`;
@@ -826,7 +927,7 @@ function foldBatch(ops: readonly Op[]): Batch {
   const newest = [...edits.values()].map(({ newest, stamped }) =>
     newest && newest.updatedAt === undefined && stamped ? { ...newest, updatedAt: stamped.updatedAt as number } : (newest as EditOp),
   );
-  return { appends, users, threads, cuts, edits: newest };
+  return { appends, users, threads, cuts, edits: newest, summaries: [...summaries.values()], changes };
 }
 
 function toMessage(row: Row): Message {

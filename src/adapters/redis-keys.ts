@@ -41,6 +41,16 @@ export class RedisKeys {
     return `${this.prefix}:{${user}}:r`;
   }
 
+  /** The durable role's summaries: a hash of thread -> summary record (see the write script's mark_summary). */
+  summaries(user: string): string {
+    return `${this.prefix}:{${user}}:y`;
+  }
+
+  /** The lease of a summary run of one thread (either role), in the user's slot. */
+  summaryLease(user: string, thread: string): string {
+    return `${this.prefix}:{${user}}:w:${thread}`;
+  }
+
   /** Drafts of one shard by last flush time (member: draft id followed by the user), for the sweeper. Advisory. */
   draftIndex(shard: number): string {
     return `${this.prefix}:{drafts:${shard}}:z`;

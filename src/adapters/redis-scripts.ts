@@ -187,6 +187,20 @@ local function split(text)
   return out
 end
 
+-- The durable role's summaries (hash y): thread -> "<op id>\\n<covers>\\n<dirty>\\n<text>".
+local function mark_summary(base, thread, id, lowest)
+  local y = base .. ':y'
+  local rec = redis.call('HGET', y, thread)
+  if not rec then return end
+  local sid, covers, dirty, text = string.match(rec, '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(.*)$')
+  if id > sid and lowest <= covers and id > dirty then redis.call('HSET', y, thread, sid .. '\\n' .. covers .. '\\n' .. id .. '\\n' .. text) end
+end
+local function erase_summary(base, thread, id)
+  local y = base .. ':y'
+  local rec = redis.call('HGET', y, thread)
+  if rec and string.match(rec, '^[^\\n]*') <= id then redis.call('HDEL', y, thread) end
+end
+
 -- A draft's record: "<flush time>|<item>" under its id in hash r.
 local function draft_item(record) return record and string.match(record, '^%d+|(.*)$') end
 `;
@@ -215,6 +229,7 @@ const V2_BRANCHES = `
         end
       end
     end
+    if durable then mark_summary(base, thread, id, target) end
     local new
     if at and stamp_of(old) < id then
       new = edited(old, id, p)
@@ -244,6 +259,7 @@ const V2_BRANCHES = `
       local text = redis.call('HGET', c, thread)
       if not text then redis.call('HSET', c, thread, pair)
       elseif not string.find('\\n' .. text .. '\\n', '\\n' .. pair .. '\\n', 1, true) then redis.call('HSET', c, thread, text .. '\\n' .. pair) end
+      mark_summary(base, thread, id, from)
       local gone, act = remove_where(h, doomed)
       if #gone > 0 then
         set_activity(base, thread, act)
@@ -258,6 +274,7 @@ const V2_BRANCHES = `
     if durable then
       local base, field = base_of(m), floor_field(thread)
       if kind == 'dropThread' then set_title(base, m, thread, id, 'null') end
+      erase_summary(base, thread, id)
       if id > (redis.call('HGET', m, field) or '') then
         redis.call('HSET', m, field, id)
         local c = base .. ':c'
@@ -282,6 +299,24 @@ const V2_BRANCHES = `
   elseif kind == 'title' then
     -- A cache holds no titles (they are read from the durable tier): the version just moves.
     if durable then set_title(base_of(m), m, thread, id, payload) end
+  elseif kind == 'summary' then
+    -- A cache holds no summaries (they are read from the durable tier): the op is only journaled.
+    if durable then
+      local base = base_of(m)
+      local floors = redis.call('HMGET', m, 'df', floor_field(thread))
+      if id > (floors[1] or '') and id > (floors[2] or '') then
+        local y = base .. ':y'
+        local old = redis.call('HGET', y, thread)
+        local old_id, old_dirty = '', ''
+        if old then old_id, old_dirty = string.match(old, '^([^\\n]*)\\n[^\\n]*\\n([^\\n]*)\\n') end
+        if id > old_id then
+          local covers = string.match(payload, '^[^\\n]*')
+          local dirty = ''
+          if old_dirty > id then dirty = old_dirty end
+          redis.call('HSET', y, thread, id .. '\\n' .. covers .. '\\n' .. dirty .. '\\n' .. string.sub(payload, #covers + 2))
+        end
+      end
+    end
 `;
 
 const DELETE_BRANCH = `
@@ -309,6 +344,8 @@ const DELETE_BRANCH = `
         if string.sub(field, 1, 2) == 's:' then set_title(base, m, string.sub(field, 3), id, 'null') end
       end
       redis.call('HSET', m, 'df', id, 'sv', id)
+      local y = base .. ':y'
+      for _, field in ipairs(redis.call('HKEYS', y)) do erase_summary(base, field, id) end
       for _, list in ipairs(all) do
         local gone, act = remove_where(list[2], function(x) return x <= id end)
         if #gone > 0 then set_activity(base, list[1], act) end

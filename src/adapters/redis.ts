@@ -7,7 +7,7 @@ import { withDeadline } from '../routing/deadline.js';
 import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
-import { fromMessage, MAIN_THREAD, type Op } from '../model/ops.js';
+import { fromMessage, MAIN_THREAD, type Op, type SummaryRecord } from '../model/ops.js';
 import { idTime } from '../model/ids.js';
 import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
@@ -581,6 +581,27 @@ export class RedisAdapter implements CacheAdapter {
     return counts.reduce((sum, count) => sum + Math.max(0, Number(count) || 0), 0);
   }
 
+  /**
+   * The durable role's summary of a thread, or null. The cache role holds no summary (the store
+   * reads summaries from the durable tier, with pending ops laid over): it answers null.
+   */
+  async readSummary(user: string, thread: string): Promise<SummaryRecord | null> {
+    if (!this.#durable) return null;
+    const record = await this.#call(this.client.hget(this.#keys.summaries(user), thread));
+    const parts = record === null ? null : /^([^\n]*)\n([^\n]*)\n([^\n]*)\n([\s\S]*)$/.exec(record);
+    if (!parts) return null;
+    return { id: parts[1] as string, covers: parts[2] as string, dirty: parts[3] as string, text: parts[4] as string };
+  }
+
+  /** One summary run per thread at a time, across processes (either role). */
+  async leaseSummary(user: string, thread: string, token: string, ttlMs: number): Promise<boolean> {
+    return (await this.#eval(S.acquireLock, [this.#keys.summaryLease(user, thread)], [token, ttlMs])) === 1;
+  }
+
+  async releaseSummary(user: string, thread: string, token: string): Promise<void> {
+    await this.#eval(S.releaseLock, [this.#keys.summaryLease(user, thread)], [token]);
+  }
+
   /** A lease that keeps concurrent background syncers from repeating each other's work; a holder may take its own lease again. */
   async acquireLease(token: string, ttlMs: number): Promise<boolean> {
     return (await this.#eval(S.acquireLock, [this.#keys.lock], [token, ttlMs])) === 1;
@@ -693,6 +714,8 @@ function payload(op: Op): string {
       return JSON.stringify(op.title);
     case 'cut':
       return `${op.from}\n${op.to}`;
+    case 'summary':
+      return `${op.covers}\n${op.text}`;
     case 'edit': {
       // The fields an edit replaces, as an item encodes them; the script keeps the rest of the old item.
       const meta = op.meta === undefined ? '' : `,"meta":${JSON.stringify(op.meta)}`;

@@ -80,6 +80,18 @@ export async function loadModelMessages(
   return toModelMessages(await store.getHistory(userId, options));
 }
 
+/**
+ * What fits the model as {@link ModelMessage}s: the thread's rolling summary first, as a system
+ * message, then the newest messages it does not cover within `maxTokens` (summary included); see
+ * {@link TieredStore.getContext}.
+ */
+export async function loadContext(store: TieredStore, userId: UserId, options: { thread?: string; maxTokens: number }): Promise<ModelMessage[]> {
+  const context = await store.getContext(userId, options);
+  const messages = toModelMessages(context.messages);
+  if (context.summary === null) return messages;
+  return [{ role: 'system', content: `Summary of the conversation so far:\n${context.summary}` }, ...messages];
+}
+
 function toModelMessage(message: Message): ModelMessage {
   const saved = message.meta?.[AI_SDK_META_KEY];
   const extra = saved !== null && typeof saved === 'object' && !Array.isArray(saved) ? saved : {};

@@ -1,4 +1,5 @@
 import type { Draft } from '../draft.js';
+import type { Context } from '../model/context.js';
 import { ConfigurationError, ErrorCode, ValidationError } from '../errors.js';
 import type { AddMemoryOptions, ListThreadsOptions, TieredStore } from '../store.js';
 import type { BookingData, JsonObject, JsonValue, Message, Role, ThreadPage, UserId } from '../types.js';
@@ -86,6 +87,19 @@ export class UserMemory {
    */
   async history(options: { limit?: number; thread?: string; maxTokens?: number } = {}): Promise<Message[]> {
     return this.store.getHistory(this.#id(), { ...options, thread: options.thread ?? this.thread });
+  }
+
+  /**
+   * What fits the model for this update's thread (or `thread`): its rolling summary and the newest
+   * messages after it within `maxTokens` ({@link TieredStore.getContext}).
+   */
+  async context(options: { maxTokens: number; thread?: string }): Promise<Context> {
+    return this.store.getContext(this.#id(), { maxTokens: options?.maxTokens, thread: options?.thread ?? this.thread });
+  }
+
+  /** The rolling summary of this update's thread (or `thread`) now ({@link TieredStore.summarizeNow}). */
+  async summarizeNow(options: { thread?: string } = {}): Promise<string | null> {
+    return this.store.summarizeNow(this.#id(), { thread: options.thread ?? this.thread });
   }
 
   /** Empties this update's thread (or `thread`) of this user's history; phone, booking, subscription and other threads stay. */

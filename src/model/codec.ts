@@ -102,11 +102,21 @@ export function encodeOp(op: Op): string {
     }
     case 'delete':
       return `{"id":"${op.id}","kind":"delete"}`;
+    case 'summary':
+      return `{"id":"${op.id}","kind":"summary","thread":"${op.thread}","covers":"${op.covers}","value":${JSON.stringify(op.text)}}`;
   }
 }
 
 export function decodeOp(user: string, text: string): Op {
-  const entry = JSON.parse(text) as { id: string; kind?: Op['kind']; value?: unknown; target?: string; from?: string; to?: string } & Partial<StoredMessage>;
+  const entry = JSON.parse(text) as {
+    id: string;
+    kind?: Op['kind'];
+    value?: unknown;
+    target?: string;
+    from?: string;
+    to?: string;
+    covers?: string;
+  } & Partial<StoredMessage>;
   const { id } = entry;
   const thread = entry.thread ?? MAIN_THREAD;
   switch (entry.kind) {
@@ -135,6 +145,8 @@ export function decodeOp(user: string, text: string): Op {
     }
     case 'delete':
       return { kind: 'delete', user, id };
+    case 'summary':
+      return { kind: 'summary', user, id, thread, text: entry.value as string, covers: entry.covers as string };
     default:
       throw new StoreError(ErrorCode.UNREADABLE_ENTRY, `unknown journal entry kind ${String(entry.kind)}`);
   }

@@ -21,7 +21,32 @@ export type Op =
   | { kind: 'phone'; user: string; id: string; phone: string | null }
   | { kind: 'booking'; user: string; id: string; booking: JsonObject | null }
   | { kind: 'subscribe'; user: string; id: string; subscribed: boolean }
-  | { kind: 'delete'; user: string; id: string };
+  | { kind: 'delete'; user: string; id: string }
+  | SummaryOp;
+
+/**
+ * A thread's rolling summary (last writer by op id wins): `text` sums up the thread's messages up
+ * to `covers`, the id of the newest message it covers. A clear or drop of the thread, or a delete
+ * of the user, with an id at or above the summary's erases it, and a summary op at or below such a
+ * floor is never stored again. An edit or cut of a covered message applied after the summary, with
+ * an id above the summary's, marks it `dirty` (for a rerun).
+ */
+export interface SummaryOp {
+  kind: 'summary';
+  user: string;
+  id: string;
+  thread: string;
+  text: string;
+  covers: string;
+}
+
+/** A thread's stored summary; `dirty`: the id of a change of a covered message made after it ('' none). */
+export interface SummaryRecord {
+  text: string;
+  id: string;
+  covers: string;
+  dirty: string;
+}
 
 /** A new message (a draft when `status` is 'streaming'). Stored, it also carries its edit stamp `v` and `updatedAt`. */
 export interface AppendOp {
@@ -89,6 +114,8 @@ export interface ThreadState {
   /** Removed id ranges [from, to] above the floor. */
   cuts: [string, string][];
   title: Stamped<string | null>;
+  /** The thread's rolling summary, if any. */
+  summary?: SummaryRecord | undefined;
 }
 
 /** One user's state as the fold of every op applied to it. */
@@ -148,12 +175,21 @@ export function applyOp(state: UserState, op: Op): number {
       return insertMessage(state.messages, op);
     }
     case 'edit': {
+      markDirty(state.threads.get(op.thread), op.id, op.target);
       const message = findMessage(state, op.target);
       if (message && (message.v ?? '') < op.id) applyEdit(message, op);
       return 0;
     }
+    case 'summary': {
+      const t = threadState(state, op.thread);
+      if (op.id <= state.floor || op.id <= t.floor || (t.summary && t.summary.id >= op.id)) return 0;
+      const dirty = t.summary && t.summary.dirty > op.id ? t.summary.dirty : '';
+      t.summary = { text: op.text, id: op.id, covers: op.covers, dirty };
+      return 0;
+    }
     case 'clear': {
       const t = threadState(state, op.thread);
+      if (t.summary && t.summary.id <= op.id) t.summary = undefined;
       if (op.id <= t.floor) return 0;
       t.floor = op.id;
       t.cuts = t.cuts.filter(([, to]) => to > op.id);
@@ -161,6 +197,7 @@ export function applyOp(state: UserState, op: Op): number {
     }
     case 'cut': {
       const t = threadState(state, op.thread);
+      markDirty(t, op.id, op.from);
       if (!t.cuts.some(([from, to]) => from === op.from && to === op.to)) t.cuts.push([op.from, op.to]);
       return -removeWhere(state, (m) => m.thread === op.thread && op.from <= m.id && m.id <= op.to);
     }
@@ -183,11 +220,20 @@ export function applyOp(state: UserState, op: Op): number {
       setStamped(state.phone, null, op.id);
       setStamped(state.booking, null, op.id);
       setStamped(state.subscribed, false, op.id);
-      for (const t of state.threads.values()) setStamped(t.title, null, op.id);
+      for (const t of state.threads.values()) {
+        setStamped(t.title, null, op.id);
+        if (t.summary && t.summary.id <= op.id) t.summary = undefined;
+      }
       if (op.id <= state.floor) return 0;
       state.floor = op.id;
       return -removeWhere(state, (m) => m.id <= op.id);
   }
+}
+
+/** An edit or cut (`lowest`: the lowest id it changes) newer than the summary that touches a covered message marks it for a rerun. */
+function markDirty(t: ThreadState | undefined, id: string, lowest: string): void {
+  const summary = t?.summary;
+  if (summary && id > summary.id && lowest <= summary.covers && id > summary.dirty) summary.dirty = id;
 }
 
 export function applyEdit(message: AppendOp, op: EditOp): void {

@@ -5,7 +5,7 @@ import { isTierUnavailable, type Breaker } from './breaker.js';
 import { ErrorCode, UnavailableError } from '../errors.js';
 import type { HotCache } from '../cache/hot-cache.js';
 import type { Journal } from './journal.js';
-import { applyOp, emptyUserState, findMessage, fromMessage, mergeHistory, toMessage, type Op } from '../model/ops.js';
+import { applyOp, emptyUserState, findMessage, fromMessage, mergeHistory, threadState, toMessage, type Op, type SummaryRecord } from '../model/ops.js';
 import { overlayThreads } from '../model/threads.js';
 import type { WriteMode } from '../options.js';
 import type { Stats } from '../stats.js';
@@ -94,6 +94,27 @@ export class Reads {
       );
     }
     return { message: found ? toMessage(found) : null, pending: pending.length > 0 };
+  }
+
+  /**
+   * A thread's summary from the durable tier (RAM when it is down), with the pending ops laid
+   * over it (a summary, clear, drop, erasure, edit or cut not yet durable).
+   */
+  async summary(user: string, thread: string, deadline: number): Promise<SummaryRecord | null> {
+    const { durable, memory } = this.d;
+    if (!durable) return memory.readSummary(user, thread);
+    const [read, pending] = await Promise.all([
+      durable.up ? durable.call((t) => t.readSummary(user, thread), deadline).catch(unlessDown) : undefined,
+      this.#pending(user, undefined, deadline),
+    ]);
+    if (read === undefined) this.d.stats.count(durable.name, 'fallbacks');
+    const base = read === undefined ? await memory.readSummary(user, thread) : read;
+    if (pending.length === 0) return base;
+    const state = emptyUserState();
+    const t = threadState(state, thread);
+    t.summary = base ? { ...base } : undefined;
+    for (const op of pending) if (op.user === user && op.kind !== 'append') applyOp(state, op);
+    return t.summary ? { ...t.summary } : null;
   }
 
   /** Whether the user has writes not yet durable (here or in the cache's journal). */

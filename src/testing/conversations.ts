@@ -3,7 +3,7 @@ import { isMiss, type HistoryRead, type StorageAdapter, type ThreadRecord } from
 import type { CacheAdapter } from '../cache/contract.js';
 import type { Message } from '../types.js';
 import { expectHit, expectMiss } from './cache.js';
-import { after, type AppendOp, type EditOp, type Op } from '../model/ops.js';
+import { after, type AppendOp, type EditOp, type Op, type SummaryOp } from '../model/ops.js';
 import type { ContractContext } from './context.js';
 import { defaultTokens } from '../model/budget.js';
 
@@ -280,6 +280,7 @@ export function conversationTests(c: ContractContext): void {
   );
 
   tokenTests(c);
+  summaryTests(c);
 }
 
 /**
@@ -402,6 +403,7 @@ export function conversationCacheTests(c: ContractContext): void {
   draftCacheTests(c);
   threadCopyCacheTests(c);
   tokenCacheTests(c);
+  summaryCacheTests(c);
 }
 
 /**
@@ -651,6 +653,135 @@ export function tokenCacheTests(c: ContractContext): void {
       await cache.write([{ kind: 'edit', user: u, id: c.id(), thread: 'main', target: appended.id, content: 'appended, edited', tokens: 30 }]);
       await cache.write([{ kind: 'edit', user: u, id: c.id(), thread: 'main', target: filled[0]!.id, content: 'filled, edited without a count' }]);
       expect(await tokens()).toEqual([defaultTokens({ content: 'filled, edited without a count' }), 30, defaultTokens(uncounted)]);
+    }),
+  );
+}
+
+/**
+ * Version 3 of the durable contract: rolling summaries (`summary` ops, `readSummary`). Last writer
+ * by op id wins; a clear or drop of the thread, or an erasure of the user, at or above a summary's
+ * id erases it, and a replay never brings it back; an edit or cut of a covered message newer than
+ * the summary marks it dirty; replays (twice, backwards) change nothing.
+ */
+export function summaryTests(c: ContractContext): void {
+  const w = <A extends StorageAdapter>(test: (adapter: A) => Promise<void>) => c.withAdapter<A>(test, 'durable');
+  const summary = (user: string, text: string, covers: string, thread = 'main'): SummaryOp => ({ kind: 'summary', user, id: c.id(), thread, text, covers });
+
+  c.it(
+    "stores a thread's summary with what it covers; the newest op id wins, whatever the order",
+    w(async (adapter) => {
+      const u = c.user();
+      const m = c.append(u, 'hello', undefined, 't');
+      const older = summary(u, 'older', m.id, 't');
+      const newer = summary(u, 'newer: "quoted"\nsecond line ✓', m.id, 't');
+      expect(await adapter.readSummary(u, 't')).toBeNull();
+      await adapter.write([m, newer]);
+      await adapter.write([older]);
+      expect(await adapter.readSummary(u, 't')).toEqual({ text: newer.text, id: newer.id, covers: m.id, dirty: '' });
+      expect(await adapter.readSummary(u, 'main')).toBeNull();
+      await adapter.write([newer, older]);
+      expect((await adapter.readSummary(u, 't'))?.text).toBe(newer.text);
+    }),
+  );
+
+  c.it(
+    'marks a summary dirty when a covered message is edited or cut after it, not for newer messages',
+    w(async (adapter) => {
+      const u = c.user();
+      const a = c.append(u, 'a');
+      const b = c.append(u, 'b');
+      const s = summary(u, 'sum of a', a.id);
+      await adapter.write([a, b, s]);
+      await adapter.write([{ kind: 'edit', user: u, id: c.id(), thread: 'main', target: b.id, content: 'b2' }]);
+      expect((await adapter.readSummary(u, 'main'))?.dirty).toBe('');
+      const e: Op = { kind: 'edit', user: u, id: c.id(), thread: 'main', target: a.id, content: 'a2' };
+      await adapter.write([e]);
+      expect((await adapter.readSummary(u, 'main'))?.dirty).toBe(e.id);
+      const fresh = summary(u, 'sum of a2', a.id);
+      await adapter.write([fresh]);
+      expect(await adapter.readSummary(u, 'main')).toEqual({ text: 'sum of a2', id: fresh.id, covers: a.id, dirty: '' });
+      await adapter.write([e]);
+      expect((await adapter.readSummary(u, 'main'))?.dirty).toBe('');
+      const cut: Op = { kind: 'cut', user: u, id: c.id(), thread: 'main', from: a.id, to: a.id };
+      await adapter.write([cut]);
+      expect((await adapter.readSummary(u, 'main'))?.dirty).toBe(cut.id);
+    }),
+  );
+
+  c.it(
+    'erases a summary with its thread (clear, drop) or its user; an older summary op never comes back',
+    w(async (adapter) => {
+      const u = c.user();
+      const ops: Op[] = [];
+      for (const thread of ['a', 'b', 'c', 'd']) {
+        const m = c.append(u, `in ${thread}`, undefined, thread);
+        ops.push(m, summary(u, `sum ${thread}`, m.id, thread));
+      }
+      await adapter.write(ops);
+      const clear: Op = { kind: 'clear', user: u, id: c.id(), thread: 'a' };
+      const drop: Op = { kind: 'dropThread', user: u, id: c.id(), thread: 'b' };
+      await adapter.write([clear]);
+      await adapter.write([drop]);
+      expect(await adapter.readSummary(u, 'a')).toBeNull();
+      expect(await adapter.readSummary(u, 'b')).toBeNull();
+      expect((await adapter.readSummary(u, 'c'))?.text).toBe('sum c');
+      await adapter.write(ops);
+      expect(await adapter.readSummary(u, 'a')).toBeNull();
+      expect(await adapter.readSummary(u, 'b')).toBeNull();
+      const later = summary(u, 'after the clear', clear.id, 'a');
+      await adapter.write([later]);
+      expect((await adapter.readSummary(u, 'a'))?.text).toBe('after the clear');
+      await adapter.write([{ kind: 'delete', user: u, id: c.id() }]);
+      await adapter.write(ops);
+      await adapter.write([later]);
+      for (const thread of ['a', 'b', 'c', 'd']) expect(await adapter.readSummary(u, thread)).toBeNull();
+    }),
+  );
+
+  c.it(
+    'converges when a journal with summaries is replayed twice and backwards',
+    w(async (adapter) => {
+      const u = c.user();
+      const v = c.user();
+      const ops: Op[] = [];
+      const messages: AppendOp[] = [];
+      for (let i = 0; i < 10; i++) {
+        const m = c.append(u, `m${i}`, undefined, i % 2 === 0 ? 'x' : 'y');
+        messages.push(m);
+        ops.push(m);
+        if (i === 3) ops.push(summary(u, 'x up to m2', messages[2]!.id, 'x'), summary(u, 'y up to m3', m.id, 'y'));
+        if (i === 5) ops.push({ kind: 'edit', user: u, id: c.id(), thread: 'y', target: messages[1]!.id, content: 'm1 edited' });
+        if (i === 6) ops.push({ kind: 'clear', user: u, id: c.id(), thread: 'x' });
+        if (i === 8) ops.push(summary(u, 'x after the clear', m.id, 'x'));
+      }
+      for (const op of ops) await adapter.write([{ ...op, user: v }]);
+      await adapter.write(ops);
+      const expected = { x: await adapter.readSummary(u, 'x'), y: await adapter.readSummary(u, 'y') };
+      expect(expected.x?.text).toBe('x after the clear');
+      expect(expected.y?.text).toBe('y up to m3');
+      expect(expected.y?.dirty).not.toBe('');
+      await adapter.write(ops);
+      for (const op of [...ops].reverse()) await adapter.write([op]);
+      await adapter.write([...ops].reverse());
+      expect({ x: await adapter.readSummary(u, 'x'), y: await adapter.readSummary(u, 'y') }).toEqual(expected);
+      expect({ x: await adapter.readSummary(v, 'x'), y: await adapter.readSummary(v, 'y') }).toEqual(expected);
+      for (const thread of ['x', 'y']) expect(await texts(adapter, u, thread)).toEqual(await texts(adapter, v, thread));
+    }),
+  );
+}
+
+/** Summaries in the cache role: journaled and read back as written; the cache holds no copy (readSummary answers null). */
+export function summaryCacheTests(c: ContractContext): void {
+  const w = (test: (adapter: CacheAdapter) => Promise<void>) => c.withAdapter<CacheAdapter>(test, 'cache');
+  c.it(
+    'journals summary ops as written and holds no summary itself',
+    w(async (cache) => {
+      const u = c.user();
+      const m = c.append(u, 'x', undefined, 'topic');
+      const ops: Op[] = [m, { kind: 'summary', user: u, id: c.id(), thread: 'topic', text: 'a "summary"\nof ✓ things', covers: m.id }];
+      await cache.write(ops, { pending: true });
+      expect(await cache.readPending(u)).toEqual(ops);
+      expect(await cache.readSummary(u, 'topic')).toBeNull();
     }),
   );
 }
