@@ -9,7 +9,7 @@ import { ErrorCode, StoreError, UnavailableError } from './errors.js';
 import { idTime, nextId } from './model/ids.js';
 import { Journal } from './routing/journal.js';
 import { createLogger, Secrets, type StoreLogger } from './logger.js';
-import { after, applyEdit, toMessage, type AppendOp, type EditOp, type Op } from './model/ops.js';
+import { after, applyEdit, fromMessage, toMessage, type AppendOp, type EditOp, type Op } from './model/ops.js';
 import { Draft } from './draft.js';
 import { withinBudget } from './model/budget.js';
 import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredStoreOptions } from './options.js';
@@ -453,7 +453,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       op.updatedAt = idTime(op.id);
       await this.#writes.route(op, deadline, found.pending);
       this.#noteWrite(op);
-      const stored = { ...fromPublic(user, current) };
+      const stored = fromMessage(user, current);
       applyEdit(stored, op);
       return toMessage(stored);
     });
@@ -903,23 +903,6 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     parts.push(this.#durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
     return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}`;
   }
-}
-
-function fromPublic(user: string, message: Message): AppendOp {
-  const op: AppendOp = {
-    kind: 'append',
-    user,
-    id: message.id,
-    thread: message.thread,
-    role: message.role,
-    content: message.content,
-    createdAt: message.createdAt.getTime(),
-  };
-  if (message.meta !== undefined) op.meta = message.meta;
-  if (message.status !== undefined) op.status = message.status;
-  if (message.updatedAt !== undefined) op.updatedAt = message.updatedAt.getTime();
-  if (message.tokens !== undefined) op.tokens = message.tokens;
-  return op;
 }
 
 function within<T>(ms: number, work: Promise<T>): Promise<T | undefined> {

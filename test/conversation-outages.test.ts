@@ -1,7 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { ErrorCode, PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
+import { ErrorCode, TieredStore } from '../src/index.js';
 import { OutageRig } from './helpers/outage.js';
-import { databaseUrl } from './helpers/services.js';
 
 // Every kind of write of version 2 (threads, titles, edits, deletes, truncations, drafts) through
 // real outages: each is journaled like an append, reaches PostgreSQL once when it is back, and
@@ -100,12 +99,7 @@ describe.each(['write-through', 'write-behind'] as const)('%s', (writeMode) => {
     expect(edited?.updatedAt).toBeInstanceOf(Date);
 
     // Another process, and PostgreSQL itself.
-    const other = new TieredStore({
-      logger: false,
-      historyLimit: 10,
-      redis: new RedisAdapter({ url: rig.redisDirect, keyPrefix: rig.names.keyPrefix }),
-      postgres: new PostgresAdapter({ url: databaseUrl(), schema: rig.names.schema }),
-    });
+    const other = rig.anotherProcess({ historyLimit: 10 });
     stores.push(other);
     expect(await contents(other, user)).toEqual(expected);
     expect(await threads(other, user)).toEqual(await threads(reference, user));

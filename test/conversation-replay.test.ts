@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
+import { PostgresAdapter, type TieredStore } from '../src/index.js';
 import { Secrets, silentLogger } from '../src/logger.js';
 import { decodeOp } from '../src/model/codec.js';
 import { OutageRig } from './helpers/outage.js';
@@ -66,12 +66,7 @@ describe.each(['write-through', 'write-behind'] as const)('%s', (writeMode) => {
 
     // The whole journal again, through Redis: a new process's backstop finds it and syncs it.
     await redis.rpush(journalKey, ...entries);
-    const again = new TieredStore({
-      logger: false,
-      historyLimit: 10,
-      redis: new RedisAdapter({ url: rig.redisDirect, keyPrefix: rig.names.keyPrefix }),
-      postgres: new PostgresAdapter({ url: databaseUrl(), schema: rig.names.schema }),
-    });
+    const again = rig.anotherProcess({ historyLimit: 10 });
     cleanup.push(() => again.close());
     await expect.poll(async () => (await again.syncNow()).pending, { timeout: 10_000 }).toBe(0);
     expect(await redis.llen(journalKey)).toBe(0);

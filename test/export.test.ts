@@ -1,6 +1,6 @@
 import postgres from 'postgres';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { ErrorCode, PostgresAdapter, RedisAdapter, TieredStore, type UserExport } from '../src/index.js';
+import { ErrorCode, type TieredStore, type UserExport } from '../src/index.js';
 import { OutageRig } from './helpers/outage.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
 import { isolation, makeStore, TOPOLOGIES } from './helpers/stores.js';
@@ -118,12 +118,7 @@ describe('outages', () => {
     await expect(rig.store.exportUser(user)).rejects.toMatchObject({ code: ErrorCode.STORE_UNAVAILABLE });
 
     // Another process reaches PostgreSQL: the journal in Redis is laid over what PostgreSQL has.
-    const other = new TieredStore({
-      logger: false,
-      historyLimit: 5,
-      redis: new RedisAdapter({ url: rig.redisDirect, keyPrefix: rig.names.keyPrefix }),
-      postgres: new PostgresAdapter({ url: databaseUrl(), schema: rig.names.schema }),
-    });
+    const other = rig.anotherProcess({ historyLimit: 5 });
     stores.push(other);
     const [row] = await rig.sql`select count(*)::int as n from ${rig.sql(`${rig.names.schema}.messages`)}`;
     expect(row?.n).toBe(8);

@@ -1,6 +1,6 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ErrorCode, PostgresAdapter, RedisAdapter, TieredStore, type SummarizeInput, type TieredStoreOptions } from '../src/index.js';
+import { ErrorCode, PostgresAdapter, TieredStore, type SummarizeInput, type TieredStoreOptions } from '../src/index.js';
 import { Secrets, silentLogger } from '../src/logger.js';
 import { decodeOp } from '../src/model/codec.js';
 import { defaultTokens } from '../src/model/budget.js';
@@ -67,11 +67,7 @@ describe('outages', () => {
     await rig.recovered();
     const rows = await pgSummary(rig.sql, rig.names.schema, 'u');
     expect(rows.map((r) => [r.text, r.covers, r.dirty])).toEqual([['a1|a2|a3|a4', ids[3], '']]);
-    const other = new TieredStore({
-      logger: false,
-      redis: new RedisAdapter({ url: rig.redisDirect, keyPrefix: rig.names.keyPrefix }),
-      postgres: new PostgresAdapter({ url: databaseUrl(), schema: rig.names.schema }),
-    });
+    const other = rig.anotherProcess();
     cleanup.push(() => other.close());
     expect(await other.getContext('u', { maxTokens: 1000 })).toMatchObject({ summary: 'a1|a2|a3|a4', messages: [{ content: 'a5' }] });
   });
@@ -113,12 +109,7 @@ describe('replay', () => {
     expect(once.x).toMatchObject({ text: 'x2' });
 
     await redis.rpush(journalKey, ...entries);
-    const again = new TieredStore({
-      logger: false,
-      historyLimit: 10,
-      redis: new RedisAdapter({ url: rig.redisDirect, keyPrefix: rig.names.keyPrefix }),
-      postgres: new PostgresAdapter({ url: databaseUrl(), schema: rig.names.schema }),
-    });
+    const again = rig.anotherProcess({ historyLimit: 10 });
     cleanup.push(() => again.close());
     await expect.poll(async () => (await again.syncNow()).pending, { timeout: 10_000 }).toBe(0);
     expect(await read()).toEqual(once);

@@ -99,12 +99,7 @@ export class OutageRig {
     const table = this.sql(`${this.names.schema}.messages`);
     let acked = 0;
     let stored = 0;
-    const fresh = new TieredStore({
-      logger: false,
-      historyLimit,
-      redis: new RedisAdapter({ url: this.redisDirect, keyPrefix: this.names.keyPrefix }),
-      postgres: new PostgresAdapter({ url: databaseUrl(), schema: this.names.schema }),
-    });
+    const fresh = this.anotherProcess({ historyLimit });
     try {
       for (const [user, ids] of this.acked) {
         const expected = [...ids].sort();
@@ -134,6 +129,16 @@ export class OutageRig {
     }
     const [dup] = await this.sql`select count(*) - count(distinct id) as d from ${table}`;
     return { acked, stored, duplicates: Number(dup?.d) };
+  }
+
+  /** A store on the same servers without the proxies, as another process of the bot would be; the caller closes it. */
+  anotherProcess(options: TieredStoreOptions = {}): TieredStore {
+    return new TieredStore({
+      logger: false,
+      ...options,
+      redis: new RedisAdapter({ url: this.redisDirect, keyPrefix: this.names.keyPrefix }),
+      postgres: new PostgresAdapter({ url: databaseUrl(), schema: this.names.schema }),
+    });
   }
 
   slowest(filter: (call: Call) => boolean = () => true): number {
