@@ -55,6 +55,8 @@ export interface PurgeRule {
   batch: number;
   /** Only say what would go. */
   dryRun?: boolean;
+  /** With `keepLast`: only these users' threads (the syncer's retention: the users it wrote to). */
+  users?: readonly string[];
 }
 
 /** Messages a purge batch removed (or would remove) from one thread. */
@@ -359,30 +361,17 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   /**
-   * Deletes, in batches of `batch`, messages beyond the newest `keepLast` of each of `users` and
-   * messages created before `before`. Returns how many went.
+   * The syncer's retention: {@link purge} with the same floors, so a journaled append of a removed
+   * message replayed later stays removed. `keepLast` applies to each thread of `users`.
    */
   async enforceRetention(rule: RetentionRule): Promise<number> {
-    const sql = this.#sql;
-    const messages = sql(this.#t.messages);
-    let deleted = 0;
-    for (let i = 0; rule.keepLast !== undefined && i < rule.users.length; i += rule.batch) {
-      const users = rule.users.slice(i, i + rule.batch);
-      const result = await this.#q(sql`
-        delete from ${messages} m using (
-          select u.user_id, (select id from ${messages} x where x.user_id = u.user_id order by x.id desc offset ${rule.keepLast} limit 1) as cutoff
-          from unnest(${users as string[]}::text[]) as u(user_id)
-        ) c
-        where m.user_id = c.user_id and m.id <= c.cutoff`);
-      deleted += result.count;
-    }
-    for (let count = rule.batch; rule.before !== undefined && count === rule.batch; deleted += count) {
-      const result = await this.#q(sql`
-        with doomed as (select user_id, id from ${messages} where created_at < ${rule.before} order by created_at limit ${rule.batch})
-        delete from ${messages} m using doomed d where m.user_id = d.user_id and m.id = d.id`);
-      count = result.count;
-    }
-    return deleted;
+    let removed = 0;
+    const run = async (purge: PurgeRule) => {
+      for await (const batch of this.purge(purge)) for (const thread of batch) removed += thread.messages;
+    };
+    if (rule.keepLast !== undefined && rule.users.length > 0) await run({ keepLast: rule.keepLast, users: rule.users, batch: rule.batch });
+    if (rule.before !== undefined) await run({ before: rule.before, batch: rule.batch });
+    return removed;
   }
 
   /**
@@ -418,6 +407,7 @@ export class PostgresAdapter implements StorageAdapter {
             order by y.id limit ${batch}
           ) m
           where (t.user_id, t.thread) >= (${cu}::text collate "C", ${ct}::text collate "C")
+            ${rule.users ? sql`and t.user_id = any(${rule.users as string[]}::text[])` : sql``}
           order by t.user_id, t.thread, m.id
           limit ${batch}`);
         const last = rows.at(-1);
