@@ -13,6 +13,7 @@ import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
 import type { JsonObject, Message } from '../types.js';
 import { RedisKeys } from './redis-keys.js';
+import { RedisInvalidationFeed, type InvalidationFeed, type InvalidationListener } from '../cache/invalidation-feed.js';
 import * as lua from './redis-scripts.js';
 import { FLAG } from './redis-scripts.js';
 
@@ -614,6 +615,15 @@ export class RedisAdapter implements CacheAdapter {
   /** Calls `listener` each time the client (re)connects, so a restart of Redis can be noticed. */
   onReady(listener: () => void): void {
     this.client.on('ready', listener);
+  }
+
+  /**
+   * The invalidation feed of an in-process tier (a connection of its own); undefined on a Cluster,
+   * where tracking is per node and would need a feed per master kept in step with slot moves.
+   */
+  invalidations(listener: InvalidationListener): InvalidationFeed | undefined {
+    if (this.cluster) return undefined;
+    return new RedisInvalidationFeed(this.client as Redis, this.keyPrefix, listener);
   }
 
   /** The server's run id: it changes when Redis restarts (and may have lost what it held); '' on a Cluster. */

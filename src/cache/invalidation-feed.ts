@@ -1,0 +1,162 @@
+import { randomUUID } from 'node:crypto';
+import type { Redis } from 'ioredis';
+
+/** What an invalidation feed tells the in-process tier. */
+export interface InvalidationListener {
+  /** Keys of these users changed in Redis (a write by any process, an expiry, an eviction). */
+  users(users: string[]): void;
+  /** Redis dropped everything (FLUSHALL, FLUSHDB). */
+  all(): void;
+  /** The feed became reliable (subscribed with tracking on) or stopped being so (it may miss messages until it is live again). */
+  live(live: boolean): void;
+}
+
+/** Tells an in-process tier which users changed in Redis; see `RedisInvalidationFeed`. */
+export interface InvalidationFeed {
+  readonly live: boolean;
+  /** Writes a throwaway key under the prefix and resolves how long its invalidation took to arrive; rejects after `timeoutMs`. */
+  probe(timeoutMs: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+const CHANNEL = '__redis__:invalidate';
+const HEARTBEAT_MS = 1000;
+
+/**
+ * Redis server-assisted client-side caching in broadcast mode, on a connection of its own: it runs
+ * `CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX <prefix>:{` and subscribes to
+ * `__redis__:invalidate`, so Redis names every key under the store's prefix that any client
+ * changes (scripts included), and every key that expires or is evicted. The connection speaks
+ * RESP2 (under RESP3 the messages would come as push frames ioredis does not hand out).
+ *
+ * It is live only between a confirmed subscription and the first sign it may have missed a
+ * message: the connection closed (a cut, a Redis restart, CLIENT KILL), or a heartbeat PING went
+ * unanswered (a silent partition). Each (re)connect turns tracking on again before going live.
+ */
+export class RedisInvalidationFeed implements InvalidationFeed {
+  readonly #sub: Redis;
+  readonly #prefix: string;
+  readonly #heartbeat: NodeJS.Timeout;
+  readonly #probes = new Map<string, () => void>();
+  #live = false;
+  #closed = false;
+
+  constructor(
+    private readonly client: Redis,
+    keyPrefix: string,
+    private readonly listener: InvalidationListener,
+  ) {
+    this.#prefix = `${keyPrefix}:{`;
+    // ioredis 6 speaks RESP3 by default; `protocol` is unknown to ioredis 5, which speaks RESP2 anyway.
+    this.#sub = client.duplicate({
+      protocol: 2,
+      autoResubscribe: false,
+      lazyConnect: true,
+      enableOfflineQueue: false,
+      connectionName: 'tiered-conversation-store:l1',
+    } as never);
+    this.#sub.on('error', () => {});
+    this.#sub.on('ready', () => void this.#track());
+    this.#sub.on('close', () => this.#down());
+    this.#sub.on('messageBuffer', (channel: Buffer, message: Buffer[] | Buffer | null) => {
+      if (channel.toString() === CHANNEL) this.#message(message);
+    });
+    this.#heartbeat = setInterval(() => void this.#beat(), HEARTBEAT_MS).unref();
+    this.#sub.connect().catch(() => {});
+  }
+
+  get live(): boolean {
+    return this.#live;
+  }
+
+  async probe(timeoutMs: number): Promise<number> {
+    const started = performance.now();
+    const key = `${this.#prefix}l1-probe:${randomUUID()}}`;
+    const arrived = new Promise<void>((resolve) => this.#probes.set(key, resolve));
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const deadline = Date.now() + timeoutMs;
+      while (!this.#live) {
+        if (Date.now() > deadline) throw new Error(`the invalidation feed did not subscribe within ${timeoutMs} ms`);
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      await this.client.set(key, '1', 'PX', 5000);
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`no invalidation arrived within ${timeoutMs} ms`)), Math.max(1, deadline - Date.now()));
+      });
+      await Promise.race([arrived, timeout]);
+      return performance.now() - started;
+    } finally {
+      clearTimeout(timer);
+      this.#probes.delete(key);
+      await this.client.del(key).catch(() => {});
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#heartbeat);
+    this.#setLive(false);
+    this.#sub.disconnect();
+  }
+
+  async #track(): Promise<void> {
+    const sub = this.#sub;
+    try {
+      const id = await sub.client('ID');
+      await sub.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST', 'PREFIX', this.#prefix);
+      await sub.subscribe(CHANNEL);
+      if (!this.#closed && sub.status === 'ready') this.#setLive(true);
+    } catch {
+      // Not live; a fresh connection tries again.
+      if (!this.#closed) sub.disconnect(true);
+    }
+  }
+
+  async #beat(): Promise<void> {
+    if (!this.#live) return;
+    try {
+      await this.#sub.ping();
+    } catch {
+      if (this.#closed) return;
+      this.#down();
+      this.#sub.disconnect(true);
+    }
+  }
+
+  #down(): void {
+    this.#setLive(false);
+  }
+
+  #setLive(live: boolean): void {
+    if (this.#live === live) return;
+    this.#live = live;
+    this.listener.live(live);
+  }
+
+  #message(message: Buffer[] | Buffer | null): void {
+    if (message === null || !Array.isArray(message)) {
+      // A flush (null), or a payload this code does not understand: drop everything to be safe.
+      this.listener.all();
+      return;
+    }
+    const users = new Set<string>();
+    for (const raw of message) {
+      const key = raw.toString();
+      const probe = this.#probes.get(key);
+      if (probe) probe();
+      const user = userOfKey(key, this.#prefix);
+      if (user !== undefined) users.add(user);
+    }
+    if (users.size > 0) this.listener.users([...users]);
+  }
+}
+
+/** The user whose key `key` is (`<prefix>:{<user>}:...`); undefined for the shared keys (their tags hold a colon). */
+export function userOfKey(key: string, prefix: string): string | undefined {
+  if (!key.startsWith(prefix)) return undefined;
+  const end = key.indexOf('}', prefix.length);
+  if (end < 0) return undefined;
+  const tag = key.slice(prefix.length, end);
+  return tag.includes(':') || tag.length === 0 ? undefined : tag;
+}
