@@ -855,9 +855,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         users: (users) => l1.invalidate(users),
         all: () => l1.dropAll(),
         live: () => this.#l1Serving(),
+        refused: (error) => this.#log.warn(`the in-process tier (L1) is off: redis refused client tracking (${error.message})`),
       });
     }
     await redis.start();
+    // The first reads can be served from L1 (a subscription is a round trip or two); never long.
+    if (redis.up) await this.#feed?.settled(redis.adapter.timeoutMs);
     if (redis.up) await (this.#cache ? this.#cache.checkRestart() : this.#restarts?.check())?.catch(() => {});
   }
 

@@ -9,11 +9,15 @@ export interface InvalidationListener {
   all(): void;
   /** The feed became reliable (subscribed with tracking on) or stopped being so (it may miss messages until it is live again). */
   live(live: boolean): void;
+  /** Redis refused tracking (an ACL, a managed service): the feed gives up, and L1 never serves. */
+  refused(error: Error): void;
 }
 
 /** Tells an in-process tier which users changed in Redis; see `RedisInvalidationFeed`. */
 export interface InvalidationFeed {
   readonly live: boolean;
+  /** Resolves once the feed is live, has given up, or `timeoutMs` passed. */
+  settled(timeoutMs: number): Promise<void>;
   /** Writes a throwaway key under the prefix and resolves how long its invalidation took to arrive; rejects after `timeoutMs`. */
   probe(timeoutMs: number): Promise<number>;
   close(): Promise<void>;
@@ -40,6 +44,8 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   readonly #probes = new Map<string, () => void>();
   #live = false;
   #closed = false;
+  #settle: (() => void) | undefined;
+  readonly #settled = new Promise<void>((resolve) => (this.#settle = resolve));
 
   constructor(
     private readonly client: Redis,
@@ -67,6 +73,12 @@ export class RedisInvalidationFeed implements InvalidationFeed {
 
   get live(): boolean {
     return this.#live;
+  }
+
+  async settled(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#settled, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
   }
 
   async probe(timeoutMs: number): Promise<number> {
@@ -107,9 +119,19 @@ export class RedisInvalidationFeed implements InvalidationFeed {
       await sub.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST', 'PREFIX', this.#prefix);
       await sub.subscribe(CHANNEL);
       if (!this.#closed && sub.status === 'ready') this.#setLive(true);
-    } catch {
+    } catch (error) {
+      if (this.#closed) return;
+      if (error instanceof Error && error.name === 'ReplyError') {
+        // Redis said no (CLIENT or SUBSCRIBE not allowed): asking again would not change that.
+        this.#closed = true;
+        clearInterval(this.#heartbeat);
+        sub.disconnect();
+        this.listener.refused(error);
+        this.#settle?.();
+        return;
+      }
       // Not live; a fresh connection tries again.
-      if (!this.#closed) sub.disconnect(true);
+      sub.disconnect(true);
     }
   }
 
@@ -131,6 +153,7 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   #setLive(live: boolean): void {
     if (this.#live === live) return;
     this.#live = live;
+    if (live) this.#settle?.();
     this.listener.live(live);
   }
 

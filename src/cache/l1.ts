@@ -114,19 +114,25 @@ export class L1 {
     return this.#live ? { at: this.#clock } : undefined;
   }
 
-  /** Keeps `window` (the thread's newest `historyLimit` messages, complete) unless the user was invalidated since `ticket`. */
-  fill(ticket: L1Ticket, user: string, thread: string, window: readonly Message[]): boolean {
-    if (!this.#live || ticket.at < this.#floor || (this.#invalidatedAt.get(user) ?? -1) > ticket.at) return false;
+  /**
+   * Keeps `window` (the thread's newest `historyLimit` messages as a read returned them): a serving
+   * copy when the read had a ticket and nothing invalidated the user since it was taken, else a
+   * last-known copy only (stale-if-error), which replaces none that serves. Resolves whether it serves.
+   */
+  fill(ticket: L1Ticket | undefined, user: string, thread: string, window: readonly Message[]): boolean {
+    const serving = ticket !== undefined && this.#live && ticket.at >= this.#floor && (this.#invalidatedAt.get(user) ?? -1) <= ticket.at;
+    const key = keyOf(user, thread);
+    if (!serving && this.#entries.get(key)?.serving) return false;
     const messages = (window.length > this.historyLimit ? window.slice(-this.historyLimit) : window).map(copy);
     let bytes = ENTRY_OVERHEAD_BYTES;
     for (const m of messages) {
       if (m.meta !== undefined) deepFreeze(m.meta);
       bytes += messageBytes(m);
     }
+    this.#remove(key);
     if (bytes > this.maxBytes) return false;
-    this.#remove(keyOf(user, thread));
-    this.#insert({ user, thread, messages, bytes, serving: true, after: [] });
-    return true;
+    this.#insert({ user, thread, messages, bytes, serving, after: [] });
+    return serving;
   }
 
   /** The last copy this process knew of the thread with its own writes since laid over it, serving or not (stale-if-error). */

@@ -56,7 +56,7 @@ export class Reads {
       // With a ticket the whole window is read, so L1 can keep it for any limit up to historyLimit.
       const read = await cache.readHistory(user, thread, ticket ? historyLimit : limit, deadline);
       if (read && !isMiss(read)) {
-        if (ticket) l1?.fill(ticket, user, thread, read.messages);
+        l1?.fill(ticket, user, thread, read.messages);
         return read.messages.length > limit ? read.messages.slice(-limit) : read.messages;
       }
       miss = read;
@@ -72,8 +72,9 @@ export class Reads {
       if (read && !isMiss(read)) {
         const merged = mergeHistory(read.messages, read, user, thread, pending, want);
         if (miss) cache?.fillHistory(user, thread, miss, merged.slice(-historyLimit));
-        // Complete only when every journal was laid over it: after a cache miss, or with no cache at all.
-        if (ticket && (miss || !cache)) l1?.fill(ticket, user, thread, merged.slice(-historyLimit));
+        // It serves only when every journal was laid over it (after a cache miss, or with no cache
+        // at all); any other read is still the last history this process knew (stale-if-error).
+        if (limit <= historyLimit) l1?.fill(miss || !cache ? ticket : undefined, user, thread, merged);
         return merged.length > limit ? merged.slice(-limit) : merged;
       }
     }
