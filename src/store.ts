@@ -226,6 +226,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     // Only with a feed to keep it coherent: Redis that can name changed keys (not a Cluster).
     const l1 = this.#opts.l1;
     this.#l1 = l1 && options.redis?.invalidations && !isCluster(options.redis) ? new L1(l1.maxBytes, historyLimit) : undefined;
+    if (options.l1 && options.redis && !this.#l1) {
+      this.#log.warn('l1 is off: its Redis cannot report changed keys (a Redis Cluster tracks per node; see docs/performance.md)');
+    }
     const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats, l1: this.#l1 };
     this.#reads = new Reads({ ...route, historyLimit, writeMode: this.#opts.writeMode });
     this.#writes = new Writes({ ...route, writeMode: this.#opts.writeMode, budgetMs: this.#budgetMs });
@@ -940,7 +943,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (options.redis) parts.push(`redis ${options.redis.describe?.() ?? ''} (${options.postgres ? 'cache' : 'system of record, nothing expires'})`);
     if (options.postgres) parts.push(`postgres ${options.postgres.describe?.() ?? ''}`);
     parts.push(this.#durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
-    return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}`;
+    const l1 = this.#l1 ? `; L1 ${Math.round(this.#l1.maxBytes / 1024 / 1024)} MiB in process` : '';
+    return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}${l1}`;
   }
 }
 

@@ -122,16 +122,20 @@ export class L1 {
   fill(ticket: L1Ticket | undefined, user: string, thread: string, window: readonly Message[]): boolean {
     const serving = ticket !== undefined && this.#live && ticket.at >= this.#floor && (this.#invalidatedAt.get(user) ?? -1) <= ticket.at;
     const key = keyOf(user, thread);
-    if (!serving && this.#entries.get(key)?.serving) return false;
+    const previous = this.#entries.get(key);
+    if (!serving && previous?.serving) return false;
+    // A read that may predate this process's writes keeps them (laid over it again, they change nothing it has).
+    const after = serving ? [] : (previous?.after ?? []);
     const messages = (window.length > this.historyLimit ? window.slice(-this.historyLimit) : window).map(copy);
     let bytes = ENTRY_OVERHEAD_BYTES;
+    for (const op of after) bytes += opBytes(op);
     for (const m of messages) {
       if (m.meta !== undefined) deepFreeze(m.meta);
       bytes += messageBytes(m);
     }
     this.#remove(key);
     if (bytes > this.maxBytes) return false;
-    this.#insert({ user, thread, messages, bytes, serving, after: [] });
+    this.#insert({ user, thread, messages, bytes, serving, after });
     return serving;
   }
 
