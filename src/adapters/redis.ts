@@ -304,9 +304,12 @@ export class RedisAdapter implements CacheAdapter {
       if (cuts) read.cuts = parseCuts(cuts);
       return read;
     }
-    // A plain LRANGE on the hot path; only a miss pays for the script that reads the version.
-    const items = await this.#call(this.client.lrange(h, -limit, -1));
-    if (items.length > 0) return { messages: items.map(decode), floor: '' };
+    // A plain LRANGE on the hot path; only a miss pays for the script that reads the version
+    // (unless a miss is likely: then the script alone, one round trip either way).
+    if (!options.missLikely) {
+      const items = await this.#call(this.client.lrange(h, -limit, -1));
+      if (items.length > 0) return { messages: items.map(decode), floor: '' };
+    }
     const reply = (await this.#eval(S.readHistory, [h, m, j], [limit, this.#metaTtl])) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
     return { messages: (reply as string[]).map(decode), floor: '' };

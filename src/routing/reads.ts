@@ -54,7 +54,7 @@ export class Reads {
     let miss: CacheMiss | undefined;
     if (cache && limit <= historyLimit && !strict) {
       // With a ticket the whole window is read, so L1 can keep it for any limit up to historyLimit.
-      const read = await cache.readHistory(user, thread, ticket ? historyLimit : limit, deadline);
+      const read = await cache.readHistory(user, thread, ticket ? historyLimit : limit, deadline, ticket !== undefined);
       if (read && !isMiss(read)) {
         l1?.fill(ticket, user, thread, read.messages);
         return read.messages.length > limit ? read.messages.slice(-limit) : read.messages;
