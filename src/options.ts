@@ -67,10 +67,10 @@ export interface TieredStoreOptions {
   /**
    * The in-process tier: hot histories served from this process's memory, kept coherent with every
    * other process through Redis's invalidation messages, and the last-known copies for
-   * stale-if-error. On when Redis is present (not on a Redis Cluster); `false` turns it off.
+   * stale-if-error. On when Redis is present (not on a Redis Cluster); `false` turns it off (`true`: the defaults).
    * @default { maxBytes: 32 MiB }
    */
-  l1?: L1Options | false | undefined;
+  l1?: L1Options | boolean | undefined;
 }
 
 export interface L1Options {
@@ -160,8 +160,9 @@ export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
   };
 }
 
-function checkL1(l1: L1Options | false | undefined): { maxBytes: number } | false {
+function checkL1(l1: L1Options | boolean | undefined): { maxBytes: number } | false {
   if (l1 === false) return false;
+  if (l1 === true) return checkL1(undefined);
   if (l1 !== undefined && (l1 === null || typeof l1 !== 'object')) {
     throw new ConfigurationError(ErrorCode.INVALID_OPTION, `l1 must be false or { maxBytes }, got ${String(l1)}`);
   }

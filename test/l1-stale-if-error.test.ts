@@ -66,6 +66,17 @@ it("the process's own edits, deletes and erasures made after the read are laid o
   expect(await texts(store, 's3')).toEqual([]); // an erased user never comes back from a stale copy
 });
 
+it('a read longer than historyLimit is remembered too: 40 read with historyLimit 10, all 40 plus the outage writes', async () => {
+  rig = await OutageRig.start({ historyLimit: 10 });
+  other = rig.anotherProcess({ historyLimit: 10 });
+  for (const text of range('m', 40)) await other.addMemory('s5', 'user', text);
+  expect(await texts(rig.store, 's5', 40)).toEqual(range('m', 40));
+  await bothDown(rig);
+  for (const text of range('out', 3)) await rig.store.addMemory('s5', 'user', text);
+  expect(await texts(rig.store, 's5', 100)).toEqual([...range('m', 40), ...range('out', 3)]);
+  expect(await texts(rig.store, 's5')).toEqual([...range('m', 40).slice(-7), ...range('out', 3)]);
+});
+
 it('without L1 (l1: false) the same double outage gives only what RAM holds: the outage writes', async () => {
   rig = await OutageRig.start({ l1: false });
   other = rig.anotherProcess();

@@ -48,6 +48,13 @@ describe('L1 serving', () => {
     expect(l1.history('u', 'main', 5)!.map((m) => m.content)).toEqual(['x3', 'x4', 'x5', 'x6', 'x7']);
   });
 
+  it('a longer read kept only as a last-known copy keeps more than historyLimit of it', () => {
+    const l1 = live();
+    expect(l1.fill(undefined, 'u', 'main', window(12))).toBe(false);
+    expect(l1.lastKnown('u', 'main')!.messages).toHaveLength(12);
+    expect(l1.history('u', 'main', 5)).toBeUndefined();
+  });
+
   it('not live: no ticket, nothing serves, but a read is kept as the last-known copy', () => {
     const l1 = new L1(1_000_000, 5);
     expect(l1.ticket()).toBeUndefined();

@@ -29,6 +29,8 @@ const ENTRY_OVERHEAD_BYTES = 200;
 const MAX_OPS_PER_ENTRY = 1000;
 /** Users whose invalidation time is remembered for fills in flight; past it every fill in flight is refused instead. */
 const MAX_REMEMBERED_USERS = 10_000;
+/** Most messages a last-known copy keeps from a longer read (a serving copy keeps `historyLimit`). */
+const MAX_KNOWN_MESSAGES = 1000;
 const WIDE = /[\u0100-\uffff]/;
 
 export function messageBytes(m: Message): number {
@@ -115,9 +117,10 @@ export class L1 {
   }
 
   /**
-   * Keeps `window` (the thread's newest `historyLimit` messages as a read returned them): a serving
-   * copy when the read had a ticket and nothing invalidated the user since it was taken, else a
-   * last-known copy only (stale-if-error), which replaces none that serves. Resolves whether it serves.
+   * Keeps a complete read of the thread's newest messages: its newest `historyLimit` as a serving
+   * copy when the read had a ticket and nothing invalidated the user since it was taken, else (up
+   * to `MAX_KNOWN_MESSAGES` of them) as a last-known copy only (stale-if-error), which replaces none
+   * that serves. Resolves whether it serves.
    */
   fill(ticket: L1Ticket | undefined, user: string, thread: string, window: readonly Message[]): boolean {
     const serving = ticket !== undefined && this.#live && ticket.at >= this.#floor && (this.#invalidatedAt.get(user) ?? -1) <= ticket.at;
@@ -126,7 +129,8 @@ export class L1 {
     if (!serving && previous?.serving) return false;
     // A read that may predate this process's writes keeps them (laid over it again, they change nothing it has).
     const after = serving ? [] : (previous?.after ?? []);
-    const messages = (window.length > this.historyLimit ? window.slice(-this.historyLimit) : window).map(copy);
+    const most = serving ? this.historyLimit : Math.max(this.historyLimit, MAX_KNOWN_MESSAGES);
+    const messages = (window.length > most ? window.slice(-most) : window).map(copy);
     let bytes = ENTRY_OVERHEAD_BYTES;
     for (const op of after) bytes += opBytes(op);
     for (const m of messages) {

@@ -73,8 +73,8 @@ export class Reads {
         const merged = mergeHistory(read.messages, read, user, thread, pending, want);
         if (miss) cache?.fillHistory(user, thread, miss, merged.slice(-historyLimit));
         // It serves only when every journal was laid over it (after a cache miss, or with no cache
-        // at all); any other read is still the last history this process knew (stale-if-error).
-        if (limit <= historyLimit) l1?.fill(miss || !cache ? ticket : undefined, user, thread, merged);
+        // at all); any other read, a longer one too, is still the last history this process knew (stale-if-error).
+        l1?.fill(miss || !cache ? ticket : undefined, user, thread, merged);
         return merged.length > limit ? merged.slice(-limit) : merged;
       }
     }
