@@ -860,6 +860,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         live: () => this.#l1Serving(),
         refused: (error) => this.#log.warn(`the in-process tier (L1) is off: redis refused client tracking (${error.message})`),
       });
+      const feed = this.#feed;
+      if (feed) l1.gate(() => feed.recent);
     }
     await redis.start();
     // The first reads can be served from L1 (a subscription is a round trip or two); never long.

@@ -170,6 +170,46 @@ describeIfAble('L1 across processes', missingRedisServer(), () => {
     expect((await l1Hits(procs)).every((h, i) => h > hits[i]!)).toBe(true);
   }, 120_000);
 
+  it('a silent partition of one process from Redis (the proxy hangs): its L1 stops serving within a second or so, its reads come from PostgreSQL', async () => {
+    const { procs, proxies: paths } = await start(2, { proxied: true });
+    const [a, b] = procs as [L1Process, L1Process];
+    const user = newUser();
+    const acked: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      await procs[i % 2]!.add(user, `before${i}`);
+      acked.push(`before${i}`);
+    }
+    await allSee(procs, user, acked, 'before the hang');
+    // a's copy serves (its last read was an L1 hit), so only its feed could tell it of b's write.
+    await expect
+      .poll(
+        async () => {
+          const hits = (await a.stats()).l1.hits;
+          await a.read(user);
+          return (await a.stats()).l1.hits > hits;
+        },
+        { timeout: 10_000 },
+      )
+      .toBe(true);
+    console.log('A stats before', JSON.stringify((await a.stats()).l1));
+    await paths[0]!.hang();
+    await b.add(user, 'during');
+
+    acked.push('during');
+    // a hears nothing from Redis: without a word on its feed its copies stop serving, and its
+    // next reads find Redis hung (one deadline), then read PostgreSQL.
+    const started = Date.now();
+    await expect.poll(async () => contents(await a.read(user)), { timeout: 10_000, interval: 50 }).toEqual(acked);
+    const stale = Date.now() - started;
+    console.log('A stats', JSON.stringify((await a.stats()).l1), JSON.stringify((await a.stats()).tiers.redis));
+    await paths[0]!.pass();
+    await expect.poll(async () => (await a.health()).redis, { timeout: 15_000, interval: 100 }).toBe('up');
+    await a.add(user, 'after');
+    acked.push('after');
+    await allSee(procs, user, acked, 'after the hang');
+    console.info(`L1 under a silent partition: stale reads for at most ${stale} ms`);
+  }, 120_000);
+
   it('redis-server killed and restarted empty: every process drops its L1 and converges on what PostgreSQL has', async () => {
     const { procs } = await start(2);
     const [a, b] = procs as [L1Process, L1Process];

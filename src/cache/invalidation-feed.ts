@@ -16,6 +16,8 @@ export interface InvalidationListener {
 /** Tells an in-process tier which users changed in Redis; see `RedisInvalidationFeed`. */
 export interface InvalidationFeed {
   readonly live: boolean;
+  /** Live and heard from lately (a message or a heartbeat's answer): a silent partition ends serving within a second. */
+  readonly recent: boolean;
   /** Resolves once the feed is live, has given up, or `timeoutMs` passed. */
   settled(timeoutMs: number): Promise<void>;
   /** Writes a throwaway key under the prefix and resolves how long its invalidation took to arrive; rejects after `timeoutMs`. */
@@ -24,7 +26,9 @@ export interface InvalidationFeed {
 }
 
 const CHANNEL = '__redis__:invalidate';
-const HEARTBEAT_MS = 1000;
+const HEARTBEAT_MS = 200;
+/** Past this long without a word from Redis on the feed (a silent partition), copies stop serving. */
+const SILENT_MS = 800;
 
 /**
  * Redis server-assisted client-side caching in broadcast mode, on a connection of its own: it runs
@@ -35,7 +39,9 @@ const HEARTBEAT_MS = 1000;
  *
  * It is live only between a confirmed subscription and the first sign it may have missed a
  * message: the connection closed (a cut, a Redis restart, CLIENT KILL), or a heartbeat PING went
- * unanswered (a silent partition). Each (re)connect turns tracking on again before going live.
+ * unanswered. Each (re)connect turns tracking on again before going live. Between heartbeats
+ * (every 200 ms), `recent` says whether Redis was heard from lately: copies serve only then, so a
+ * silent partition stops them within a second even before the PING times out.
  */
 export class RedisInvalidationFeed implements InvalidationFeed {
   readonly #sub: Redis;
@@ -44,6 +50,8 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   readonly #probes = new Map<string, () => void>();
   #live = false;
   #closed = false;
+  #heardAt = 0;
+  #beating = false;
   #settle: (() => void) | undefined;
   readonly #settled = new Promise<void>((resolve) => (this.#settle = resolve));
 
@@ -73,6 +81,10 @@ export class RedisInvalidationFeed implements InvalidationFeed {
 
   get live(): boolean {
     return this.#live;
+  }
+
+  get recent(): boolean {
+    return this.#live && performance.now() - this.#heardAt < SILENT_MS;
   }
 
   async settled(timeoutMs: number): Promise<void> {
@@ -136,13 +148,17 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   }
 
   async #beat(): Promise<void> {
-    if (!this.#live) return;
+    if (!this.#live || this.#beating) return;
+    this.#beating = true;
     try {
       await this.#sub.ping();
+      this.#heardAt = performance.now();
     } catch {
       if (this.#closed) return;
       this.#down();
       this.#sub.disconnect(true);
+    } finally {
+      this.#beating = false;
     }
   }
 
@@ -153,11 +169,13 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   #setLive(live: boolean): void {
     if (this.#live === live) return;
     this.#live = live;
+    this.#heardAt = performance.now();
     if (live) this.#settle?.();
     this.listener.live(live);
   }
 
   #message(message: Buffer[] | Buffer | null): void {
+    this.#heardAt = performance.now();
     if (message === null || !Array.isArray(message)) {
       // A flush (null), or a payload this code does not understand: drop everything to be safe.
       this.listener.all();

@@ -72,6 +72,8 @@ export class L1 {
   #floor = 0;
   #clock = 0;
   #live = false;
+  /** Checked at each read: the feed was heard from lately. */
+  #heard: () => boolean = () => true;
   #bytes = 0;
   readonly counts = { hits: 0, misses: 0, evictions: 0, invalidations: 0, staleServes: 0 };
 
@@ -82,6 +84,11 @@ export class L1 {
 
   get live(): boolean {
     return this.#live;
+  }
+
+  /** A check run at each read and fill on top of `live` (the feed heard from lately). */
+  gate(heard: () => boolean): void {
+    this.#heard = heard;
   }
 
   /** Serving on (the feed is subscribed and Redis is up) or off; either way every copy stops serving (the feed may have missed messages). */
@@ -97,7 +104,7 @@ export class L1 {
   /** The newest `limit` messages from a serving copy (copies of the held messages), or undefined (counted as a miss). */
   history(user: string, thread: string, limit: number): Message[] | undefined {
     const key = keyOf(user, thread);
-    const entry = this.#live ? this.#entries.get(key) : undefined;
+    const entry = this.#live && this.#heard() ? this.#entries.get(key) : undefined;
     if (!entry?.serving || limit > this.historyLimit) {
       this.counts.misses++;
       return undefined;
@@ -113,7 +120,7 @@ export class L1 {
 
   /** A ticket for a fill, or undefined while not serving (nothing read now may be kept). */
   ticket(): L1Ticket | undefined {
-    return this.#live ? { at: this.#clock } : undefined;
+    return this.#live && this.#heard() ? { at: this.#clock } : undefined;
   }
 
   /**
