@@ -555,7 +555,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getUserPhone(userId: UserId): Promise<string | null> {
     const user = userKey(userId);
-    return (await this.#run('getUserPhone', (deadline) => this.#reads.user(user, deadline))).phone.value;
+    return (await this.#run('getUserPhone', (deadline) => this.#reads.user(user, deadline, false, true))).phone.value;
   }
 
   /** Stores a JSON object (at most `limits.bookingBytes` serialised); `null` removes it. */
@@ -567,7 +567,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getBookingData(userId: UserId): Promise<BookingData | null> {
     const user = userKey(userId);
-    return (await this.#run('getBookingData', (deadline) => this.#reads.user(user, deadline))).booking.value;
+    return (await this.#run('getBookingData', (deadline) => this.#reads.user(user, deadline, false, true))).booking.value;
   }
 
   // ---- subscribers

@@ -96,6 +96,17 @@ describeIfAble('L1 across processes', missingRedisServer(), () => {
     held.push({ id: await a.add(user, 'after-clear'), text: 'after-clear' });
     await allSee(procs, user, expected(), 'after a write after the clear');
 
+    // Phone (and booking) too: held in L1, changed in one process, read in the other.
+    for (const [writer, phone] of [
+      [a, '+15550000001'],
+      [b, '+15550000002'],
+      [a, null],
+    ] as const) {
+      for (const p of procs) for (let i = 0; i < 2; i++) await p.call('getPhone', { user });
+      await writer.call('phone', phone === null ? { user } : { user, text: phone });
+      for (const p of procs) for (let i = 0; i < 2; i++) expect(await p.call('getPhone', { user }), `${p.name} phone after ${writer.name}`).toBe(phone);
+    }
+
     const [sa, sb] = await Promise.all([a.stats(), b.stats()]);
     // L1 really served (so the checks above were of it), and the other process's writes invalidated it.
     for (const s of [sa, sb]) {

@@ -60,8 +60,18 @@ it("the process's own edits, deletes and erasures made after the read are laid o
   await store.truncateAfter('s2', ids[6]!);
   await store.addMemory('s2', 'user', 'm8');
   await store.deleteUser('s3');
+  await store.setUserPhone('s2', '+15550000001');
+  await store.setBookingData('s2', { slot: 'known' });
+  expect(await store.getUserPhone('s2')).toBe('+15550000001');
+  expect(await store.getBookingData('s2')).toEqual({ slot: 'known' });
+  await store.setBookingData('s2', { slot: 'changed after the read' });
   await bothDown(rig);
   await store.addMemory('s2', 'user', 'out');
+  // Phone and booking as last known, with the write since (before: null, RAM held neither).
+  expect(await store.getUserPhone('s2')).toBe('+15550000001');
+  expect(await store.getBookingData('s2')).toEqual({ slot: 'changed after the read' });
+  await store.setUserPhone('s2', '+15550000009');
+  expect(await store.getUserPhone('s2')).toBe('+15550000009');
   expect(await texts(store, 's2')).toEqual(['m0', 'm1-edited', 'm3', 'm4', 'm5', 'm6', 'm8', 'out']);
   expect(await texts(store, 's3')).toEqual([]); // an erased user never comes back from a stale copy
 });

@@ -116,6 +116,33 @@ describe('L1 serving', () => {
   });
 });
 
+describe('L1 phone and booking', () => {
+  const record = (phone: string | null, booking: Record<string, string> | null) => ({
+    phone: { value: phone, id: 'a' },
+    booking: { value: booking, id: 'b' },
+    subscribed: { value: false, id: '' },
+  });
+
+  it('serves a filled record as a copy, by the same rules as histories, and erasure drops it', () => {
+    const l1 = live();
+    expect(l1.user('u')).toBeUndefined();
+    expect(l1.fillUser(l1.ticket(), 'u', record('+1', { slot: 'x' }))).toBe(true);
+    const read = l1.user('u')!;
+    expect(read.phone.value).toBe('+1');
+    read.booking.value!.slot = 'changed';
+    expect(l1.user('u')!.booking.value).toEqual({ slot: 'x' });
+    const ticket = l1.ticket();
+    l1.invalidate(['u']);
+    expect(l1.user('u')).toBeUndefined();
+    expect(l1.fillUser(ticket, 'u', record('+2', null))).toBe(false);
+    expect(l1.lastKnownUser('u')!.record.phone.value).toBe('+2');
+    l1.fill(l1.ticket(), 'u', 'main', window(1));
+    l1.wrote([{ kind: 'delete', user: 'u', id: id() }]);
+    expect(l1.lastKnownUser('u')).toBeUndefined();
+    expect(l1.lastKnown('u', 'main')).toBeUndefined();
+  });
+});
+
 describe('L1 bytes', () => {
   it('counts a fixed cost per message plus its text (wide characters twice), and meta', () => {
     expect(messageBytes(msg('abc'))).toBe(MESSAGE_OVERHEAD_BYTES + 3);

@@ -1,5 +1,6 @@
 import { mergeHistory, type Op } from '../model/ops.js';
 import { opBytes } from '../model/sizes.js';
+import type { UserRecord } from '../adapters/contract.js';
 import type { JsonValue, Message } from '../types.js';
 
 /** Counters of the in-process tier since the store started (see `stats().l1`). */
@@ -53,7 +54,12 @@ interface Entry {
   serving: boolean;
   /** This process's writes to the user since the copy was made, laid over it when it is served stale. */
   after: Op[];
+  /** A copy of the user's phone and booking (its `messages` are then empty). */
+  record?: UserRecord;
 }
+
+/** The entry key of a user's phone and booking (no thread name holds this character). */
+const USER_FIELDS = '\u0001';
 
 /**
  * The in-process tier: complete copies of threads' newest `historyLimit` messages (the rule of
@@ -118,6 +124,41 @@ export class L1 {
     return out;
   }
 
+  /** The user's phone and booking from a serving copy (subscription not included), or undefined (a miss). */
+  user(user: string): UserRecord | undefined {
+    const key = keyOf(user, USER_FIELDS);
+    const entry = this.#live && this.#heard() ? this.#entries.get(key) : undefined;
+    if (!entry?.serving || !entry.record) {
+      this.counts.misses++;
+      return undefined;
+    }
+    this.counts.hits++;
+    this.#entries.delete(key);
+    this.#entries.set(key, entry);
+    return copyRecord(entry.record);
+  }
+
+  /** Keeps the user's phone and booking, by the rules of `fill`. */
+  fillUser(ticket: L1Ticket | undefined, user: string, record: UserRecord): boolean {
+    const serving = this.#fresh(ticket, user);
+    const key = keyOf(user, USER_FIELDS);
+    const previous = this.#entries.get(key);
+    if (!serving && previous?.serving) return false;
+    const after = serving ? [] : (previous?.after ?? []);
+    let bytes = ENTRY_OVERHEAD_BYTES + (record.phone.value?.length ?? 0) + JSON.stringify(record.booking.value).length * 3;
+    for (const op of after) bytes += opBytes(op);
+    this.#remove(key);
+    if (bytes > this.maxBytes) return false;
+    this.#insert({ user, thread: USER_FIELDS, messages: [], bytes, serving, after, record: copyRecord(record) });
+    return serving;
+  }
+
+  /** The last phone and booking this process knew, with its own writes since (stale-if-error). */
+  lastKnownUser(user: string): { record: UserRecord; after: Op[] } | undefined {
+    const entry = this.#entries.get(keyOf(user, USER_FIELDS));
+    return entry?.record && { record: copyRecord(entry.record), after: [...entry.after] };
+  }
+
   /** A ticket for a fill, or undefined while not serving (nothing read now may be kept). */
   ticket(): L1Ticket | undefined {
     return this.#live && this.#heard() ? { at: this.#clock } : undefined;
@@ -130,7 +171,7 @@ export class L1 {
    * that serves. Resolves whether it serves.
    */
   fill(ticket: L1Ticket | undefined, user: string, thread: string, window: readonly Message[]): boolean {
-    const serving = ticket !== undefined && this.#live && ticket.at >= this.#floor && (this.#invalidatedAt.get(user) ?? -1) <= ticket.at;
+    const serving = this.#fresh(ticket, user);
     const key = keyOf(user, thread);
     const previous = this.#entries.get(key);
     if (!serving && previous?.serving) return false;
@@ -196,6 +237,11 @@ export class L1 {
     this.#floor = this.#clock;
     this.#invalidatedAt.clear();
     for (const entry of this.#entries.values()) entry.serving = false;
+  }
+
+  /** Whether a read that took `ticket` may leave a serving copy of `user`: serving, and nothing invalidated the user since. */
+  #fresh(ticket: L1Ticket | undefined, user: string): boolean {
+    return ticket !== undefined && this.#live && ticket.at >= this.#floor && (this.#invalidatedAt.get(user) ?? -1) <= ticket.at;
   }
 
   #invalidate(user: string, counted: boolean): void {
@@ -278,6 +324,14 @@ function copy(m: Message): Message {
   const out: Message = { ...m, createdAt: new Date(m.createdAt.getTime()) };
   if (m.updatedAt) out.updatedAt = new Date(m.updatedAt.getTime());
   return out;
+}
+
+function copyRecord(r: UserRecord): UserRecord {
+  return {
+    phone: { ...r.phone },
+    booking: { ...r.booking, value: r.booking.value === null ? null : structuredClone(r.booking.value) },
+    subscribed: { ...r.subscribed },
+  };
 }
 
 function deepFreeze(value: JsonValue): void {

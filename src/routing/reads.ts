@@ -157,13 +157,28 @@ export class Reads {
     return overlayThreads(page ?? (await memory.listThreads(user, limit, cursor)), pending, cursor === null);
   }
 
-  async user(user: string, deadline: number, strict = false): Promise<UserRecord> {
+  /**
+   * The user's record. `fields`: only phone and booking will be used (a cache's copy does not
+   * carry the subscription), so L1 may serve and keep them, and stale-if-error applies.
+   */
+  async user(user: string, deadline: number, strict = false, fields = false): Promise<UserRecord> {
     const { cache, durable, memory } = this.d;
     if (!durable) return memory.readUser(user);
+    const l1 = fields && !strict ? this.d.l1 : undefined;
+    let ticket: L1Ticket | undefined;
+    if (l1) {
+      await yieldToIo();
+      const held = l1.user(user);
+      if (held) return held;
+      ticket = l1.ticket();
+    }
     let miss: CacheMiss | undefined;
     if (cache && !strict) {
       const read = await cache.readUser(user, deadline);
-      if (read && !isMiss(read)) return read;
+      if (read && !isMiss(read)) {
+        l1?.fillUser(ticket, user, read);
+        return read;
+      }
       miss = read;
     }
     const [read, pending] = await Promise.all([
@@ -171,9 +186,17 @@ export class Reads {
       this.#pending(user, miss, deadline, strict),
     ]);
     if (strict && (!read || isMiss(read))) throw unreachable(durable.name);
-    const base = read && !isMiss(read) ? read : await memory.readUser(user);
-    const merged = overlay(base, pending);
-    if (miss && read) cache?.fillUser(user, miss, merged);
+    if (!read || isMiss(read)) {
+      // Stale-if-error: the last record this process knew, with its writes since and the outage's.
+      const held = await memory.readUser(user);
+      const known = l1?.lastKnownUser(user);
+      if (!known) return overlay(held, pending);
+      l1?.servedStale();
+      return overlay(newest(known.record, held), [...known.after, ...pending]);
+    }
+    const merged = overlay(read, pending);
+    if (miss) cache?.fillUser(user, miss, merged);
+    l1?.fillUser(miss || !cache ? ticket : undefined, user, merged);
     return merged;
   }
 
@@ -252,6 +275,12 @@ function unreachable(tier: string): UnavailableError {
     ErrorCode.STORE_UNAVAILABLE,
     `${tier} is unreachable: what it holds cannot be read, so a complete answer cannot be given (try again once it is back)`,
   );
+}
+
+/** Field by field, the value written last (by op id) of two records. */
+function newest(a: UserRecord, b: UserRecord): UserRecord {
+  const pick = <T extends { id: string }>(x: T, y: T): T => (y.id > x.id ? y : x);
+  return { phone: pick(a.phone, b.phone), booking: pick(a.booking, b.booking), subscribed: pick(a.subscribed, b.subscribed) };
 }
 
 /** A user record with pending ops laid over it (last writer wins by op id). */
