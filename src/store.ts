@@ -227,7 +227,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const l1 = this.#opts.l1;
     this.#l1 = l1 && options.redis?.invalidations && !isCluster(options.redis) ? new L1(l1.maxBytes, historyLimit) : undefined;
     if (options.l1 && options.redis && !this.#l1) {
-      this.#log.warn('l1 is off: its Redis cannot report changed keys (a Redis Cluster tracks per node; see docs/performance.md)');
+      this.#log.warn('l1 is off: its Redis cannot report changed keys (a Redis Cluster tracks keys per node; see docs/in-process-tier.md)');
     }
     const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats, l1: this.#l1 };
     this.#reads = new Reads({ ...route, historyLimit, writeMode: this.#opts.writeMode });
@@ -709,10 +709,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const ages = oldestAges.filter((age): age is number => age !== undefined);
     return {
       tiers: structuredClone(this.#stats.tiers),
-      l1: {
-        enabled: this.#l1 !== undefined,
-        ...(this.#l1?.stats() ?? { hits: 0, misses: 0, evictions: 0, bytes: 0, entries: 0, invalidations: 0, staleServes: 0 }),
-      },
+      l1: this.#l1?.stats() ?? L1.off(),
       operations: this.#stats.operations(),
       pending: this.health().pending,
       oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,

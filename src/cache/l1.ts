@@ -103,8 +103,13 @@ export class L1 {
     this.#live = live;
   }
 
-  stats(): Omit<L1Stats, 'enabled'> {
-    return { ...this.counts, bytes: this.#bytes, entries: this.#entries.size };
+  stats(): L1Stats {
+    return { enabled: true, ...this.counts, bytes: this.#bytes, entries: this.#entries.size };
+  }
+
+  /** The figures of a store without an in-process tier. */
+  static off(): L1Stats {
+    return { enabled: false, hits: 0, misses: 0, evictions: 0, bytes: 0, entries: 0, invalidations: 0, staleServes: 0 };
   }
 
   /** The newest `limit` messages from a serving copy (copies of the held messages), or undefined (counted as a miss). */
