@@ -37,7 +37,10 @@ describeIfAble('L1 across processes', missingRedisServer(), () => {
   let users = 0;
   const newUser = () => `l1u${++users}`;
 
-  async function start(count: number, options: { proxied?: boolean; l1?: 'on' | 'off' } = {}): Promise<{ procs: L1Process[]; proxies: FaultProxy[] }> {
+  async function start(
+    count: number,
+    options: { proxied?: boolean; l1?: 'on' | 'off'; writeMode?: 'write-through' | 'write-behind' } = {},
+  ): Promise<{ procs: L1Process[]; proxies: FaultProxy[] }> {
     const mine: FaultProxy[] = [];
     const configs: L1ProcessConfig[] = [];
     for (let i = 0; i < count; i++) {
@@ -48,7 +51,14 @@ describeIfAble('L1 across processes', missingRedisServer(), () => {
         mine.push(proxy);
         url = proxy.url(redis.url);
       }
-      configs.push({ redisUrl: url, databaseUrl: databaseUrl(), keyPrefix: names.keyPrefix, schema: names.schema, l1: options.l1 ?? 'on' });
+      configs.push({
+        redisUrl: url,
+        databaseUrl: databaseUrl(),
+        keyPrefix: names.keyPrefix,
+        schema: names.schema,
+        l1: options.l1 ?? 'on',
+        writeMode: options.writeMode ?? 'write-through',
+      });
     }
     const procs = await Promise.all(configs.map((config, i) => L1Process.start(String.fromCharCode(97 + i), config)));
     return { procs, proxies: mine };
@@ -65,56 +75,60 @@ describeIfAble('L1 across processes', missingRedisServer(), () => {
     return Promise.all(procs.map(async (p) => (await p.stats()).l1.hits));
   }
 
-  it('two processes: every kind of write in one is in the other next read, and each reads its own writes', async () => {
-    const { procs } = await start(2);
-    const [a, b] = procs as [L1Process, L1Process];
-    const user = newUser();
-    const held: { id: string; text: string }[] = [];
-    const expected = () => held.map((m) => m.text);
-    await allSee(procs, user, [], 'empty');
-    for (let i = 0; i < 12; i++) {
-      const writer = i % 2 === 0 ? a : b;
-      const text = `m${i}`;
-      held.push({ id: await writer.add(user, text), text });
-      await allSee(procs, user, expected(), `after add ${text} by ${writer.name}`);
-    }
-    // Edits, a delete, a truncation, a streamed draft and a clear, each by the process that did not write last.
-    await b.call('edit', { user, id: held[1]!.id, text: 'm1-edited' });
-    held[1]!.text = 'm1-edited';
-    await allSee(procs, user, expected(), 'after an edit');
-    await a.call('delete', { user, id: held[2]!.id });
-    held.splice(2, 1);
-    await allSee(procs, user, expected(), 'after a delete');
-    await b.call('truncate', { user, id: held[8]!.id });
-    held.splice(9);
-    await allSee(procs, user, expected(), 'after a truncation');
-    held.push({ id: await a.call<string>('draft', { user, text: 'streamed' }), text: 'streamed' });
-    await allSee(procs, user, expected(), 'after a draft');
-    await b.call('clear', { user });
-    held.splice(0);
-    await allSee(procs, user, [], 'after a clear');
-    held.push({ id: await a.add(user, 'after-clear'), text: 'after-clear' });
-    await allSee(procs, user, expected(), 'after a write after the clear');
+  it.each(['write-through', 'write-behind'] as const)(
+    'two processes, %s: every kind of write in one is in the other next read, and each reads its own writes',
+    async (writeMode) => {
+      const { procs } = await start(2, { writeMode });
+      const [a, b] = procs as [L1Process, L1Process];
+      const user = newUser();
+      const held: { id: string; text: string }[] = [];
+      const expected = () => held.map((m) => m.text);
+      await allSee(procs, user, [], 'empty');
+      for (let i = 0; i < 12; i++) {
+        const writer = i % 2 === 0 ? a : b;
+        const text = `m${i}`;
+        held.push({ id: await writer.add(user, text), text });
+        await allSee(procs, user, expected(), `after add ${text} by ${writer.name}`);
+      }
+      // Edits, a delete, a truncation, a streamed draft and a clear, each by the process that did not write last.
+      await b.call('edit', { user, id: held[1]!.id, text: 'm1-edited' });
+      held[1]!.text = 'm1-edited';
+      await allSee(procs, user, expected(), 'after an edit');
+      await a.call('delete', { user, id: held[2]!.id });
+      held.splice(2, 1);
+      await allSee(procs, user, expected(), 'after a delete');
+      await b.call('truncate', { user, id: held[8]!.id });
+      held.splice(9);
+      await allSee(procs, user, expected(), 'after a truncation');
+      held.push({ id: await a.call<string>('draft', { user, text: 'streamed' }), text: 'streamed' });
+      await allSee(procs, user, expected(), 'after a draft');
+      await b.call('clear', { user });
+      held.splice(0);
+      await allSee(procs, user, [], 'after a clear');
+      held.push({ id: await a.add(user, 'after-clear'), text: 'after-clear' });
+      await allSee(procs, user, expected(), 'after a write after the clear');
 
-    // Phone (and booking) too: held in L1, changed in one process, read in the other.
-    for (const [writer, phone] of [
-      [a, '+15550000001'],
-      [b, '+15550000002'],
-      [a, null],
-    ] as const) {
-      for (const p of procs) for (let i = 0; i < 2; i++) await p.call('getPhone', { user });
-      await writer.call('phone', phone === null ? { user } : { user, text: phone });
-      for (const p of procs) for (let i = 0; i < 2; i++) expect(await p.call('getPhone', { user }), `${p.name} phone after ${writer.name}`).toBe(phone);
-    }
+      // Phone (and booking) too: held in L1, changed in one process, read in the other.
+      for (const [writer, phone] of [
+        [a, '+15550000001'],
+        [b, '+15550000002'],
+        [a, null],
+      ] as const) {
+        for (const p of procs) for (let i = 0; i < 2; i++) await p.call('getPhone', { user });
+        await writer.call('phone', phone === null ? { user } : { user, text: phone });
+        for (const p of procs) for (let i = 0; i < 2; i++) expect(await p.call('getPhone', { user }), `${p.name} phone after ${writer.name}`).toBe(phone);
+      }
 
-    const [sa, sb] = await Promise.all([a.stats(), b.stats()]);
-    // L1 really served (so the checks above were of it), and the other process's writes invalidated it.
-    for (const s of [sa, sb]) {
-      expect(s.l1.enabled).toBe(true);
-      expect(s.l1.hits).toBeGreaterThan(10);
-      expect(s.l1.invalidations).toBeGreaterThan(3);
-    }
-  }, 120_000);
+      const [sa, sb] = await Promise.all([a.stats(), b.stats()]);
+      // L1 really served (so the checks above were of it), and the other process's writes invalidated it.
+      for (const s of [sa, sb]) {
+        expect(s.l1.enabled).toBe(true);
+        expect(s.l1.hits).toBeGreaterThan(10);
+        expect(s.l1.invalidations).toBeGreaterThan(3);
+      }
+    },
+    120_000,
+  );
 
   it('three processes writing the same users at once converge, and a write acknowledged before a read began is in it', async () => {
     const { procs } = await start(3);
