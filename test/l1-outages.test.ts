@@ -2,9 +2,9 @@ import { afterEach, expect, it } from 'vitest';
 import type { TieredStore } from '../src/index.js';
 import { OutageRig } from './helpers/outage.js';
 
-// Issue 15, stale-if-error: with Redis and PostgreSQL both unreachable, a read returns the last
-// history this process knew plus the writes made since (here and during the outage), never less
-// than the RAM tier alone would give.
+// Issue 15, L1 through outages of this process's servers. Stale-if-error: with Redis and
+// PostgreSQL both unreachable, a read returns the last history this process knew plus the writes
+// made since (here and during the outage), never less than the RAM tier alone would give.
 
 let rig: OutageRig | undefined;
 let other: TieredStore | undefined;
@@ -96,4 +96,21 @@ it('without L1 (l1: false) the same double outage gives only what RAM holds: the
   for (const text of range('out', 10)) await rig.store.addMemory('s4', 'user', text);
   expect(await texts(rig.store, 's4')).toEqual(range('out', 10));
   expect(rig.store.stats().l1).toMatchObject({ enabled: false, staleServes: 0 });
+});
+
+it('a store started while Redis was unreachable runs L1 once Redis is back (the feed keeps reconnecting)', async () => {
+  rig = await OutageRig.start({}, { before: (redis) => redis.refuse() });
+  await rig.store.addMemory('s6', 'user', 'a');
+  expect(rig.store.health().redis).toBe('down');
+  await rig.redis.pass();
+  await expect.poll(() => rig!.store.health().redis, { timeout: 15_000 }).toBe('up');
+  await expect
+    .poll(
+      async () => {
+        expect(await texts(rig!.store, 's6')).toEqual(['a']);
+        return rig!.store.stats().l1.hits;
+      },
+      { timeout: 15_000 },
+    )
+    .toBeGreaterThan(0);
 });
