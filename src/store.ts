@@ -855,7 +855,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         users: (users) => l1.invalidate(users),
         all: () => l1.dropAll(),
         live: () => this.#l1Serving(),
-        refused: (error) => this.#log.warn(`the in-process tier (L1) is off: redis refused client tracking (${error.message})`),
+        refused: (error) => {
+          l1.turnOff();
+          this.#log.warn(`the in-process tier (L1) is off: redis refused client tracking (${error.message})`);
+        },
       });
       const feed = this.#feed;
       if (feed) l1.gate(() => feed.recent);

@@ -52,6 +52,8 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   #closed = false;
   #heardAt = 0;
   #beating = false;
+  /** Why Redis refused tracking, once it did (the feed then gives up). */
+  #refused: Error | undefined;
   #settle: (() => void) | undefined;
   readonly #settled = new Promise<void>((resolve) => (this.#settle = resolve));
 
@@ -101,6 +103,7 @@ export class RedisInvalidationFeed implements InvalidationFeed {
     try {
       const deadline = Date.now() + timeoutMs;
       while (!this.#live) {
+        if (this.#refused) throw this.#refused;
         if (Date.now() > deadline) throw new Error(`the invalidation feed did not subscribe within ${timeoutMs} ms`);
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
@@ -136,6 +139,7 @@ export class RedisInvalidationFeed implements InvalidationFeed {
       if (error instanceof Error && error.name === 'ReplyError') {
         // Redis said no (CLIENT or SUBSCRIBE not allowed): asking again would not change that.
         this.#closed = true;
+        this.#refused = error;
         clearInterval(this.#heartbeat);
         sub.disconnect();
         this.listener.refused(error);

@@ -5,7 +5,7 @@ import type { JsonValue, Message } from '../types.js';
 
 /** Counters of the in-process tier since the store started (see `stats().l1`). */
 export interface L1Stats {
-  /** Whether the store has an in-process tier at all (off: `l1: false`, no Redis, a Cluster, an adapter without a feed). */
+  /** Whether the store runs an in-process tier (off: `l1: false`, no Redis, a Cluster, an adapter without a feed, Redis refused tracking). */
   enabled: boolean;
   /** Reads served from process memory. */
   hits: number;
@@ -78,6 +78,7 @@ export class L1 {
   #floor = 0;
   #clock = 0;
   #live = false;
+  #off = false;
   /** Checked at each read: the feed was heard from lately. */
   #heard: () => boolean = () => true;
   #bytes = 0;
@@ -100,11 +101,17 @@ export class L1 {
   /** Serving on (the feed is subscribed and Redis is up) or off; either way every copy stops serving (the feed may have missed messages). */
   setLive(live: boolean): void {
     this.dropAll();
-    this.#live = live;
+    this.#live = live && !this.#off;
+  }
+
+  /** For good (its feed cannot work): nothing serves, only last-known copies are kept. */
+  turnOff(): void {
+    this.#off = true;
+    this.setLive(false);
   }
 
   stats(): L1Stats {
-    return { enabled: true, ...this.counts, bytes: this.#bytes, entries: this.#entries.size };
+    return { enabled: !this.#off, ...this.counts, bytes: this.#bytes, entries: this.#entries.size };
   }
 
   /** The figures of a store without an in-process tier. */
