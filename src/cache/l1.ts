@@ -89,10 +89,6 @@ export class L1 {
     readonly historyLimit: number,
   ) {}
 
-  get live(): boolean {
-    return this.#live;
-  }
-
   /** A check run at each read and fill on top of `live` (the feed heard from lately). */
   gate(heard: () => boolean): void {
     this.#heard = heard;
