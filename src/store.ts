@@ -16,6 +16,8 @@ import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredSto
 import { Reads } from './routing/reads.js';
 import { Stats, type StoreStats } from './stats.js';
 import { HotCache, RestartWatch } from './cache/hot-cache.js';
+import { L1 } from './cache/l1.js';
+import type { InvalidationFeed } from './cache/invalidation-feed.js';
 import { Syncer } from './routing/syncer.js';
 import { DraftSweeper } from './routing/draft-sweeper.js';
 import type {
@@ -158,6 +160,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   /** Redis as the only store: its restarts are noticed all the same. */
   readonly #restarts: RestartWatch | undefined;
   readonly #journal: Journal;
+  /** The in-process tier (when on) and the Redis feed that keeps it coherent (once Redis started). */
+  readonly #l1: L1 | undefined;
+  #feed: InvalidationFeed | undefined;
   /** How long one store call may take: the slowest tier's deadline. */
   readonly #budgetMs: number;
   readonly #reads: Reads;
@@ -195,7 +200,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       logger: this.#log.child({ tier }),
       secrets,
       recover: (tier: Breaker) => this.#recover(tier),
-      onDown: (tier: Breaker, error: Error) => this.emit('tierDown', { tier: tier.name, error }),
+      onDown: (tier: Breaker, error: Error) => {
+        if (tier === this.#redis) this.#l1Serving();
+        this.emit('tierDown', { tier: tier.name, error });
+      },
       onError: (tier: Breaker) => this.#stats.count(tier.name, 'errors'),
       onUp: (tier: Breaker, downForMs: number) => this.#onUp(tier, downForMs),
     });
@@ -215,7 +223,13 @@ export class TieredStore extends EventEmitter<StoreEvents> {
           )
         : undefined;
     this.#budgetMs = Math.max(redis?.adapter.timeoutMs ?? 0, postgres?.adapter.timeoutMs ?? 0);
-    const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats };
+    // Only with a feed to keep it coherent: Redis that can name changed keys (not a Cluster).
+    const l1 = this.#opts.l1;
+    this.#l1 = l1 && options.redis?.invalidations && !isCluster(options.redis) ? new L1(l1.maxBytes, historyLimit) : undefined;
+    if (options.l1 && options.redis && !this.#l1) {
+      this.#log.warn('l1 is off: its Redis cannot report changed keys (a Redis Cluster tracks keys per node; see docs/in-process-tier.md)');
+    }
+    const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats, l1: this.#l1 };
     this.#reads = new Reads({ ...route, historyLimit, writeMode: this.#opts.writeMode });
     this.#writes = new Writes({ ...route, writeMode: this.#opts.writeMode, budgetMs: this.#budgetMs });
     this.#appends = new Batcher((ops) => this.#writes.appends(ops));
@@ -541,7 +555,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getUserPhone(userId: UserId): Promise<string | null> {
     const user = userKey(userId);
-    return (await this.#run('getUserPhone', (deadline) => this.#reads.user(user, deadline))).phone.value;
+    return (await this.#run('getUserPhone', (deadline) => this.#reads.user(user, deadline, false, true))).phone.value;
   }
 
   /** Stores a JSON object (at most `limits.bookingBytes` serialised); `null` removes it. */
@@ -553,7 +567,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getBookingData(userId: UserId): Promise<BookingData | null> {
     const user = userKey(userId);
-    return (await this.#run('getBookingData', (deadline) => this.#reads.user(user, deadline))).booking.value;
+    return (await this.#run('getBookingData', (deadline) => this.#reads.user(user, deadline, false, true))).booking.value;
   }
 
   // ---- subscribers
@@ -695,6 +709,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const ages = oldestAges.filter((age): age is number => age !== undefined);
     return {
       tiers: structuredClone(this.#stats.tiers),
+      l1: this.#l1?.stats() ?? L1.off(),
       operations: this.#stats.operations(),
       pending: this.health().pending,
       oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
@@ -761,7 +776,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   /** A draft's progress: Redis's copy (never journaled), else, with no server at all, RAM. */
   async #flushDraft(op: EditOp): Promise<void> {
     if (this.#cache) {
-      if (this.#cache.up) await this.#cache.breaker.call((c) => c.write([op]));
+      try {
+        if (this.#cache.up) await this.#cache.breaker.call((c) => c.write([op]));
+      } finally {
+        this.#l1?.wrote([op]);
+      }
       return;
     }
     if (this.#postgres) return;
@@ -776,6 +795,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   }
 
   #onUp(tier: Breaker, downForMs: number): void {
+    if (tier === this.#redis) this.#l1Serving();
     this.emit('tierUp', { tier: tier.name, downForMs });
     // What waited for PostgreSQL (here and in Redis's journal) moves now, without waiting for startSync.
     if (tier === this.#durable || (tier === this.#redis && this.#cache && this.#durable?.up)) {
@@ -818,10 +838,34 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.emit('syncError', error);
   }
 
+  /**
+   * L1 serves only while its feed is live and Redis is up; any change drops every copy from
+   * serving (the feed may have missed a message: a reconnect, a restart, an outage).
+   */
+  #l1Serving(): void {
+    this.#l1?.setLive((this.#feed?.live ?? false) && (this.#redis?.up ?? false));
+  }
+
   async #startRedis(): Promise<void> {
     const redis = this.#redis;
     if (!redis) return;
+    const l1 = this.#l1;
+    if (l1) {
+      this.#feed = redis.adapter.invalidations?.({
+        users: (users) => l1.invalidate(users),
+        all: () => l1.dropAll(),
+        live: () => this.#l1Serving(),
+        refused: (error) => {
+          l1.turnOff();
+          this.#log.warn(`the in-process tier (L1) is off: redis refused client tracking (${error.message})`);
+        },
+      });
+      const feed = this.#feed;
+      if (feed) l1.gate(() => feed.recent);
+    }
     await redis.start();
+    // The first reads can be served from L1 (a subscription is a round trip or two); never long.
+    if (redis.up) await this.#feed?.settled(redis.adapter.timeoutMs);
     if (redis.up) await (this.#cache ? this.#cache.checkRestart() : this.#restarts?.check())?.catch(() => {});
   }
 
@@ -893,7 +937,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       this.#log.error(`${journal.size} acknowledged writes never reached ${where} before close and are lost`);
     }
     for (const tier of [redis, postgres]) tier?.stop();
-    await Promise.allSettled([redis?.adapter.close(), postgres?.adapter.close()]);
+    await Promise.allSettled([this.#feed?.close(), redis?.adapter.close(), postgres?.adapter.close()]);
   }
 
   #describe(options: TieredStoreOptions): string {
@@ -901,8 +945,13 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (options.redis) parts.push(`redis ${options.redis.describe?.() ?? ''} (${options.postgres ? 'cache' : 'system of record, nothing expires'})`);
     if (options.postgres) parts.push(`postgres ${options.postgres.describe?.() ?? ''}`);
     parts.push(this.#durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
-    return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}`;
+    const l1 = this.#l1 ? `; L1 ${Math.round(this.#l1.maxBytes / 1024 / 1024)} MiB in process` : '';
+    return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}${l1}`;
   }
+}
+
+function isCluster(adapter: CacheAdapter): boolean {
+  return (adapter as { cluster?: unknown }).cluster === true;
 }
 
 function within<T>(ms: number, work: Promise<T>): Promise<T | undefined> {

@@ -13,6 +13,7 @@ import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
 import type { JsonObject, Message } from '../types.js';
 import { RedisKeys } from './redis-keys.js';
+import { RedisInvalidationFeed, type InvalidationFeed, type InvalidationListener } from '../cache/invalidation-feed.js';
 import * as lua from './redis-scripts.js';
 import { FLAG } from './redis-scripts.js';
 
@@ -303,9 +304,12 @@ export class RedisAdapter implements CacheAdapter {
       if (cuts) read.cuts = parseCuts(cuts);
       return read;
     }
-    // A plain LRANGE on the hot path; only a miss pays for the script that reads the version.
-    const items = await this.#call(this.client.lrange(h, -limit, -1));
-    if (items.length > 0) return { messages: items.map(decode), floor: '' };
+    // A plain LRANGE on the hot path; only a miss pays for the script that reads the version
+    // (unless a miss is likely: then the script alone, one round trip either way).
+    if (!options.missLikely) {
+      const items = await this.#call(this.client.lrange(h, -limit, -1));
+      if (items.length > 0) return { messages: items.map(decode), floor: '' };
+    }
     const reply = (await this.#eval(S.readHistory, [h, m, j], [limit, this.#metaTtl])) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
     return { messages: (reply as string[]).map(decode), floor: '' };
@@ -614,6 +618,15 @@ export class RedisAdapter implements CacheAdapter {
   /** Calls `listener` each time the client (re)connects, so a restart of Redis can be noticed. */
   onReady(listener: () => void): void {
     this.client.on('ready', listener);
+  }
+
+  /**
+   * The invalidation feed of an in-process tier (a connection of its own); undefined on a Cluster,
+   * where tracking is per node and would need a feed per master kept in step with slot moves.
+   */
+  invalidations(listener: InvalidationListener): InvalidationFeed | undefined {
+    if (this.cluster) return undefined;
+    return new RedisInvalidationFeed(this.client as Redis, this.keyPrefix, listener);
   }
 
   /** The server's run id: it changes when Redis restarts (and may have lost what it held); '' on a Cluster. */
