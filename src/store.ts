@@ -50,6 +50,9 @@ import {
 import { Writes } from './routing/writes.js';
 import { Summarizer, type SummaryLeases } from './routing/summarizer.js';
 import { contextWithin, type Context } from './model/context.js';
+import { KeyRing } from './crypto/keys.js';
+import { SealedAdapter } from './crypto/sealed.js';
+import { Rewrapper } from './crypto/rotation.js';
 
 export interface StoreEvents {
   tierDown: [event: { tier: string; error: Error }];
@@ -172,6 +175,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #drafts = new Map<string, Draft>();
   /** Users this process appended to since the last sync pass, for retention.keepLast. */
   readonly #written = new Set<string>();
+  /** Encryption at rest: the master keys, and the pass that re-wraps data keys after a rotation. */
+  readonly #ring: KeyRing | undefined;
+  readonly #rewrapper: Rewrapper | undefined;
   #deadLetters: DeadLetter[] = [];
   #inflight = 0;
   #idle: (() => void) | undefined;
@@ -183,6 +189,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#opts = resolveOptions(options);
     const secrets = new Secrets();
     for (const adapter of [options.redis, options.postgres]) for (const s of adapter?.secrets?.() ?? []) secrets.add(s);
+    // Encryption at rest: each server tier is sealed by a decorator; RAM and its journal stay plaintext.
+    const ring = options.encryption === undefined ? undefined : new KeyRing(options.encryption);
+    for (const form of ring?.secretForms() ?? []) secrets.add(form);
+    this.#ring = ring;
+    const redisAdapter = ring && options.redis ? new SealedAdapter(options.redis, ring) : options.redis;
+    const postgresAdapter = ring && options.postgres ? new SealedAdapter(options.postgres, ring) : options.postgres;
     this.#log = createLogger(options.logger, secrets);
     const memory = options.memory ?? new MemoryAdapter();
     const journal = new Journal(this.#opts.journalLimit, memory.maxBytes);
@@ -200,10 +212,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       onUp: (tier: Breaker, downForMs: number) => this.#onUp(tier, downForMs),
     });
     memory.bind({ ...config, role: 'durable' });
-    options.redis?.bind({ ...config, role: options.postgres ? 'cache' : 'durable' });
-    options.postgres?.bind({ ...config, role: 'durable' });
-    const redis = options.redis && new Breaker<CacheAdapter>(options.redis, hooks('redis'));
-    const postgres = options.postgres && new Breaker<StorageAdapter>(options.postgres, hooks('postgres'));
+    redisAdapter?.bind({ ...config, role: postgresAdapter ? 'cache' : 'durable' });
+    postgresAdapter?.bind({ ...config, role: 'durable' });
+    const redis = redisAdapter && new Breaker<CacheAdapter>(redisAdapter, hooks('redis'));
+    const postgres = postgresAdapter && new Breaker<StorageAdapter>(postgresAdapter, hooks('postgres'));
     this.#redis = redis;
     this.#postgres = postgres;
     this.#durable = postgres ?? redis;
@@ -275,6 +287,14 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         logger: this.#log,
         ready: this.#started,
       });
+
+    this.#rewrapper =
+      ring &&
+      new Rewrapper(
+        [redis, postgres].flatMap((tier) => (tier?.adapter instanceof SealedAdapter ? [{ tier, keys: tier.adapter.keys.store }] : [])),
+        ring,
+        this.#log,
+      );
 
     this.#log.info(this.#describe(options));
   }
@@ -638,6 +658,24 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     }
   }
 
+  // ---- encryption at rest
+
+  /**
+   * Makes `keyId` (already in `encryption.keys`) the master key that wraps new data keys, at once,
+   * then re-wraps the data keys Redis and PostgreSQL hold under it; resolves when the reachable
+   * tiers are done (a tier that is away is done in the background once it is back). Data is never
+   * rewritten, and everything stays readable while the old master key is configured. Idempotent:
+   * call it again to resume a pass a restart cut short.
+   */
+  async rotateEncryptionKey(keyId: string): Promise<void> {
+    this.#assertOpen();
+    const ring = this.#ring;
+    if (!ring) throw new StoreError(ErrorCode.INVALID_OPTION, 'rotateEncryptionKey: the store has no encryption option');
+    ring.use(keyId);
+    if (!this.#ready) await this.#started;
+    await this.#rewrapper?.run();
+  }
+
   // ---- sync, health, lifecycle
 
   /** Moves pending writes to PostgreSQL every `intervalMs` in the background; returns at once. */
@@ -868,6 +906,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const cache = this.#cache;
     const journal = this.#journal;
     this.#syncer?.halt();
+    this.#rewrapper?.stop();
     const deadline = Date.now() + timeoutMs;
     // Summary runs are abandoned (a run cut short writes nothing; the next process reruns it).
     await this.#summarizer?.close(Math.min(timeoutMs / 2, 2000));

@@ -1,0 +1,390 @@
+import type {
+  AdapterConfig,
+  CacheMiss,
+  DeadLetterRecord,
+  HistoryRead,
+  HistoryReadOptions,
+  ReadOptions,
+  StorageAdapter,
+  ThreadRecordPage,
+  UserRecord,
+  WriteOutcome,
+} from '../adapters/contract.js';
+import { isMiss } from '../adapters/contract.js';
+import type { CacheAdapter, JournalEntry } from '../cache/contract.js';
+import { ConfigurationError, EncryptionError, ErrorCode } from '../errors.js';
+import { defaultTokens } from '../model/budget.js';
+import type { Op, SummaryRecord } from '../model/ops.js';
+import type { JsonObject, Message } from '../types.js';
+import { isSealed, open, type SealedField, seal, sealedKeyId } from './cipher.js';
+import { DataKeys, isDataKeyStore, type KeyRing } from './keys.js';
+
+/** How a sealed JSON value (meta, booking) is stored where an object is expected. */
+const SEALED_JSON = '$enc';
+
+/**
+ * A tier behind encryption at rest: a decorator of its adapter that seals the personal fields of
+ * every op it writes (content, meta, phone, booking, titles, summaries) under the user's data key
+ * in that tier, and opens what reads return (histories, messages, users, threads, summaries,
+ * journal entries). Everything else passes through, so routing, the hot-cache protocol, the
+ * syncer and the codecs see plaintext above it and ciphertext below it; the RAM tier and the RAM
+ * journal, which are process memory, stay plaintext. The tier keeps its own data keys next to
+ * what they seal, so the syncer opens a journal entry with Redis's key and seals it again with
+ * PostgreSQL's: no key has to travel ahead of the data.
+ *
+ * A delete op destroys the user's keys in the tier once the tier applied it, so copies made
+ * earlier (backups, persistence files, rows put back) no longer open: DATA_KEY_DESTROYED.
+ */
+export class SealedAdapter implements CacheAdapter {
+  readonly #inner: CacheAdapter;
+  readonly keys: DataKeys;
+  readonly #ring: KeyRing;
+
+  leaseSummary?: NonNullable<StorageAdapter['leaseSummary']>;
+  releaseSummary?: NonNullable<StorageAdapter['releaseSummary']>;
+  enforceRetention?: NonNullable<StorageAdapter['enforceRetention']>;
+  streamingDrafts?: NonNullable<StorageAdapter['streamingDrafts']>;
+  recordDeadLetter?: NonNullable<StorageAdapter['recordDeadLetter']>;
+  describe?: NonNullable<StorageAdapter['describe']>;
+  secrets?: NonNullable<StorageAdapter['secrets']>;
+  draftProgress?: NonNullable<CacheAdapter['draftProgress']>;
+  staleDrafts?: NonNullable<CacheAdapter['staleDrafts']>;
+
+  constructor(inner: StorageAdapter, ring: KeyRing) {
+    if (!isDataKeyStore(inner)) {
+      throw new ConfigurationError(
+        ErrorCode.INVALID_OPTION,
+        `encryption needs adapters that keep data keys (RedisAdapter, PostgresAdapter); ${inner.name} does not`,
+      );
+    }
+    this.#inner = inner as unknown as CacheAdapter;
+    this.#ring = ring;
+    this.keys = new DataKeys(ring, inner);
+    const a = this.#inner;
+    if (a.leaseSummary) this.leaseSummary = (user, thread, token, ttlMs) => a.leaseSummary!(user, thread, token, ttlMs);
+    if (a.releaseSummary) this.releaseSummary = (user, thread, token) => a.releaseSummary!(user, thread, token);
+    if (a.enforceRetention) this.enforceRetention = (rule) => a.enforceRetention!(rule);
+    if (a.describe) this.describe = () => `${a.describe!()} (encrypted)`;
+    if (a.secrets) this.secrets = () => a.secrets!();
+    if (a.staleDrafts) this.staleDrafts = (before, limit) => a.staleDrafts!(before, limit);
+    if (a.streamingDrafts) {
+      this.streamingDrafts = async (before, limit) => {
+        const drafts = await a.streamingDrafts!(before, limit);
+        return Promise.all(drafts.map(async ({ user, message }) => ({ user, message: await this.#openMessage(user, message) })));
+      };
+    }
+    if (a.draftProgress) {
+      this.draftProgress = async (user, id) => {
+        const found = await a.draftProgress!(user, id);
+        return found && { message: await this.#openMessage(user, found.message), at: found.at };
+      };
+    }
+    if (a.recordDeadLetter) {
+      this.recordDeadLetter = async (letter) => a.recordDeadLetter!(await this.#sealLetter(letter));
+    }
+  }
+
+  /** The adapter this one seals for (the raw tier). */
+  get inner(): StorageAdapter {
+    return this.#inner;
+  }
+
+  get name(): string {
+    return this.#inner.name;
+  }
+
+  get timeoutMs(): number {
+    return this.#inner.timeoutMs;
+  }
+
+  bind(config: AdapterConfig): void {
+    this.#inner.bind(config);
+  }
+
+  connect(): Promise<void> {
+    return this.#inner.connect();
+  }
+
+  ping(): Promise<void> {
+    return this.#inner.ping();
+  }
+
+  isUnavailable(error: unknown): boolean {
+    return !(error instanceof EncryptionError) && this.#inner.isUnavailable(error);
+  }
+
+  reset(): Promise<void> {
+    return this.#inner.reset();
+  }
+
+  close(): Promise<void> {
+    return this.#inner.close();
+  }
+
+  // ---- writes
+
+  async write(ops: readonly Op[], options?: { pending?: boolean }): Promise<WriteOutcome[]> {
+    const sealed = await Promise.all(ops.map((op) => this.sealOp(op)));
+    const outcomes = (await this.#inner.write(sealed, options)) as WriteOutcome[];
+    // Crypto-shredding: once the tier applied the delete, the keys of everything it erased go.
+    const deletes = ops.filter((op) => op.kind === 'delete');
+    for (const op of deletes) {
+      await this.keys.store.destroyDataKeys(op.user, op.id);
+      this.keys.forget(op.user);
+    }
+    return outcomes;
+  }
+
+  fillHistory(user: string, version: string, messages: readonly Message[], thread?: string): Promise<boolean> {
+    return this.#sealMessages(user, messages).then((sealed) => this.#inner.fillHistory(user, version, sealed, thread));
+  }
+
+  async fillUser(user: string, version: string, record: UserRecord): Promise<boolean> {
+    const key = await this.keys.forWrite(user);
+    const phone = record.phone.value === null ? null : seal(key.key, key.id, user, 'phone', record.phone.value);
+    const booking = record.booking.value === null ? null : this.#sealJson(key, user, 'booking', record.booking.value);
+    return this.#inner.fillUser(user, version, { ...record, phone: { ...record.phone, value: phone }, booking: { ...record.booking, value: booking } });
+  }
+
+  fillSubscribers(version: string, users: readonly string[]): Promise<boolean> {
+    return this.#inner.fillSubscribers(version, users);
+  }
+
+  invalidate(users: Iterable<string>, subscribers: boolean): Promise<void> {
+    return this.#inner.invalidate(users, subscribers);
+  }
+
+  invalidateAll(): Promise<void> {
+    return this.#inner.invalidateAll();
+  }
+
+  // ---- reads
+
+  async readHistory(user: string, limit: number, options?: HistoryReadOptions): Promise<HistoryRead | CacheMiss> {
+    const read = await this.#inner.readHistory(user, limit, options);
+    if (isMiss(read)) return { ...read, pending: await this.#openOps(read.pending) };
+    return { ...read, messages: await this.#openMessages(user, read.messages) };
+  }
+
+  async readMessage(user: string, id: string): Promise<Message | null> {
+    const message = await this.#inner.readMessage(user, id);
+    return message && this.#openMessage(user, message);
+  }
+
+  async listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage> {
+    const page = await this.#inner.listThreads(user, limit, cursor);
+    const threads = await Promise.all(page.threads.map(async (t) => (t.title === null ? t : { ...t, title: await this.#openString(user, 'title', t.title) })));
+    return { ...page, threads };
+  }
+
+  async readSummary(user: string, thread: string, options?: ReadOptions): Promise<SummaryRecord | null> {
+    const summary = await this.#inner.readSummary(user, thread, options);
+    return summary && { ...summary, text: await this.#openString(user, 'summary', summary.text) };
+  }
+
+  async readUser(user: string, options?: ReadOptions): Promise<UserRecord | CacheMiss> {
+    const record = await (this.#inner as StorageAdapter).readUser(user, options);
+    if (isMiss(record)) return { ...record, pending: await this.#openOps(record.pending) };
+    const phone = record.phone.value === null ? null : await this.#openString(user, 'phone', record.phone.value);
+    const booking = record.booking.value === null ? null : await this.#openJson(user, 'booking', record.booking.value);
+    return { ...record, phone: { ...record.phone, value: phone }, booking: { ...record.booking, value: booking } };
+  }
+
+  readSubscribers(options?: ReadOptions): Promise<string[] | CacheMiss> {
+    return (this.#inner as StorageAdapter).readSubscribers(options);
+  }
+
+  isSubscriber(user: string): Promise<boolean | CacheMiss> {
+    return this.#inner.isSubscriber(user);
+  }
+
+  // ---- the journal (cache role)
+
+  async readPending(user: string): Promise<Op[]> {
+    return this.#openOps(await this.#inner.readPending(user));
+  }
+
+  pendingUsers(count: number): Promise<string[]> {
+    return this.#inner.pendingUsers(count);
+  }
+
+  async readJournals(users: readonly string[], perUser: number): Promise<Map<string, JournalEntry[]>> {
+    const journals = await this.#inner.readJournals(users, perUser);
+    const opened = new Map<string, JournalEntry[]>();
+    for (const [user, entries] of journals) {
+      opened.set(
+        user,
+        await Promise.all(
+          entries.map(async (entry): Promise<JournalEntry> => {
+            if (!entry.op) return entry;
+            try {
+              return { op: await this.openOp(entry.op, true), raw: entry.raw };
+            } catch (error) {
+              return { op: undefined, error: error as Error, raw: entry.raw };
+            }
+          }),
+        ),
+      );
+    }
+    return opened;
+  }
+
+  ack(user: string, entries: readonly string[]): Promise<number> {
+    return this.#inner.ack(user, entries);
+  }
+
+  indexJournals(): Promise<number> {
+    return this.#inner.indexJournals();
+  }
+
+  pendingCount(): Promise<number> {
+    return this.#inner.pendingCount();
+  }
+
+  acquireLease(token: string, ttlMs: number): Promise<boolean> {
+    return this.#inner.acquireLease(token, ttlMs);
+  }
+
+  releaseLease(token: string): Promise<void> {
+    return this.#inner.releaseLease(token);
+  }
+
+  runId(): Promise<string> {
+    return this.#inner.runId();
+  }
+
+  onReady(listener: () => void): void {
+    this.#inner.onReady(listener);
+  }
+
+  // ---- sealing and opening
+
+  /** The op with its personal fields sealed; a message's token count is fixed first (it cannot be counted from ciphertext). */
+  async sealOp(op: Op): Promise<Op> {
+    switch (op.kind) {
+      case 'append':
+      case 'edit': {
+        const key = await this.keys.forWrite(op.user);
+        const out = { ...op, content: seal(key.key, key.id, op.user, 'content', op.content), tokens: op.tokens ?? defaultTokens(op) };
+        if (op.meta !== undefined) out.meta = this.#sealJson(key, op.user, 'meta', op.meta);
+        return out;
+      }
+      case 'title': {
+        if (op.title === null) return op;
+        const key = await this.keys.forWrite(op.user);
+        return { ...op, title: seal(key.key, key.id, op.user, 'title', op.title) };
+      }
+      case 'phone': {
+        if (op.phone === null) return op;
+        const key = await this.keys.forWrite(op.user);
+        return { ...op, phone: seal(key.key, key.id, op.user, 'phone', op.phone) };
+      }
+      case 'booking': {
+        if (op.booking === null) return op;
+        const key = await this.keys.forWrite(op.user);
+        return { ...op, booking: this.#sealJson(key, op.user, 'booking', op.booking) };
+      }
+      case 'summary': {
+        const key = await this.keys.forWrite(op.user);
+        return { ...op, text: seal(key.key, key.id, op.user, 'summary', op.text) };
+      }
+      default:
+        return op;
+    }
+  }
+
+  /**
+   * The op with its fields opened. `inTransit` (a journal entry): plaintext is taken (ops a process
+   * without encryption journaled during a rollout must not be lost), and a value whose key a later
+   * delete destroyed opens as empty (that delete erases the op's effect anyway).
+   */
+  async openOp(op: Op, inTransit = false): Promise<Op> {
+    const text = (field: SealedField, value: string) => this.#openString(op.user, field, value, inTransit ? op.id : undefined);
+    const json = (field: SealedField, value: JsonObject) => this.#openJson(op.user, field, value, inTransit ? op.id : undefined);
+    switch (op.kind) {
+      case 'append':
+      case 'edit': {
+        const out = { ...op, content: await text('content', op.content) };
+        if (op.meta !== undefined) out.meta = await json('meta', op.meta);
+        return out;
+      }
+      case 'title':
+        return op.title === null ? op : { ...op, title: await text('title', op.title) };
+      case 'phone':
+        return op.phone === null ? op : { ...op, phone: await text('phone', op.phone) };
+      case 'booking':
+        return op.booking === null ? op : { ...op, booking: await json('booking', op.booking) };
+      case 'summary':
+        return { ...op, text: await text('summary', op.text) };
+      default:
+        return op;
+    }
+  }
+
+  #openOps(ops: readonly Op[]): Promise<Op[]> {
+    return Promise.all(ops.map((op) => this.openOp(op, true)));
+  }
+
+  async #openMessage(user: string, message: Message): Promise<Message> {
+    const out = { ...message, content: await this.#openString(user, 'content', message.content) };
+    if (message.meta !== undefined) out.meta = await this.#openJson(user, 'meta', message.meta);
+    return out;
+  }
+
+  #openMessages(user: string, messages: readonly Message[]): Promise<Message[]> {
+    return Promise.all(messages.map((m) => this.#openMessage(user, m)));
+  }
+
+  async #sealMessages(user: string, messages: readonly Message[]): Promise<Message[]> {
+    if (messages.length === 0) return [];
+    const key = await this.keys.forWrite(user);
+    return messages.map((m) => {
+      const out = { ...m, content: seal(key.key, key.id, user, 'content', m.content) };
+      if (m.meta !== undefined) out.meta = this.#sealJson(key, user, 'meta', m.meta);
+      return out;
+    });
+  }
+
+  #sealJson(key: { id: string; key: Buffer }, user: string, field: SealedField, value: JsonObject): JsonObject {
+    return { [SEALED_JSON]: seal(key.key, key.id, user, field, JSON.stringify(value)) };
+  }
+
+  async #openJson(user: string, field: SealedField, value: JsonObject, opId?: string): Promise<JsonObject> {
+    const sealed = value[SEALED_JSON];
+    if (typeof sealed !== 'string' || Object.keys(value).length !== 1) {
+      this.#plaintext(user, field, opId);
+      return value;
+    }
+    const text = await this.#openString(user, field, sealed, opId);
+    return text === '' ? {} : (JSON.parse(text) as JsonObject);
+  }
+
+  /** `value` opened; with `opId` (an op in transit), plaintext passes and a value shredded by a later delete opens as ''. */
+  async #openString(user: string, field: SealedField, value: string, opId?: string): Promise<string> {
+    if (!isSealed(value)) {
+      this.#plaintext(user, field, opId);
+      return value;
+    }
+    const key = await this.keys.forRead(user, sealedKeyId(value));
+    if (Buffer.isBuffer(key)) return open(key, user, field, value);
+    if (opId !== undefined && opId <= key.destroyed) return '';
+    throw new EncryptionError(ErrorCode.DATA_KEY_DESTROYED, `the ${field} of user ${user} is under a data key destroyed by deleteUser (op ${key.destroyed})`);
+  }
+
+  #plaintext(user: string, field: SealedField, opId: string | undefined): void {
+    if (opId !== undefined || this.#ring.allowPlaintext) return;
+    throw new EncryptionError(
+      ErrorCode.PLAINTEXT_REFUSED,
+      `the ${field} of user ${user} is stored as plaintext and encryption.allowPlaintext is not set (run encrypt-existing)`,
+    );
+  }
+
+  async #sealLetter(letter: DeadLetterRecord): Promise<DeadLetterRecord> {
+    if (letter.kind === 'unreadable') return letter;
+    try {
+      return { ...letter, entry: JSON.stringify(await this.sealOp(JSON.parse(letter.entry) as Op)) };
+    } catch {
+      return { ...letter, entry: '(sealed op could not be kept)' };
+    }
+  }
+}

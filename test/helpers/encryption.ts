@@ -1,0 +1,52 @@
+import { Redis } from 'ioredis';
+import postgres from 'postgres';
+import type { EncryptionOptions } from '../../src/index.js';
+
+/** Two master keys for tests (fixed bytes, so a leak of one would be easy to grep for). */
+export const K1 = Buffer.alloc(32, 0x11);
+export const K2 = Buffer.alloc(32, 0x22);
+
+export function encryption(extra: Partial<EncryptionOptions> = {}): EncryptionOptions {
+  return { keys: { k1: K1 }, current: 'k1', ...extra };
+}
+
+/** Every value under a key prefix, as one text (strings, lists, hashes, sets, sorted sets). */
+export async function rawRedis(url: string, keyPrefix: string): Promise<string> {
+  const client = new Redis(url, { maxRetriesPerRequest: 1 });
+  client.on('error', () => {});
+  try {
+    const parts: string[] = [];
+    let cursor = '0';
+    do {
+      const [next, keys] = await client.scan(cursor, 'MATCH', `${keyPrefix}*`, 'COUNT', 1000);
+      cursor = next;
+      for (const key of keys) {
+        const type = await client.type(key);
+        if (type === 'string') parts.push(key, (await client.get(key)) ?? '');
+        else if (type === 'list') parts.push(key, ...(await client.lrange(key, 0, -1)));
+        else if (type === 'hash') parts.push(key, JSON.stringify(await client.hgetall(key)));
+        else if (type === 'set') parts.push(key, ...(await client.smembers(key)));
+        else if (type === 'zset') parts.push(key, ...(await client.zrange(key, '0', '-1')));
+      }
+    } while (cursor !== '0');
+    return parts.join('\n');
+  } finally {
+    client.disconnect();
+  }
+}
+
+/** Every row of every table of a schema, as one text. */
+export async function rawPostgres(url: string, schema: string): Promise<string> {
+  const sql = postgres(url, { onnotice: () => {}, max: 1 });
+  try {
+    const tables = await sql`select table_name from information_schema.tables where table_schema = ${schema}`;
+    const parts: string[] = [];
+    for (const { table_name } of tables) {
+      const rows = await sql`select t::text as row from ${sql(`${schema}.${table_name as string}`)} t`;
+      parts.push(table_name as string, ...rows.map((r) => r.row as string));
+    }
+    return parts.join('\n');
+  } finally {
+    await sql.end({ timeout: 1 });
+  }
+}
