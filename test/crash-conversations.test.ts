@@ -1,6 +1,7 @@
 import postgres from 'postgres';
 import { afterEach, expect, it } from 'vitest';
-import { PostgresAdapter, RedisAdapter, TieredStore, type WriteMode } from '../src/index.js';
+import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions, type WriteMode } from '../src/index.js';
+import { encryption, K1, postgresOpener, rawPostgres } from './helpers/encryption.js';
 import { recover } from './helpers/crash.js';
 import { ConversationChild, judge, killAllConversationChildren, readPostgres, readsDisagree } from './helpers/conversation-crash.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
@@ -32,9 +33,11 @@ const between = (low: number, high: number) => low + Math.floor(Math.random() * 
 /** `away`: PostgreSQL cut a while before the kill. `back`: cut, then back, and the kill comes while the journal drains. */
 type Postgres = 'up' | 'away' | 'back';
 
-async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres): Promise<string> {
+/** `encrypted`: encryption at rest in the child and the recovering process; PostgreSQL's rows are opened with the key to be judged, and must hold no plaintext. */
+async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres, encrypted = false): Promise<string> {
   const pgAway = pg !== 'up';
-  const names = isolation(`crash_conv_${writeMode === 'write-behind' ? 'wb' : 'wt'}_${pg}_${round}`);
+  const names = isolation(`crash_conv_${writeMode === 'write-behind' ? 'wb' : 'wt'}_${pg}_${round}${encrypted ? '_enc' : ''}`);
+  const sealed: TieredStoreOptions = encrypted ? { encryption: encryption() } : {};
   used.push(names);
   const tag = `cv${round}`;
   if (pgAway) proxy = await FaultProxy.start(databaseUrl());
@@ -48,6 +51,7 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres):
     tag,
     pauseMs: 3,
     draftFlushMs: 20,
+    ...(encrypted ? { encryptionKeyHex: K1.toString('hex') } : {}),
     // Background passes every 20 ms (small batches, kills mid-pass), or every 250 ms (a batch holds
     // a message with its edits, cuts and drafts' ends, as after an outage).
     ...(writeMode === 'write-behind' ? { startSync: round % 2 === 0 ? 20 : 250 } : {}),
@@ -70,8 +74,10 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres):
   });
   await proxy?.pass();
 
-  const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 10_000);
-  const stored = await readPostgres(databaseUrl(), names.schema);
+  const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 10_000, sealed);
+  const opener = encrypted ? await postgresOpener(databaseUrl(), names.schema) : undefined;
+  const stored = await readPostgres(databaseUrl(), names.schema, opener?.open).finally(() => opener?.close());
+  if (encrypted) expect(await rawPostgres(databaseUrl(), names.schema), 'plaintext in PostgreSQL').not.toContain(`${tag}:`);
   const problems: string[] = [];
   let uncertainLanded = 0;
   let uncertain = 0;
@@ -82,7 +88,7 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres):
     for (const p of verdict.problems.slice(0, 8)) problems.push(`${user}: ${p}`);
     if (verdict.problems.length > 8) problems.push(`${user}: ... ${verdict.problems.length - 8} more`);
   }
-  const disagree = await readsDisagree(names, { redis: redisUrl(), database: databaseUrl() }, stored, USERS, THREADS);
+  const disagree = await readsDisagree(names, { redis: redisUrl(), database: databaseUrl() }, stored, USERS, THREADS, sealed);
   const kinds = new Map<string, number>();
   for (const log of child.users.values()) for (const op of log.acked) kinds.set(op.op, (kinds.get(op.op) ?? 0) + 1);
   const rows = [...stored.rows.values()].reduce((n, list) => n + list.length, 0);
@@ -210,3 +216,14 @@ it('a draft abandoned by a SIGKILLed process is finished as aborted, with the te
     await store.close({ timeoutMs: 2000 });
   }
 }, 60_000);
+
+it.each([
+  ['write-behind', 'away'],
+  ['write-through', 'back'],
+] as const)(
+  'encrypted, %s, PostgreSQL %s when SIGKILLed: the sealed ops journaled in Redis reach PostgreSQL as acknowledged, sealed, and open',
+  async (writeMode, pg) => {
+    console.info(await crashAndCheck(writeMode, 0, pg, true));
+  },
+  120_000,
+);

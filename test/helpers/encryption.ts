@@ -1,6 +1,8 @@
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
-import type { EncryptionOptions } from '../../src/index.js';
+import type { DataKeyStore, EncryptionOptions } from '../../src/index.js';
+import { isSealed, open, type SealedField, sealedKeyId } from '../../src/crypto/cipher.js';
+import { DataKeys, KeyRing } from '../../src/crypto/keys.js';
 
 /** Two master keys for tests (fixed bytes, so a leak of one would be easy to grep for). */
 export const K1 = Buffer.alloc(32, 0x11);
@@ -49,4 +51,38 @@ export async function rawPostgres(url: string, schema: string): Promise<string> 
   } finally {
     await sql.end({ timeout: 1 });
   }
+}
+
+/**
+ * Opens sealed values read from PostgreSQL directly (as a DBA with the master keys would), for
+ * checks that compare raw rows with what a process acknowledged.
+ */
+export async function postgresOpener(url: string, schema: string, options: EncryptionOptions = encryption()) {
+  const sql = postgres(url, { onnotice: () => {}, max: 1 });
+  const store: DataKeyStore = {
+    readDataKeys: async (user) => {
+      const rows = await sql`select key_id, master_id, wrapped, destroyed_by from ${sql(`${schema}.data_keys`)} where user_id = ${user}`;
+      return rows.map((r) => ({
+        id: r.key_id as string,
+        master: r.master_id as string,
+        wrapped: r.wrapped as string,
+        ...(r.destroyed_by === null ? {} : { destroyed: r.destroyed_by as string }),
+      }));
+    },
+    saveDataKey: () => Promise.reject(new Error('read only')),
+    destroyDataKeys: () => Promise.reject(new Error('read only')),
+    staleDataKeys: () => Promise.reject(new Error('read only')),
+    rewrapDataKey: () => Promise.reject(new Error('read only')),
+  };
+  const keys = new DataKeys(new KeyRing(options), store);
+  return {
+    /** The plaintext of a sealed value; a value that is not sealed is returned as `PLAINTEXT:<value>`, so a check sees it. */
+    open: async (user: string, field: SealedField, value: string): Promise<string> => {
+      if (!isSealed(value)) return `PLAINTEXT:${value}`;
+      const key = await keys.forRead(user, sealedKeyId(value));
+      if (!Buffer.isBuffer(key)) return `SHREDDED:${value}`;
+      return open(key, user, field, value);
+    },
+    close: () => sql.end({ timeout: 1 }),
+  };
 }
