@@ -67,13 +67,18 @@ export class Rewrapper {
     }
   }
 
-  async #tier({ tier, keys }: KeyTier): Promise<void> {
+  /** Scans until a scan re-wraps nothing (a key made with the old master just before the switch shows up in the next one). */
+  async #tier(tier: KeyTier): Promise<void> {
+    for (let round = 0; round < 3; round++) if ((await this.#scan(tier)) === 0) return;
+  }
+
+  async #scan({ tier, keys }: KeyTier): Promise<number> {
     const master = this.ring.current;
     let cursor: string | null = null;
     let moved = 0;
     let skipped = 0;
     do {
-      if (this.#stopped) return;
+      if (this.#stopped) return 0;
       const page = await tier.call(() => keys.staleDataKeys(master, cursor, PAGE));
       for (const { user, record } of page.keys) {
         let key: Buffer;
@@ -90,5 +95,6 @@ export class Rewrapper {
       cursor = page.cursor;
     } while (cursor !== null);
     this.log.info(`re-wrapped ${moved} data keys in ${tier.name} under master key '${master}'${skipped ? `; ${skipped} could not be` : ''}`);
+    return moved;
   }
 }
