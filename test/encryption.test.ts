@@ -136,10 +136,13 @@ describe('crypto-shredding', () => {
     await expect(other.getUserPhone('u1')).rejects.toMatchObject({ code: ErrorCode.DATA_KEY_DESTROYED });
   });
 
-  it('write-behind: a deleteUser journaled behind sealed writes syncs without dead letters, and nothing of the user comes back', async () => {
+  it('write-behind: a deleteUser synced in one batch with writes before and after it keeps the later ones readable, and nothing earlier comes back', async () => {
     const n = names('enc shred journal');
     const s = store('write-behind', n);
     await writeEverything(s, 'u1');
+    // PostgreSQL's side has the user's key in hand: the write after the delete must not be sealed with it.
+    await s.syncNow();
+    await s.addMemory('u1', 'user', 'SECRET-content before');
     await s.deleteUser('u1');
     await s.addMemory('u1', 'user', 'SECRET-content after');
     await s.syncNow();

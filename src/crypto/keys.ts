@@ -122,9 +122,13 @@ interface UserKeys {
   /** The key new values are sealed with: the newest live one. */
   current: { id: string; key: Buffer } | undefined;
   byId: Map<string, Buffer | { destroyed: string }>;
+  /** When the tier was last asked (ms). */
+  loadedAt: number;
 }
 
 const MAX_CACHED_USERS = 10_000;
+/** How long a cached key seals new values before the tier is asked again whether it is still live. */
+const REVALIDATE_MS = 30_000;
 
 /**
  * The data keys of one tier, with an in-process cache of unwrapped keys (bounded; the oldest user
@@ -142,23 +146,34 @@ export class DataKeys {
     readonly store: DataKeyStore,
   ) {}
 
-  /** The key to seal the user's new values with (made and saved when there is none). */
-  async forWrite(user: string): Promise<{ id: string; key: Buffer }> {
-    const known = this.#users.get(user)?.current;
-    if (known) return known;
-    let creating = this.#creating.get(user);
-    if (!creating) {
-      creating = this.#create(user).finally(() => this.#creating.delete(user));
-      this.#creating.set(user, creating);
+  /**
+   * The key to seal the user's new values with: the newest live one, made and saved when there is
+   * none. `after`: the key's id must be above it (values written after a delete with that id must
+   * not be sealed with a key the delete destroys). A cached key is looked up again after
+   * REVALIDATE_MS, so a process stops using a key another process's deleteUser destroyed.
+   */
+  async forWrite(user: string, after = ''): Promise<{ id: string; key: Buffer }> {
+    for (;;) {
+      const known = this.#users.get(user);
+      if (known?.current && known.current.id > after && Date.now() - known.loadedAt < REVALIDATE_MS) return known.current;
+      const creating = this.#creating.get(user);
+      if (!creating) {
+        const made = this.#create(user, after).finally(() => this.#creating.delete(user));
+        this.#creating.set(user, made);
+        return made;
+      }
+      const made = await creating;
+      if (made.id > after) return made;
     }
-    return creating;
   }
 
-  async #create(user: string): Promise<{ id: string; key: Buffer }> {
-    const known = await this.#load(user);
-    if (known.current) return known.current;
+  async #create(user: string, after: string): Promise<{ id: string; key: Buffer }> {
+    const known = await this.#load(user, true);
+    if (known.current && known.current.id > after) return known.current;
     const key = randomBytes(32);
-    const id = nextId();
+    const next = nextId();
+    // Above `after` even when the delete came from a process whose clock runs ahead.
+    const id = next > after ? next : `${after}z`;
     await this.store.saveDataKey(user, this.ring.wrap(user, id, key));
     known.byId.set(id, key);
     known.current = { id, key };
@@ -194,7 +209,7 @@ export class DataKeys {
     const loading = this.store
       .readDataKeys(user)
       .then((records) => {
-        const keys: UserKeys = { current: undefined, byId: new Map() };
+        const keys: UserKeys = { current: undefined, byId: new Map(), loadedAt: Date.now() };
         for (const record of records) {
           if (record.destroyed !== undefined) {
             keys.byId.set(record.id, { destroyed: record.destroyed });

@@ -124,7 +124,15 @@ export class SealedAdapter implements CacheAdapter {
   // ---- writes
 
   async write(ops: readonly Op[], options?: { pending?: boolean }): Promise<WriteOutcome[]> {
-    const sealed = await Promise.all(ops.map((op) => this.sealOp(op)));
+    // A user's ops after a delete in the same batch get a key newer than it (the delete destroys the older ones).
+    const deleted = new Map<string, string>();
+    for (const op of ops) if (op.kind === 'delete' && op.id > (deleted.get(op.user) ?? '')) deleted.set(op.user, op.id);
+    const sealed = await Promise.all(
+      ops.map((op) => {
+        const floor = deleted.get(op.user);
+        return this.sealOp(op, floor !== undefined && op.id > floor ? floor : '');
+      }),
+    );
     const outcomes = (await this.#inner.write(sealed, options)) as WriteOutcome[];
     // Crypto-shredding: once the tier applied the delete, the keys of everything it erased go.
     const deletes = ops.filter((op) => op.kind === 'delete');
@@ -260,32 +268,32 @@ export class SealedAdapter implements CacheAdapter {
   // ---- sealing and opening
 
   /** The op with its personal fields sealed; a message's token count is fixed first (it cannot be counted from ciphertext). */
-  async sealOp(op: Op): Promise<Op> {
+  async sealOp(op: Op, after = ''): Promise<Op> {
     switch (op.kind) {
       case 'append':
       case 'edit': {
-        const key = await this.keys.forWrite(op.user);
+        const key = await this.keys.forWrite(op.user, after);
         const out = { ...op, content: seal(key.key, key.id, op.user, 'content', op.content), tokens: op.tokens ?? defaultTokens(op) };
         if (op.meta !== undefined) out.meta = this.#sealJson(key, op.user, 'meta', op.meta);
         return out;
       }
       case 'title': {
         if (op.title === null) return op;
-        const key = await this.keys.forWrite(op.user);
+        const key = await this.keys.forWrite(op.user, after);
         return { ...op, title: seal(key.key, key.id, op.user, 'title', op.title) };
       }
       case 'phone': {
         if (op.phone === null) return op;
-        const key = await this.keys.forWrite(op.user);
+        const key = await this.keys.forWrite(op.user, after);
         return { ...op, phone: seal(key.key, key.id, op.user, 'phone', op.phone) };
       }
       case 'booking': {
         if (op.booking === null) return op;
-        const key = await this.keys.forWrite(op.user);
+        const key = await this.keys.forWrite(op.user, after);
         return { ...op, booking: this.#sealJson(key, op.user, 'booking', op.booking) };
       }
       case 'summary': {
-        const key = await this.keys.forWrite(op.user);
+        const key = await this.keys.forWrite(op.user, after);
         return { ...op, text: seal(key.key, key.id, op.user, 'summary', op.text) };
       }
       default:
