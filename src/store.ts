@@ -266,6 +266,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         deadLetter: (letter, error) => this.#deadLetter(letter, error),
         retention: this.#opts.retention,
         sweepDrafts: () => sweeper.sweep(),
+        encrypted: ring !== undefined,
         takeWrittenUsers: () => {
           const users = [...this.#written];
           this.#written.clear();

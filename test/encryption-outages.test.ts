@@ -109,3 +109,23 @@ describe.each(['write-through', 'write-behind'] as const)('%s', (writeMode) => {
     noPlaintext(await rawPostgres(databaseUrl(), rig.names.schema), 'PostgreSQL');
   }, 60_000);
 });
+
+it('a process without the keys leaves sealed journal entries where they are (moved as they are they would not open); one with them moves them', async () => {
+  rig = await OutageRig.start({ writeMode: 'write-behind', encryption: encryption() });
+  await rig.pg.refuse();
+  await rig.store.addMemory('u', 'user', 'SECRET-journaled');
+  await rig.store.close({ timeoutMs: 1000 }); // PostgreSQL away: the write stays in Redis's journal
+  await rig.pg.pass();
+  const keyless = rig.anotherProcess();
+  cleanup.push(() => keyless.close());
+  expect((await keyless.syncNow()).pending).toBeGreaterThan(0);
+  const [row] = await rig.sql`select count(*)::int as n from ${rig.sql(`${rig.names.schema}.messages`)}`;
+  expect(row?.n).toBe(0);
+  const keyed = rig.anotherProcess({ encryption: encryption() });
+  cleanup.push(() => keyed.close());
+  await expect.poll(async () => (await keyed.syncNow()).pending, { timeout: 10_000 }).toBe(0);
+  const cold = rig.anotherProcess({ encryption: encryption() });
+  cleanup.push(() => cold.close());
+  expect((await cold.getHistory('u')).map((m) => m.content)).toEqual(['SECRET-journaled']);
+  noPlaintext(await rawPostgres(databaseUrl(), rig.names.schema), 'PostgreSQL');
+}, 60_000);

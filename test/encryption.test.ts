@@ -2,6 +2,7 @@ import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode, TieredStore, type TieredStoreOptions } from '../src/index.js';
+import { encryptionFromEnv } from '../src/env.js';
 import { encryption, K1, K2, rawPostgres, rawRedis } from './helpers/encryption.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
 import { isolation, makeStore, type Topology } from './helpers/stores.js';
@@ -206,5 +207,30 @@ describe('binding and keys', () => {
     await rollout.addMemory('u1', 'user', 'SECRET-content new');
     expect((await rollout.getHistory('u1')).map((m) => m.content)).toEqual(['old plaintext', 'SECRET-content new']);
     expect(await rawPostgres(databaseUrl(), n.schema)).not.toContain('SECRET-content');
+  });
+});
+
+describe('keys from the environment (the CLI, fromEnv)', () => {
+  it('STORE_ENCRYPTION_KEYS gives the keys (base64 or hex), the current one and the rollout flag; a bad key is named by id, never shown', () => {
+    const env = { STORE_ENCRYPTION_KEYS: `k1:${K1.toString('base64')}, k2:${K2.toString('hex')}`, STORE_ENCRYPTION_ALLOW_PLAINTEXT: '1' };
+    const options = encryptionFromEnv(env);
+    expect(options?.current).toBe('k2');
+    expect(options?.allowPlaintext).toBe(true);
+    expect(Buffer.from(options?.keys.k1 ?? []).equals(K1)).toBe(true);
+    expect(Buffer.from(options?.keys.k2 ?? []).equals(K2)).toBe(true);
+    expect(encryptionFromEnv({ ...env, STORE_ENCRYPTION_CURRENT: 'k1' })?.current).toBe('k1');
+    expect(encryptionFromEnv({})).toBeUndefined();
+    const short = K1.subarray(0, 16).toString('base64');
+    const error = (() => {
+      try {
+        encryptionFromEnv({ STORE_ENCRYPTION_KEYS: `bad:${short}` });
+      } catch (e) {
+        return e as Error & { code: string };
+      }
+    })();
+    expect(error).toMatchObject({ code: ErrorCode.INVALID_OPTION });
+    expect(error?.message).toContain("'bad'");
+    expect(error?.message).not.toContain(short);
+    expect(TieredStore.fromEnv({ ...env }, { logger: false })).toBeInstanceOf(TieredStore);
   });
 });

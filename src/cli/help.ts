@@ -4,7 +4,9 @@ const ENVIRONMENT = `Environment (read as TieredStore.fromEnv reads it):
   Redis         REDIS_URL, else REDIS_PUBLIC_URL, else REDISHOST + REDISPORT (+ REDISUSER, REDISPASSWORD)
   PostgreSQL    DATABASE_URL, else DATABASE_PUBLIC_URL, else PGHOST / PGPORT / PGUSER / PGPASSWORD / PGDATABASE
   STORE_KEY_PREFIX, STORE_SCHEMA   defaults of --key-prefix and --schema
-Passwords are masked in everything the CLI prints.`;
+  STORE_ENCRYPTION_KEYS   encryption at rest: id:key,id:key (32-byte keys, base64 or hex); with
+                STORE_ENCRYPTION_CURRENT (default: the last listed), STORE_ENCRYPTION_ALLOW_PLAINTEXT=1
+Passwords and keys are masked in everything the CLI prints.`;
 
 const EXIT_CODES = `Exit codes:
   0   done (doctor: every configured tier answers; memory only counts as fine)
