@@ -215,7 +215,14 @@ create table data_keys (
   destroyed_by text collate "C",
   primary key (user_id, key_id)
 );
-create index data_keys_master on data_keys (master_id) where destroyed_by is null;`,
+create index data_keys_master on data_keys (master_id) where destroyed_by is null;
+
+-- Where an interrupted encrypt-existing run resumes: per table, the key of the last row it went
+-- through (as JSON). Removed once a run reaches the end of every table.
+create table encrypt_progress (
+  step text primary key,
+  cursor text not null
+);`,
   },
 ];
 

@@ -267,6 +267,12 @@ export class SealedAdapter implements CacheAdapter {
 
   // ---- sealing and opening
 
+  /** One value of `field` sealed for `user` (encrypt-existing); a JSON field takes an object. */
+  async sealValue(user: string, field: SealedField, value: string | JsonObject): Promise<string | JsonObject> {
+    const key = await this.keys.forWrite(user);
+    return typeof value === 'string' ? seal(key.key, key.id, user, field, value) : this.#sealJson(key, user, field, value);
+  }
+
   /** The op with its personal fields sealed; a message's token count is fixed first (it cannot be counted from ciphertext). */
   async sealOp(op: Op, after = ''): Promise<Op> {
     switch (op.kind) {
@@ -395,6 +401,11 @@ export class SealedAdapter implements CacheAdapter {
       return { ...letter, entry: '(sealed op could not be kept)' };
     }
   }
+}
+
+/** Whether a stored value (string, or object for meta and booking) is sealed. */
+export function isSealedValue(value: string | JsonObject): boolean {
+  return typeof value === 'string' ? isSealed(value) : typeof value[SEALED_JSON] === 'string';
 }
 
 /** Whether an op carries a sealed value (read raw from a journal by a process without the keys). */
