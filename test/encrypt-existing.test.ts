@@ -1,9 +1,10 @@
 import { afterEach, expect, it } from 'vitest';
+import { BuiltCli } from './helpers/cli.js';
 import { ErrorCode, PostgresAdapter, type TieredStore } from '../src/index.js';
 import { encryptExisting } from '../src/crypto/encrypt-existing.js';
 import { KeyRing } from '../src/crypto/keys.js';
 import { Secrets, silentLogger } from '../src/logger.js';
-import { encryption, rawPostgres } from './helpers/encryption.js';
+import { encryption, K1, rawPostgres, rawRedis } from './helpers/encryption.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
 import { isolation, makeStore } from './helpers/stores.js';
 
@@ -110,3 +111,32 @@ it('a run interrupted after two batches resumes and seals everything; a concurre
   cleanup.push(() => wrong.close());
   await expect(wrong.getHistory('a')).rejects.toMatchObject({ code: ErrorCode.ENCRYPTION_KEY_MISSING });
 }, 60_000);
+
+it('the CLI: encrypt-existing seals what a store wrote in plaintext, drops the plaintext hot copies, and never prints a key', async () => {
+  const n = names('encrypt existing cli');
+  const plain = makeStore('write-through', n, { logger: false });
+  cleanup.push(() => plain.close());
+  for (let i = 0; i < 5; i++) await plain.addMemory('u', 'user', `PLAIN-${i}`);
+  await plain.setUserPhone('u', '+15550001111');
+  await plain.getHistory('u'); // a hot copy in Redis, in plaintext
+  await plain.close();
+  const cli = await BuiltCli.build();
+  cleanup.push(() => cli.close());
+  const base = { DATABASE_URL: databaseUrl(), REDIS_URL: redisUrl(), STORE_SCHEMA: n.schema, STORE_KEY_PREFIX: n.keyPrefix };
+  const missing = await cli.run(['encrypt-existing'], base);
+  expect(missing.code).toBe(2);
+  expect(missing.stderr).toContain('STORE_ENCRYPTION_KEYS');
+  const key = K1.toString('base64');
+  const done = await cli.run(['encrypt-existing', '--batch', '2'], { ...base, STORE_ENCRYPTION_KEYS: `k1:${key}` });
+  expect(done.stderr).toBe('');
+  expect(done.code).toBe(0);
+  expect(done.stdout).toContain('messages: read 5 rows, sealed 5');
+  expect(done.stdout).toContain('done');
+  expect(done.stdout + done.stderr).not.toContain(key);
+  expect(await rawPostgres(databaseUrl(), n.schema)).not.toMatch(/PLAIN|5550001111/);
+  expect(await rawRedis(redisUrl(), n.keyPrefix)).not.toMatch(/PLAIN/);
+  const strict = makeStore('write-through', n, { encryption: encryption() });
+  cleanup.push(() => strict.close());
+  expect((await strict.getHistory('u')).map((m) => m.content)).toEqual(['PLAIN-0', 'PLAIN-1', 'PLAIN-2', 'PLAIN-3', 'PLAIN-4']);
+  expect(await strict.getUserPhone('u')).toBe('+15550001111');
+}, 120_000);
