@@ -152,10 +152,21 @@ export class DataKeys {
    * not be sealed with a key the delete destroys). A cached key is looked up again after
    * REVALIDATE_MS, so a process stops using a key another process's deleteUser destroyed.
    */
+  /** forWrite's answer when it is at hand (no call to the tier): the hot path. */
+  peekWrite(user: string, after = ''): { id: string; key: Buffer } | undefined {
+    const known = this.#users.get(user);
+    return known?.current && known.current.id > after && Date.now() - known.loadedAt < REVALIDATE_MS ? known.current : undefined;
+  }
+
+  /** The key `id` of the user if this process holds it (or knows it destroyed); undefined: ask forRead. */
+  peek(user: string, id: string): Buffer | { destroyed: string } | undefined {
+    return this.#users.get(user)?.byId.get(id);
+  }
+
   async forWrite(user: string, after = ''): Promise<{ id: string; key: Buffer }> {
     for (;;) {
-      const known = this.#users.get(user);
-      if (known?.current && known.current.id > after && Date.now() - known.loadedAt < REVALIDATE_MS) return known.current;
+      const known = this.peekWrite(user, after);
+      if (known) return known;
       const creating = this.#creating.get(user);
       if (!creating) {
         const made = this.#create(user, after).finally(() => this.#creating.delete(user));

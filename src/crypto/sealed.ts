@@ -39,6 +39,8 @@ export class SealedAdapter implements CacheAdapter {
   readonly #inner: CacheAdapter;
   readonly keys: DataKeys;
   readonly #ring: KeyRing;
+  /** Values this process opened, by ciphertext: a hot copy read again is not decrypted again. */
+  readonly #opened = new OpenedValues();
 
   leaseSummary?: NonNullable<StorageAdapter['leaseSummary']>;
   releaseSummary?: NonNullable<StorageAdapter['releaseSummary']>;
@@ -70,13 +72,13 @@ export class SealedAdapter implements CacheAdapter {
     if (a.streamingDrafts) {
       this.streamingDrafts = async (before, limit) => {
         const drafts = await a.streamingDrafts!(before, limit);
-        return Promise.all(drafts.map(async ({ user, message }) => ({ user, message: await this.#openMessage(user, message) })));
+        return this.#opening(() => drafts.map(({ user, message }) => ({ user, message: this.#openMessage(user, message) })));
       };
     }
     if (a.draftProgress) {
       this.draftProgress = async (user, id) => {
         const found = await a.draftProgress!(user, id);
-        return found && { message: await this.#openMessage(user, found.message), at: found.at };
+        return found && { message: await this.#opening(() => this.#openMessage(user, found.message)), at: found.at };
       };
     }
     if (a.recordDeadLetter) {
@@ -139,6 +141,7 @@ export class SealedAdapter implements CacheAdapter {
     for (const op of deletes) {
       await this.keys.store.destroyDataKeys(op.user, op.id);
       this.keys.forget(op.user);
+      this.#opened.clear();
     }
     return outcomes;
   }
@@ -176,26 +179,30 @@ export class SealedAdapter implements CacheAdapter {
 
   async readMessage(user: string, id: string): Promise<Message | null> {
     const message = await this.#inner.readMessage(user, id);
-    return message && this.#openMessage(user, message);
+    return message && this.#opening(() => this.#openMessage(user, message));
   }
 
   async listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage> {
     const page = await this.#inner.listThreads(user, limit, cursor);
-    const threads = await Promise.all(page.threads.map(async (t) => (t.title === null ? t : { ...t, title: await this.#openString(user, 'title', t.title) })));
-    return { ...page, threads };
+    return this.#opening(() => ({
+      ...page,
+      threads: page.threads.map((t) => (t.title === null ? t : { ...t, title: this.#openText(user, 'title', t.title) })),
+    }));
   }
 
   async readSummary(user: string, thread: string, options?: ReadOptions): Promise<SummaryRecord | null> {
     const summary = await this.#inner.readSummary(user, thread, options);
-    return summary && { ...summary, text: await this.#openString(user, 'summary', summary.text) };
+    return summary && this.#opening(() => ({ ...summary, text: this.#openText(user, 'summary', summary.text) }));
   }
 
   async readUser(user: string, options?: ReadOptions): Promise<UserRecord | CacheMiss> {
     const record = await (this.#inner as StorageAdapter).readUser(user, options);
     if (isMiss(record)) return { ...record, pending: await this.#openOps(record.pending) };
-    const phone = record.phone.value === null ? null : await this.#openString(user, 'phone', record.phone.value);
-    const booking = record.booking.value === null ? null : await this.#openJson(user, 'booking', record.booking.value);
-    return { ...record, phone: { ...record.phone, value: phone }, booking: { ...record.booking, value: booking } };
+    return this.#opening(() => {
+      const phone = record.phone.value === null ? null : this.#openText(user, 'phone', record.phone.value);
+      const booking = record.booking.value === null ? null : this.#openJson(user, 'booking', record.booking.value);
+      return { ...record, phone: { ...record.phone, value: phone }, booking: { ...record.booking, value: booking } };
+    });
   }
 
   readSubscribers(options?: ReadOptions): Promise<string[] | CacheMiss> {
@@ -275,33 +282,24 @@ export class SealedAdapter implements CacheAdapter {
 
   /** The op with its personal fields sealed; a message's token count is fixed first (it cannot be counted from ciphertext). */
   async sealOp(op: Op, after = ''): Promise<Op> {
+    if (!carriesPersonalData(op)) return op;
+    const key = this.keys.peekWrite(op.user, after) ?? (await this.keys.forWrite(op.user, after));
+    const text = (field: SealedField, value: string) => seal(key.key, key.id, op.user, field, value);
     switch (op.kind) {
       case 'append':
       case 'edit': {
-        const key = await this.keys.forWrite(op.user, after);
-        const out = { ...op, content: seal(key.key, key.id, op.user, 'content', op.content), tokens: op.tokens ?? defaultTokens(op) };
+        const out = { ...op, content: text('content', op.content), tokens: op.tokens ?? defaultTokens(op) };
         if (op.meta !== undefined) out.meta = this.#sealJson(key, op.user, 'meta', op.meta);
         return out;
       }
-      case 'title': {
-        if (op.title === null) return op;
-        const key = await this.keys.forWrite(op.user, after);
-        return { ...op, title: seal(key.key, key.id, op.user, 'title', op.title) };
-      }
-      case 'phone': {
-        if (op.phone === null) return op;
-        const key = await this.keys.forWrite(op.user, after);
-        return { ...op, phone: seal(key.key, key.id, op.user, 'phone', op.phone) };
-      }
-      case 'booking': {
-        if (op.booking === null) return op;
-        const key = await this.keys.forWrite(op.user, after);
-        return { ...op, booking: this.#sealJson(key, op.user, 'booking', op.booking) };
-      }
-      case 'summary': {
-        const key = await this.keys.forWrite(op.user, after);
-        return { ...op, text: seal(key.key, key.id, op.user, 'summary', op.text) };
-      }
+      case 'title':
+        return op.title === null ? op : { ...op, title: text('title', op.title) };
+      case 'phone':
+        return op.phone === null ? op : { ...op, phone: text('phone', op.phone) };
+      case 'booking':
+        return op.booking === null ? op : { ...op, booking: this.#sealJson(key, op.user, 'booking', op.booking) };
+      case 'summary':
+        return { ...op, text: text('summary', op.text) };
       default:
         return op;
     }
@@ -312,46 +310,66 @@ export class SealedAdapter implements CacheAdapter {
    * without encryption journaled during a rollout must not be lost), and a value whose key a later
    * delete destroyed opens as empty (that delete erases the op's effect anyway).
    */
-  async openOp(op: Op, inTransit = false): Promise<Op> {
-    const text = (field: SealedField, value: string) => this.#openString(op.user, field, value, inTransit ? op.id : undefined);
-    const json = (field: SealedField, value: JsonObject) => this.#openJson(op.user, field, value, inTransit ? op.id : undefined);
+  openOp(op: Op, inTransit = false): Promise<Op> {
+    return this.#opening(() => this.#openOp(op, inTransit));
+  }
+
+  #openOp(op: Op, inTransit: boolean): Op {
+    const opId = inTransit ? op.id : undefined;
+    const text = (field: SealedField, value: string) => this.#openText(op.user, field, value, opId);
+    const json = (field: SealedField, value: JsonObject) => this.#openJson(op.user, field, value, opId);
     switch (op.kind) {
       case 'append':
       case 'edit': {
-        const out = { ...op, content: await text('content', op.content) };
-        if (op.meta !== undefined) out.meta = await json('meta', op.meta);
+        const out = { ...op, content: text('content', op.content) };
+        if (op.meta !== undefined) out.meta = json('meta', op.meta);
         return out;
       }
       case 'title':
-        return op.title === null ? op : { ...op, title: await text('title', op.title) };
+        return op.title === null ? op : { ...op, title: text('title', op.title) };
       case 'phone':
-        return op.phone === null ? op : { ...op, phone: await text('phone', op.phone) };
+        return op.phone === null ? op : { ...op, phone: text('phone', op.phone) };
       case 'booking':
-        return op.booking === null ? op : { ...op, booking: await json('booking', op.booking) };
+        return op.booking === null ? op : { ...op, booking: json('booking', op.booking) };
       case 'summary':
-        return { ...op, text: await text('summary', op.text) };
+        return { ...op, text: text('summary', op.text) };
       default:
         return op;
     }
   }
 
   #openOps(ops: readonly Op[]): Promise<Op[]> {
-    return Promise.all(ops.map((op) => this.openOp(op, true)));
+    return this.#opening(() => ops.map((op) => this.#openOp(op, true)));
   }
 
-  async #openMessage(user: string, message: Message): Promise<Message> {
-    const out = { ...message, content: await this.#openString(user, 'content', message.content) };
-    if (message.meta !== undefined) out.meta = await this.#openJson(user, 'meta', message.meta);
+  #openMessage(user: string, message: Message): Message {
+    const out = { ...message, content: this.#openText(user, 'content', message.content) };
+    if (message.meta !== undefined) out.meta = this.#openJson(user, 'meta', message.meta);
     return out;
   }
 
   #openMessages(user: string, messages: readonly Message[]): Promise<Message[]> {
-    return Promise.all(messages.map((m) => this.#openMessage(user, m)));
+    return this.#opening(() => messages.map((m) => this.#openMessage(user, m)));
+  }
+
+  /**
+   * Runs `open` (synchronous: the hot path awaits nothing); when it needs a data key this process
+   * does not hold yet, loads the user's keys from the tier and runs it again.
+   */
+  async #opening<T>(open: () => T): Promise<T> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return open();
+      } catch (error) {
+        if (!(error instanceof KeyNotHeld) || attempt >= 100) throw error;
+        await this.keys.forRead(error.user, error.id);
+      }
+    }
   }
 
   async #sealMessages(user: string, messages: readonly Message[]): Promise<Message[]> {
     if (messages.length === 0) return [];
-    const key = await this.keys.forWrite(user);
+    const key = this.keys.peekWrite(user) ?? (await this.keys.forWrite(user));
     return messages.map((m) => {
       const out = { ...m, content: seal(key.key, key.id, user, 'content', m.content) };
       if (m.meta !== undefined) out.meta = this.#sealJson(key, user, 'meta', m.meta);
@@ -363,24 +381,36 @@ export class SealedAdapter implements CacheAdapter {
     return { [SEALED_JSON]: seal(key.key, key.id, user, field, JSON.stringify(value)) };
   }
 
-  async #openJson(user: string, field: SealedField, value: JsonObject, opId?: string): Promise<JsonObject> {
+  #openJson(user: string, field: SealedField, value: JsonObject, opId?: string): JsonObject {
     const sealed = value[SEALED_JSON];
     if (typeof sealed !== 'string' || Object.keys(value).length !== 1) {
       this.#plaintext(user, field, opId);
       return value;
     }
-    const text = await this.#openString(user, field, sealed, opId);
+    const text = this.#openText(user, field, sealed, opId);
     return text === '' ? {} : (JSON.parse(text) as JsonObject);
   }
 
-  /** `value` opened; with `opId` (an op in transit), plaintext passes and a value shredded by a later delete opens as ''. */
-  async #openString(user: string, field: SealedField, value: string, opId?: string): Promise<string> {
+  /**
+   * `value` opened (from the cache of opened values when it was opened before); with `opId` (an op
+   * in transit), plaintext passes and a value shredded by a later delete opens as ''. Throws
+   * KeyNotHeld when its data key must be loaded first.
+   */
+  #openText(user: string, field: SealedField, value: string, opId?: string): string {
     if (!isSealed(value)) {
       this.#plaintext(user, field, opId);
       return value;
     }
-    const key = await this.keys.forRead(user, sealedKeyId(value));
-    if (Buffer.isBuffer(key)) return open(key, user, field, value);
+    const known = this.#opened.get(value, user, field);
+    if (known !== undefined) return known;
+    const id = sealedKeyId(value);
+    const key = this.keys.peek(user, id);
+    if (key === undefined) throw new KeyNotHeld(user, id);
+    if (Buffer.isBuffer(key)) {
+      const text = open(key, user, field, value);
+      this.#opened.set(value, user, field, text);
+      return text;
+    }
     if (opId !== undefined && opId <= key.destroyed) return '';
     throw new EncryptionError(ErrorCode.DATA_KEY_DESTROYED, `the ${field} of user ${user} is under a data key destroyed by deleteUser (op ${key.destroyed})`);
   }
@@ -425,5 +455,71 @@ export function isSealedOp(op: Op): boolean {
       return isSealed(op.text);
     default:
       return false;
+  }
+}
+
+/** A value's data key is not held by this process yet (SealedAdapter loads it and tries again). */
+class KeyNotHeld extends Error {
+  constructor(
+    readonly user: string,
+    readonly id: string,
+  ) {
+    super(`data key ${id} of user ${user} is not loaded`);
+  }
+}
+
+/** Whether an op has a field that is sealed (a null title, phone or booking is not). */
+function carriesPersonalData(op: Op): boolean {
+  switch (op.kind) {
+    case 'append':
+    case 'edit':
+    case 'summary':
+      return true;
+    case 'title':
+      return op.title !== null;
+    case 'phone':
+      return op.phone !== null;
+    case 'booking':
+      return op.booking !== null;
+    default:
+      return false;
+  }
+}
+
+const OPENED_MAX_CHARS = 16 * 1024 * 1024;
+/** base64url characters of the 16-byte tag at a ciphertext's end. */
+const TAIL = 21;
+
+/**
+ * Plaintexts of ciphertexts this process opened, bounded by their total length (oldest dropped
+ * first). A ciphertext is unique (a random IV each), so it names one value; the user and field it
+ * was opened for are checked, so the binding holds for a hit too. Cleared on any delete.
+ */
+class OpenedValues {
+  /** By the ciphertext's tail (its authentication tag: hashing it is cheaper than the whole), holding the whole to compare. */
+  readonly #map = new Map<string, { value: string; user: string; field: SealedField; text: string }>();
+  #chars = 0;
+
+  get(value: string, user: string, field: SealedField): string | undefined {
+    const hit = this.#map.get(value.slice(-TAIL));
+    return hit && hit.value === value && hit.user === user && hit.field === field ? hit.text : undefined;
+  }
+
+  set(value: string, user: string, field: SealedField, text: string): void {
+    const tail = value.slice(-TAIL);
+    if (this.#map.has(tail)) return;
+    this.#map.set(tail, { value, user, field, text });
+    this.#chars += value.length + text.length;
+    while (this.#chars > OPENED_MAX_CHARS) {
+      const oldest = this.#map.entries().next();
+      if (oldest.done) break;
+      this.#map.delete(oldest.value[0]);
+      this.#chars -= oldest.value[1].value.length + oldest.value[1].text.length;
+    }
+  }
+
+  clear(): void {
+    this.#map.clear();
+    this.#chars = 0;
   }
 }
