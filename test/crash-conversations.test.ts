@@ -149,73 +149,88 @@ it('write-through, PostgreSQL cut and back, SIGKILLed while the journal drains: 
   console.info(await crashAndCheck('write-through', 0, 'back'));
 }, 120_000);
 
-it('a draft abandoned by a SIGKILLed process is finished as aborted, with the text that reached Redis, by the next sync after draftTimeoutMs', async () => {
-  const names = isolation('crash_conv_draft');
-  used.push(names);
-  const child = ConversationChild.start({
-    mode: 'draft',
-    redisUrl: redisUrl(),
-    databaseUrl: databaseUrl(),
-    ...names,
-    writeMode: 'write-through',
-    users: ['dr0'],
-    tag: 'dr',
-    draftFlushMs: 20,
-  });
-  const ready = JSON.parse((await child.line('READY ', 30_000)).slice('READY '.length)) as { user: string; id: string; thread: string; text: string };
-  await child.kill();
-  const killedAt = Date.now();
-
-  const draftTimeoutMs = 500;
-  const storeWith = (timeoutMs: number) =>
-    new TieredStore({
-      logger: false,
-      draftTimeoutMs: timeoutMs,
-      redis: new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix }),
-      postgres: new PostgresAdapter({ url: databaseUrl(), schema: names.schema }),
+it.each([
+  ['', false],
+  [' (encrypted)', true],
+] as const)(
+  'a draft abandoned by a SIGKILLed process is finished as aborted, with the text that reached Redis, by the next sync after draftTimeoutMs%s',
+  async (_, encrypted) => {
+    const names = isolation(`crash_conv_draft${encrypted ? '_enc' : ''}`);
+    const sealed: TieredStoreOptions = encrypted ? { encryption: encryption() } : {};
+    used.push(names);
+    const child = ConversationChild.start({
+      mode: 'draft',
+      redisUrl: redisUrl(),
+      databaseUrl: databaseUrl(),
+      ...names,
+      writeMode: 'write-through',
+      users: ['dr0'],
+      tag: 'dr',
+      draftFlushMs: 20,
+      ...(encrypted ? { encryptionKeyHex: K1.toString('hex') } : {}),
     });
-  // A sync pass of a process whose draftTimeoutMs has not run out leaves the draft alone (it may be live).
-  const patient = storeWith(60_000);
-  try {
-    await patient.syncNow();
-    expect((await patient.getMessage(ready.user, ready.id))?.status).toBe('streaming');
-  } finally {
-    await patient.close({ timeoutMs: 2000 });
-  }
-  const store = storeWith(draftTimeoutMs);
-  const sql = postgres(databaseUrl(), { onnotice: () => {}, max: 1 });
-  try {
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, killedAt + draftTimeoutMs + 200 - Date.now())));
-    let row: { content: string; status: string | null; thread: string } | undefined;
-    const until = Date.now() + 10_000;
-    while (Date.now() < until) {
-      await store.syncNow();
-      [row] =
-        (await sql`select content, status, thread from ${sql(`${names.schema}.messages`)} where user_id = ${ready.user} and id = ${ready.id}`) as unknown as {
-          content: string;
-          status: string | null;
-          thread: string;
-        }[];
-      if (row?.status !== 'streaming') break;
-      await new Promise((resolve) => setTimeout(resolve, 200));
+    const ready = JSON.parse((await child.line('READY ', 30_000)).slice('READY '.length)) as { user: string; id: string; thread: string; text: string };
+    await child.kill();
+    const killedAt = Date.now();
+
+    const draftTimeoutMs = 500;
+    const storeWith = (timeoutMs: number) =>
+      new TieredStore({
+        logger: false,
+        ...sealed,
+        draftTimeoutMs: timeoutMs,
+        redis: new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix }),
+        postgres: new PostgresAdapter({ url: databaseUrl(), schema: names.schema }),
+      });
+    // A sync pass of a process whose draftTimeoutMs has not run out leaves the draft alone (it may be live).
+    const patient = storeWith(60_000);
+    try {
+      await patient.syncNow();
+      expect((await patient.getMessage(ready.user, ready.id))?.status).toBe('streaming');
+    } finally {
+      await patient.close({ timeoutMs: 2000 });
     }
-    const seen = `PostgreSQL row ${JSON.stringify(row)}; the killed process had flushed ${JSON.stringify(ready.text)}`;
-    expect(row, seen).toEqual({ content: ready.text, status: 'aborted', thread: 't1' });
-    const message = await store.getMessage(ready.user, ready.id);
-    expect({ content: message?.content, status: message?.status }, seen).toEqual({ content: ready.text, status: 'aborted' });
-    const history = await store.getHistory(ready.user, { thread: 't1' });
-    expect(
-      history.map((m) => [m.content, m.status ?? null]),
-      seen,
-    ).toEqual([
-      ['dr:question', null],
-      [ready.text, 'aborted'],
-    ]);
-  } finally {
-    await sql.end({ timeout: 1 });
-    await store.close({ timeoutMs: 2000 });
-  }
-}, 60_000);
+    const store = storeWith(draftTimeoutMs);
+    const sql = postgres(databaseUrl(), { onnotice: () => {}, max: 1 });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, killedAt + draftTimeoutMs + 200 - Date.now())));
+      let row: { content: string; status: string | null; thread: string } | undefined;
+      const until = Date.now() + 10_000;
+      while (Date.now() < until) {
+        await store.syncNow();
+        [row] =
+          (await sql`select content, status, thread from ${sql(`${names.schema}.messages`)} where user_id = ${ready.user} and id = ${ready.id}`) as unknown as {
+            content: string;
+            status: string | null;
+            thread: string;
+          }[];
+        if (row?.status !== 'streaming') break;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      if (encrypted && row) {
+        expect(row.content.startsWith('enc:v1:'), 'the draft is sealed in PostgreSQL').toBe(true);
+        const opener = await postgresOpener(databaseUrl(), names.schema);
+        row = { ...row, content: await opener.open(ready.user, 'content', row.content).finally(() => opener.close()) };
+      }
+      const seen = `PostgreSQL row ${JSON.stringify(row)}; the killed process had flushed ${JSON.stringify(ready.text)}`;
+      expect(row, seen).toEqual({ content: ready.text, status: 'aborted', thread: 't1' });
+      const message = await store.getMessage(ready.user, ready.id);
+      expect({ content: message?.content, status: message?.status }, seen).toEqual({ content: ready.text, status: 'aborted' });
+      const history = await store.getHistory(ready.user, { thread: 't1' });
+      expect(
+        history.map((m) => [m.content, m.status ?? null]),
+        seen,
+      ).toEqual([
+        ['dr:question', null],
+        [ready.text, 'aborted'],
+      ]);
+    } finally {
+      await sql.end({ timeout: 1 });
+      await store.close({ timeoutMs: 2000 });
+    }
+  },
+  60_000,
+);
 
 it.each([
   ['write-behind', 'away'],
