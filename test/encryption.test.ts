@@ -68,6 +68,12 @@ async function readsBack(s: TieredStore, user: string): Promise<void> {
   const threads = (await s.listThreads(user)).threads;
   expect(threads.find((t) => t.id === 't1')?.title).toBe('SECRET-title');
   expect((await s.getContext(user, { maxTokens: 10_000 })).summary).toBe('SECRET-summary');
+  const exported = await s.exportUser(user);
+  expect(exported.phone).toBe('+15559876543');
+  expect(exported.threads.find((t) => t.id === 't1')).toMatchObject({
+    title: 'SECRET-title',
+    messages: [expect.objectContaining({ content: 'SECRET-edit two' })],
+  });
 }
 
 function noPlaintext(raw: string, where: string): void {

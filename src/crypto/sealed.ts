@@ -486,7 +486,7 @@ function carriesPersonalData(op: Op): boolean {
   }
 }
 
-const OPENED_MAX_CHARS = 16 * 1024 * 1024;
+const OPENED_MAX_CHARS = 4 * 1024 * 1024;
 /** base64url characters of the 16-byte tag at a ciphertext's end. */
 const TAIL = 21;
 
