@@ -178,6 +178,8 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   /** Encryption at rest: the master keys, and the pass that re-wraps data keys after a rotation. */
   readonly #ring: KeyRing | undefined;
   readonly #rewrapper: Rewrapper | undefined;
+  /** Deleted users whose data keys in Redis are still to be destroyed (Redis was away when the delete landed), with the delete's id. */
+  readonly #shredLater = new Map<string, string>();
   #deadLetters: DeadLetter[] = [];
   #inflight = 0;
   #idle: (() => void) | undefined;
@@ -289,6 +291,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         ready: this.#started,
       });
 
+    // A delete that reaches PostgreSQL without passing through Redis still destroys Redis's keys of the user.
+    // Redis away: done when it is back (from this process; see #shredInRedis).
+    if (postgresAdapter instanceof SealedAdapter && redisAdapter instanceof SealedAdapter && redis) {
+      postgresAdapter.onShred = (user, upTo) => this.#shredInRedis(redis, redisAdapter, user, upTo);
+    }
     this.#rewrapper =
       ring &&
       new Rewrapper(
@@ -814,8 +821,30 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     else await this.#restarts?.check();
   }
 
+  /** Destroys a deleted user's data keys in Redis; while Redis is away, remembers to when it is back (lost if this process dies first). */
+  async #shredInRedis(redis: Breaker<CacheAdapter>, sealed: SealedAdapter, user: string, upTo: string): Promise<void> {
+    if (redis.up) {
+      const done = await redis
+        .call(() => sealed.shred(user, upTo))
+        .then(
+          () => true,
+          () => false,
+        );
+      if (done) {
+        if ((this.#shredLater.get(user) ?? '') <= upTo) this.#shredLater.delete(user);
+        return;
+      }
+    }
+    if (this.#shredLater.size < 100_000 && (this.#shredLater.get(user) ?? '') < upTo) this.#shredLater.set(user, upTo);
+  }
+
   #onUp(tier: Breaker, downForMs: number): void {
     this.emit('tierUp', { tier: tier.name, downForMs });
+    const redis = this.#redis;
+    if (tier === redis && this.#shredLater.size > 0 && redis.adapter instanceof SealedAdapter) {
+      const sealed = redis.adapter;
+      for (const [user, upTo] of this.#shredLater) void this.#shredInRedis(redis, sealed, user, upTo);
+    }
     // What waited for PostgreSQL (here and in Redis's journal) moves now, without waiting for startSync.
     if (tier === this.#durable || (tier === this.#redis && this.#cache && this.#durable?.up)) {
       this.#syncer?.drain((error) => this.#syncFailed(error));

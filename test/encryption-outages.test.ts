@@ -129,3 +129,34 @@ it('a process without the keys leaves sealed journal entries where they are (mov
   expect((await cold.getHistory('u')).map((m) => m.content)).toEqual(['SECRET-journaled']);
   noPlaintext(await rawPostgres(databaseUrl(), rig.names.schema), 'PostgreSQL');
 }, 60_000);
+
+it.each(['postgres', 'both', 'redis'] as const)(
+  "deleteUser with %s down destroys the user's data keys in every tier once it lands",
+  async (outage) => {
+    rig = await OutageRig.start({ historyLimit: 10, encryption: encryption() });
+    const s = rig.store;
+    await s.addMemory('gone', 'user', 'SECRET-before');
+    await s.setUserPhone('gone', '+15551230000');
+    await s.getHistory('gone');
+    if (outage !== 'redis') await rig.pg.refuse();
+    if (outage !== 'postgres') await rig.redis.refuse();
+    await s.deleteUser('gone');
+    await s.addMemory('gone', 'user', 'SECRET-after');
+    await rig.redis.pass();
+    await rig.pg.pass();
+    await rig.recovered();
+    const pgKeys = await rig.sql`select key_id, destroyed_by from ${rig.sql(`${rig.names.schema}.data_keys`)} where user_id = 'gone' order by key_id`;
+    const redis = new Redis(rig.redisDirect);
+    cleanup.push(() => redis.quit());
+    const redisKeys = async () => Object.values(await redis.hgetall(`${rig?.names.keyPrefix}:{gone}:k`)).map((v) => JSON.parse(v) as { x?: string });
+    // Every key made before the delete is destroyed; the write after it has a live key of its own.
+    expect(pgKeys.filter((k) => k.destroyed_by === null)).toHaveLength(1);
+    expect(pgKeys.length).toBeGreaterThanOrEqual(1);
+    await expect.poll(async () => (await redisKeys()).some((k) => k.x !== undefined), { timeout: 10_000 }).toBe(true);
+    const other = rig.anotherProcess({ encryption: encryption() });
+    cleanup.push(() => other.close());
+    expect((await other.getHistory('gone')).map((m) => m.content)).toEqual(['SECRET-after']);
+    expect(await other.getUserPhone('gone')).toBeNull();
+  },
+  60_000,
+);

@@ -161,6 +161,17 @@ describe('crypto-shredding', () => {
 });
 
 describe('binding and keys', () => {
+  it("two processes making a new user's first key at once: both keys are kept and everything stays readable", async () => {
+    const n = names('enc two keys');
+    const [a, b] = [store('postgres only', n), store('postgres only', n)];
+    await Promise.all([a.addMemory('fresh', 'user', 'SECRET-content from a'), b.addMemory('fresh', 'user', 'SECRET-content from b')]);
+    const sql = sqlClient();
+    const keys = await sql`select key_id from ${sql(`${n.schema}.data_keys`)} where user_id = 'fresh'`;
+    expect(keys.length).toBeGreaterThanOrEqual(1);
+    const third = store('postgres only', n);
+    expect((await third.getHistory('fresh')).map((m) => m.content).sort()).toEqual(['SECRET-content from a', 'SECRET-content from b']);
+  });
+
   it('a ciphertext moved to another user, or to another field, fails with a coded error', async () => {
     const n = names('enc moved');
     const s = store('postgres only', n);

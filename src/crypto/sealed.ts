@@ -137,13 +137,26 @@ export class SealedAdapter implements CacheAdapter {
     );
     const outcomes = (await this.#inner.write(sealed, options)) as WriteOutcome[];
     // Crypto-shredding: once the tier applied the delete, the keys of everything it erased go.
-    const deletes = ops.filter((op) => op.kind === 'delete');
-    for (const op of deletes) {
-      await this.keys.store.destroyDataKeys(op.user, op.id);
-      this.keys.forget(op.user);
-      this.#opened.clear();
+    for (const op of ops) {
+      if (op.kind !== 'delete') continue;
+      await this.shred(op.user, op.id);
+      await this.onShred?.(op.user, op.id);
     }
     return outcomes;
+  }
+
+  /**
+   * Called after this tier shredded a user: the store destroys the user's keys in the other tier
+   * too (a delete that reaches PostgreSQL from this process's RAM journal, or with Redis away, never
+   * reaches Redis as an op).
+   */
+  onShred: ((user: string, upTo: string) => Promise<void>) | undefined;
+
+  /** Destroys the user's data keys with ids at or below `upTo` in this tier, and forgets what this process held of them. */
+  async shred(user: string, upTo: string): Promise<void> {
+    await this.keys.store.destroyDataKeys(user, upTo);
+    this.keys.forget(user);
+    this.#opened.clear();
   }
 
   fillHistory(user: string, version: string, messages: readonly Message[], thread?: string): Promise<boolean> {
