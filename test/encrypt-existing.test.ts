@@ -140,3 +140,25 @@ it('the CLI: encrypt-existing seals what a store wrote in plaintext, drops the p
   expect((await strict.getHistory('u')).map((m) => m.content)).toEqual(['PLAIN-0', 'PLAIN-1', 'PLAIN-2', 'PLAIN-3', 'PLAIN-4']);
   expect(await strict.getUserPhone('u')).toBe('+15550001111');
 }, 120_000);
+
+it('a plaintext hot copy left in Redis from before is dropped and read again from PostgreSQL, not refused', async () => {
+  const n = names('encrypt existing copies');
+  const plain = makeStore('write-through', n, { logger: false });
+  cleanup.push(() => plain.close());
+  for (let i = 0; i < 3; i++) await plain.addMemory('u', 'user', `PLAIN-${i}`);
+  await plain.setUserPhone('u', '+15550001111');
+  expect(await plain.getHistory('u')).toHaveLength(3); // hot copies in Redis, in plaintext
+  expect(await plain.getUserPhone('u')).toBe('+15550001111');
+  await plain.close();
+  const pg = adapter(n);
+  await pg.connect();
+  expect((await encryptExisting({ postgres: pg, ring: new KeyRing(encryption()), batch: 100 })).done).toBe(true);
+  expect(await rawRedis(redisUrl(), n.keyPrefix)).toContain('PLAIN-0');
+  const strict = makeStore('write-through', n, { encryption: encryption() });
+  cleanup.push(() => strict.close());
+  expect((await strict.getHistory('u')).map((m) => m.content)).toEqual(['PLAIN-0', 'PLAIN-1', 'PLAIN-2']);
+  expect(await strict.getUserPhone('u')).toBe('+15550001111');
+  await strict.getHistory('u'); // filled again, sealed
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  expect(await rawRedis(redisUrl(), n.keyPrefix)).not.toMatch(/PLAIN|5550001111/);
+});

@@ -101,6 +101,20 @@ export class SealedAdapter implements CacheAdapter {
 
   bind(config: AdapterConfig): void {
     this.#inner.bind(config);
+    this.#cache = config.role === 'cache';
+  }
+
+  /** In the cache role a copy that does not open (plaintext from before encryption, a key gone) is only a copy: dropped and read as a miss. */
+  #cache = false;
+
+  async #dropUnreadable<T>(user: string, read: () => Promise<T>): Promise<T> {
+    try {
+      return await read();
+    } catch (error) {
+      if (!this.#cache || !(error instanceof EncryptionError) || error.code === ErrorCode.ENCRYPTION_KEY_MISSING) throw error;
+      await this.#inner.invalidate([user], false);
+      return read();
+    }
   }
 
   connect(): Promise<void> {
@@ -184,15 +198,19 @@ export class SealedAdapter implements CacheAdapter {
 
   // ---- reads
 
-  async readHistory(user: string, limit: number, options?: HistoryReadOptions): Promise<HistoryRead | CacheMiss> {
-    const read = await this.#inner.readHistory(user, limit, options);
-    if (isMiss(read)) return { ...read, pending: await this.#openOps(read.pending) };
-    return { ...read, messages: await this.#openMessages(user, read.messages) };
+  readHistory(user: string, limit: number, options?: HistoryReadOptions): Promise<HistoryRead | CacheMiss> {
+    return this.#dropUnreadable(user, async () => {
+      const read = await this.#inner.readHistory(user, limit, options);
+      if (isMiss(read)) return { ...read, pending: await this.#openOps(read.pending) };
+      return { ...read, messages: await this.#openMessages(user, read.messages) };
+    });
   }
 
-  async readMessage(user: string, id: string): Promise<Message | null> {
-    const message = await this.#inner.readMessage(user, id);
-    return message && this.#opening(() => this.#openMessage(user, message));
+  readMessage(user: string, id: string): Promise<Message | null> {
+    return this.#dropUnreadable(user, async () => {
+      const message = await this.#inner.readMessage(user, id);
+      return message && this.#opening(() => this.#openMessage(user, message));
+    });
   }
 
   async listThreads(user: string, limit: number, cursor: string | null): Promise<ThreadRecordPage> {
@@ -208,13 +226,15 @@ export class SealedAdapter implements CacheAdapter {
     return summary && this.#opening(() => ({ ...summary, text: this.#openText(user, 'summary', summary.text) }));
   }
 
-  async readUser(user: string, options?: ReadOptions): Promise<UserRecord | CacheMiss> {
-    const record = await (this.#inner as StorageAdapter).readUser(user, options);
-    if (isMiss(record)) return { ...record, pending: await this.#openOps(record.pending) };
-    return this.#opening(() => {
-      const phone = record.phone.value === null ? null : this.#openText(user, 'phone', record.phone.value);
-      const booking = record.booking.value === null ? null : this.#openJson(user, 'booking', record.booking.value);
-      return { ...record, phone: { ...record.phone, value: phone }, booking: { ...record.booking, value: booking } };
+  readUser(user: string, options?: ReadOptions): Promise<UserRecord | CacheMiss> {
+    return this.#dropUnreadable(user, async () => {
+      const record = await (this.#inner as StorageAdapter).readUser(user, options);
+      if (isMiss(record)) return { ...record, pending: await this.#openOps(record.pending) };
+      return this.#opening(() => {
+        const phone = record.phone.value === null ? null : this.#openText(user, 'phone', record.phone.value);
+        const booking = record.booking.value === null ? null : this.#openJson(user, 'booking', record.booking.value);
+        return { ...record, phone: { ...record.phone, value: phone }, booking: { ...record.booking, value: booking } };
+      });
     });
   }
 
