@@ -104,14 +104,15 @@ export class SealedAdapter implements CacheAdapter {
     this.#cache = config.role === 'cache';
   }
 
-  /** In the cache role a copy that does not open (plaintext from before encryption, a key gone) is only a copy: dropped and read as a miss. */
+  /** In the cache role a plaintext copy (filled before encryption was on) is only a copy: dropped and read as a miss. */
   #cache = false;
 
   async #dropUnreadable<T>(user: string, read: () => Promise<T>): Promise<T> {
     try {
       return await read();
     } catch (error) {
-      if (!this.#cache || !(error instanceof EncryptionError) || error.code === ErrorCode.ENCRYPTION_KEY_MISSING) throw error;
+      // Only plaintext: a value tampered with or moved from another user stays an error (the coded error says so).
+      if (!this.#cache || !(error instanceof EncryptionError) || error.code !== ErrorCode.PLAINTEXT_REFUSED) throw error;
       await this.#inner.invalidate([user], false);
       return read();
     }
