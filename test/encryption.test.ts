@@ -191,6 +191,23 @@ describe('binding and keys', () => {
     await expect(other.listThreads('alice')).rejects.toMatchObject({ code: ErrorCode.DECRYPTION_FAILED });
   });
 
+  it("write-through: a value moved into another user's hot copy in Redis never shows; the copy is replaced from PostgreSQL", async () => {
+    const n = names('enc moved redis');
+    const s = store('write-through', n);
+    await s.addMemory('alice', 'user', 'SECRET-content of alice');
+    await s.addMemory('bob', 'user', 'bob says hi');
+    await s.getHistory('alice');
+    await s.getHistory('bob');
+    const redis = new Redis(redisUrl());
+    cleanup.push(() => redis.quit());
+    const [item] = await redis.lrange(`${n.keyPrefix}:{alice}:h`, 0, 0);
+    expect(item).toContain('enc:v1:');
+    await redis.lset(`${n.keyPrefix}:{bob}:h`, 0, item as string);
+    expect((await s.getHistory('bob')).map((m) => m.content)).toEqual(['bob says hi']);
+    await s.getHistory('bob'); // the refill
+    await expect.poll(async () => (await redis.lrange(`${n.keyPrefix}:{bob}:h`, 0, -1)).some((i) => i === item)).toBe(false);
+  });
+
   it('a master key id that is not configured is a coded error naming the id, never the key', async () => {
     const n = names('enc missing');
     const s = store('postgres only', n);

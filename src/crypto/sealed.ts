@@ -104,15 +104,19 @@ export class SealedAdapter implements CacheAdapter {
     this.#cache = config.role === 'cache';
   }
 
-  /** In the cache role a plaintext copy (filled before encryption was on) is only a copy: dropped and read as a miss. */
+  /**
+   * In the cache role a copy that does not open (plaintext filled before encryption was on, a value
+   * tampered with or moved from another user) is only a copy: it is dropped and read as a miss, so
+   * the next read fills a good one from PostgreSQL (the hot-cache protocol never fails a read on a
+   * cache error either; it reads PostgreSQL).
+   */
   #cache = false;
 
   async #dropUnreadable<T>(user: string, read: () => Promise<T>): Promise<T> {
     try {
       return await read();
     } catch (error) {
-      // Only plaintext: a value tampered with or moved from another user stays an error (the coded error says so).
-      if (!this.#cache || !(error instanceof EncryptionError) || error.code !== ErrorCode.PLAINTEXT_REFUSED) throw error;
+      if (!this.#cache || !(error instanceof EncryptionError)) throw error;
       await this.#inner.invalidate([user], false);
       return read();
     }
