@@ -4,7 +4,7 @@ import { ErrorCode, PostgresAdapter, type TieredStore } from '../src/index.js';
 import { encryptExisting } from '../src/crypto/encrypt-existing.js';
 import { KeyRing } from '../src/crypto/keys.js';
 import { Secrets, silentLogger } from '../src/logger.js';
-import { encryption, K1, rawPostgres, rawRedis } from './helpers/encryption.js';
+import { encryption, K1, K2, rawPostgres, rawRedis } from './helpers/encryption.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
 import { isolation, makeStore } from './helpers/stores.js';
 
@@ -123,6 +123,14 @@ it('the CLI: encrypt-existing seals what a store wrote in plaintext, drops the p
   const cli = await BuiltCli.build();
   cleanup.push(() => cli.close());
   const base = { DATABASE_URL: databaseUrl(), REDIS_URL: redisUrl(), STORE_SCHEMA: n.schema, STORE_KEY_PREFIX: n.keyPrefix };
+  const doctor = await cli.run(['doctor'], {
+    ...base,
+    STORE_ENCRYPTION_KEYS: `k0:${K2.toString('base64')},k1:${K1.toString('hex')}`,
+    STORE_ENCRYPTION_CURRENT: 'k1',
+  });
+  expect(doctor.stdout).toContain('encryption: keys k0, k1 (current k1)');
+  expect(doctor.stdout + doctor.stderr).not.toContain(K2.toString('base64'));
+  expect(doctor.stdout + doctor.stderr).not.toContain(K1.toString('hex'));
   const missing = await cli.run(['encrypt-existing'], base);
   expect(missing.code).toBe(2);
   expect(missing.stderr).toContain('STORE_ENCRYPTION_KEYS');
