@@ -123,4 +123,17 @@ describe('data keys', () => {
     expect(Buffer.isBuffer(await reread.forRead('u1', newer.id))).toBe(true);
     await expect(reread.forRead('u2', newer.id)).rejects.toMatchObject({ code: ErrorCode.DATA_KEY_DESTROYED });
   });
+
+  it("a key whose master key is not configured fails only the values under it; the user's other keys still open", async () => {
+    const store = new KeysInMemory();
+    const both = new KeyRing({ keys: { old: KEY, next: Buffer.alloc(32, 5) }, current: 'old' });
+    await store.saveDataKey('u1', both.wrap('u1', 'A', Buffer.alloc(32, 1)));
+    both.use('next');
+    await store.saveDataKey('u1', both.wrap('u1', 'B', Buffer.alloc(32, 2)));
+    const keys = new DataKeys(new KeyRing({ keys: { next: Buffer.alloc(32, 5) }, current: 'next' }), store);
+    expect(await keys.forRead('u1', 'B')).toEqual(Buffer.alloc(32, 2));
+    const old = await keys.forRead('u1', 'A');
+    expect('unusable' in old && old.unusable).toMatchObject({ code: ErrorCode.ENCRYPTION_KEY_MISSING, message: expect.stringContaining("'old'") });
+    expect((await keys.forWrite('u1')).id).toBe('B');
+  });
 });

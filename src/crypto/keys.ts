@@ -117,11 +117,18 @@ function invalid(message: string): ConfigurationError {
   return new ConfigurationError(ErrorCode.INVALID_OPTION, message);
 }
 
-/** One user's known data keys in this process: unwrapped, or the id of the delete that destroyed them. */
+/**
+ * A data key as this process holds it: unwrapped, the id of the delete that destroyed it, or why it
+ * cannot be unwrapped (its master key is not configured): that error is thrown only when a value
+ * under that key is read, so the user's other keys still open.
+ */
+export type HeldKey = Buffer | { destroyed: string } | { unusable: EncryptionError };
+
+/** One user's known data keys in this process. */
 interface UserKeys {
   /** The key new values are sealed with: the newest live one. */
   current: { id: string; key: Buffer } | undefined;
-  byId: Map<string, Buffer | { destroyed: string }>;
+  byId: Map<string, HeldKey>;
   /** When the tier was last asked (ms). */
   loadedAt: number;
 }
@@ -146,12 +153,6 @@ export class DataKeys {
     readonly store: DataKeyStore,
   ) {}
 
-  /**
-   * The key to seal the user's new values with: the newest live one, made and saved when there is
-   * none. `after`: the key's id must be above it (values written after a delete with that id must
-   * not be sealed with a key the delete destroys). A cached key is looked up again after
-   * REVALIDATE_MS, so a process stops using a key another process's deleteUser destroyed.
-   */
   /** forWrite's answer when it is at hand (no call to the tier): the hot path. */
   peekWrite(user: string, after = ''): { id: string; key: Buffer } | undefined {
     const known = this.#users.get(user);
@@ -159,10 +160,16 @@ export class DataKeys {
   }
 
   /** The key `id` of the user if this process holds it (or knows it destroyed); undefined: ask forRead. */
-  peek(user: string, id: string): Buffer | { destroyed: string } | undefined {
+  peek(user: string, id: string): HeldKey | undefined {
     return this.#users.get(user)?.byId.get(id);
   }
 
+  /**
+   * The key to seal the user's new values with: the newest live one, made and saved when there is
+   * none. `after`: the key's id must be above it (values written after a delete with that id must
+   * not be sealed with a key the delete destroys). A cached key is looked up again after
+   * REVALIDATE_MS, so a process stops using a key another process's deleteUser destroyed.
+   */
   async forWrite(user: string, after = ''): Promise<{ id: string; key: Buffer }> {
     for (;;) {
       const known = this.peekWrite(user, after);
@@ -192,7 +199,7 @@ export class DataKeys {
   }
 
   /** The key `id` of the user, or the id of the delete that destroyed it; DATA_KEY_DESTROYED when the tier has no such key. */
-  async forRead(user: string, id: string): Promise<Buffer | { destroyed: string }> {
+  async forRead(user: string, id: string): Promise<HeldKey> {
     let known = this.#users.get(user);
     let key = known?.byId.get(id);
     if (key === undefined) {
@@ -226,7 +233,13 @@ export class DataKeys {
             keys.byId.set(record.id, { destroyed: record.destroyed });
             continue;
           }
-          const key = this.ring.unwrap(user, record);
+          let key: Buffer;
+          try {
+            key = this.ring.unwrap(user, record);
+          } catch (error) {
+            keys.byId.set(record.id, { unusable: error as EncryptionError });
+            continue;
+          }
           keys.byId.set(record.id, key);
           if (!keys.current || keys.current.id < record.id) keys.current = { id: record.id, key };
         }

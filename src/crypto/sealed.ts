@@ -449,6 +449,7 @@ export class SealedAdapter implements CacheAdapter {
       this.#opened.set(value, user, field, text);
       return text;
     }
+    if ('unusable' in key) throw key.unusable;
     if (opId !== undefined && opId <= key.destroyed) return '';
     throw new EncryptionError(ErrorCode.DATA_KEY_DESTROYED, `the ${field} of user ${user} is under a data key destroyed by deleteUser (op ${key.destroyed})`);
   }

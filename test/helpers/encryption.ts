@@ -80,7 +80,7 @@ export async function postgresOpener(url: string, schema: string, options: Encry
     open: async (user: string, field: SealedField, value: string): Promise<string> => {
       if (!isSealed(value)) return `PLAINTEXT:${value}`;
       const key = await keys.forRead(user, sealedKeyId(value));
-      if (!Buffer.isBuffer(key)) return `SHREDDED:${value}`;
+      if (!Buffer.isBuffer(key)) return 'unusable' in key ? `UNUSABLE:${value}` : `SHREDDED:${value}`;
       return open(key, user, field, value);
     },
     close: () => sql.end({ timeout: 1 }),
