@@ -97,6 +97,11 @@ describe.each(['redis only', 'postgres only', 'write-through', 'write-behind'] a
     if (topology !== 'redis only') noPlaintext(await rawPostgres(databaseUrl(), n.schema), 'PostgreSQL');
     const other = store(topology, n);
     await readsBack(other, 'u1');
+    // Reading a user who has nothing makes no data key anywhere.
+    expect(await other.getHistory('nobody')).toEqual([]);
+    expect(await other.getUserPhone('nobody')).toBeNull();
+    if (topology !== 'postgres only') expect(await rawRedis(redisUrl(), n.keyPrefix)).not.toContain('{nobody}:k');
+    if (topology !== 'redis only') expect(await rawPostgres(databaseUrl(), n.schema)).not.toContain('nobody');
   });
 });
 

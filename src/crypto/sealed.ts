@@ -86,11 +86,6 @@ export class SealedAdapter implements CacheAdapter {
     }
   }
 
-  /** The adapter this one seals for (the raw tier). */
-  get inner(): StorageAdapter {
-    return this.#inner;
-  }
-
   get name(): string {
     return this.#inner.name;
   }
@@ -183,9 +178,10 @@ export class SealedAdapter implements CacheAdapter {
   }
 
   async fillUser(user: string, version: string, record: UserRecord): Promise<boolean> {
-    const key = await this.keys.forWrite(user);
-    const phone = record.phone.value === null ? null : seal(key.key, key.id, user, 'phone', record.phone.value);
-    const booking = record.booking.value === null ? null : this.#sealJson(key, user, 'booking', record.booking.value);
+    // No key is made for a user with nothing to seal (reads of unknown users fill copies too).
+    const key = record.phone.value === null && record.booking.value === null ? undefined : await this.keys.forWrite(user);
+    const phone = key === undefined || record.phone.value === null ? null : seal(key.key, key.id, user, 'phone', record.phone.value);
+    const booking = key === undefined || record.booking.value === null ? null : this.#sealJson(key, user, 'booking', record.booking.value);
     return this.#inner.fillUser(user, version, { ...record, phone: { ...record.phone, value: phone }, booking: { ...record.booking, value: booking } });
   }
 
