@@ -17,6 +17,7 @@ const UNIT = [
   'test/draft.test.ts',
   'test/tokens-memory.test.ts',
   'test/l1.test.ts',
+  'test/encryption-unit.test.ts',
 ];
 const TYPE_TESTS = ['test/**/*.test-d.ts'];
 

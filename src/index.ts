@@ -33,7 +33,8 @@ export type { Limits } from './model/validate.js';
 export type { OperationStats, StoreStats, TierStats } from './stats.js';
 export type { L1Stats } from './cache/l1.js';
 export type { Context } from './model/context.js';
-export { ConfigurationError, ErrorCode, StoreError, TierError, UnavailableError, ValidationError, isStoreError } from './errors.js';
+export { ConfigurationError, EncryptionError, ErrorCode, StoreError, TierError, UnavailableError, ValidationError, isStoreError } from './errors.js';
+export type { EncryptionOptions, DataKeyRecord, DataKeyStore } from './crypto/keys.js';
 export type {
   BookingData,
   Health,

@@ -5,6 +5,7 @@ import { ConfigurationError, ErrorCode } from './errors.js';
 import type { JsonObject, Logger, Message, Role } from './types.js';
 import { DEFAULT_LIMITS, type Limits } from './model/validate.js';
 import { defaultTokens } from './model/budget.js';
+import type { EncryptionOptions } from './crypto/keys.js';
 
 /** What `countTokens` is given: the message as it is being written (meta absent when it has none). */
 export interface TokenCountInput {
@@ -73,6 +74,12 @@ export interface TieredStoreOptions {
    * @default { maxBytes: 32 MiB }
    */
   l1?: L1Options | boolean | undefined;
+  /**
+   * Encryption at rest (AES-256-GCM): content, meta, phone, booking, titles and summaries are sealed
+   * in Redis, PostgreSQL and their journals under per-user data keys wrapped by `keys[current]`;
+   * `deleteUser` destroys the user's data keys. See docs/api.md, "Encryption at rest".
+   */
+  encryption?: EncryptionOptions | undefined;
 }
 
 export interface L1Options {

@@ -52,6 +52,9 @@ import {
 import { Writes } from './routing/writes.js';
 import { Summarizer, type SummaryLeases } from './routing/summarizer.js';
 import { contextWithin, type Context } from './model/context.js';
+import { KeyRing } from './crypto/keys.js';
+import { SealedAdapter } from './crypto/sealed.js';
+import { Rewrapper } from './crypto/rotation.js';
 
 export interface StoreEvents {
   tierDown: [event: { tier: string; error: Error }];
@@ -177,6 +180,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #drafts = new Map<string, Draft>();
   /** Users this process appended to since the last sync pass, for retention.keepLast. */
   readonly #written = new Set<string>();
+  /** Encryption at rest: the master keys, and the pass that re-wraps data keys after a rotation. */
+  readonly #ring: KeyRing | undefined;
+  readonly #rewrapper: Rewrapper | undefined;
+  /** Deleted users whose data keys in Redis are still to be destroyed (Redis was away when the delete landed), with the delete's id. */
+  readonly #shredLater = new Map<string, string>();
   #deadLetters: DeadLetter[] = [];
   #inflight = 0;
   #idle: (() => void) | undefined;
@@ -188,6 +196,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#opts = resolveOptions(options);
     const secrets = new Secrets();
     for (const adapter of [options.redis, options.postgres]) for (const s of adapter?.secrets?.() ?? []) secrets.add(s);
+    // Encryption at rest: each server tier is sealed by a decorator; RAM and its journal stay plaintext.
+    const ring = options.encryption === undefined ? undefined : new KeyRing(options.encryption);
+    for (const form of ring?.secretForms() ?? []) secrets.add(form);
+    this.#ring = ring;
+    const redisAdapter = ring && options.redis ? new SealedAdapter(options.redis, ring) : options.redis;
+    const postgresAdapter = ring && options.postgres ? new SealedAdapter(options.postgres, ring) : options.postgres;
     this.#log = createLogger(options.logger, secrets);
     const memory = options.memory ?? new MemoryAdapter();
     const journal = new Journal(this.#opts.journalLimit, memory.maxBytes);
@@ -208,10 +222,10 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       onUp: (tier: Breaker, downForMs: number) => this.#onUp(tier, downForMs),
     });
     memory.bind({ ...config, role: 'durable' });
-    options.redis?.bind({ ...config, role: options.postgres ? 'cache' : 'durable' });
-    options.postgres?.bind({ ...config, role: 'durable' });
-    const redis = options.redis && new Breaker<CacheAdapter>(options.redis, hooks('redis'));
-    const postgres = options.postgres && new Breaker<StorageAdapter>(options.postgres, hooks('postgres'));
+    redisAdapter?.bind({ ...config, role: postgresAdapter ? 'cache' : 'durable' });
+    postgresAdapter?.bind({ ...config, role: 'durable' });
+    const redis = redisAdapter && new Breaker<CacheAdapter>(redisAdapter, hooks('redis'));
+    const postgres = postgresAdapter && new Breaker<StorageAdapter>(postgresAdapter, hooks('postgres'));
     this.#redis = redis;
     this.#postgres = postgres;
     this.#durable = postgres ?? redis;
@@ -225,7 +239,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#budgetMs = Math.max(redis?.adapter.timeoutMs ?? 0, postgres?.adapter.timeoutMs ?? 0);
     // Only with a feed to keep it coherent: Redis that can name changed keys (not a Cluster).
     const l1 = this.#opts.l1;
-    this.#l1 = l1 && options.redis?.invalidations && !isCluster(options.redis) ? new L1(l1.maxBytes, historyLimit) : undefined;
+    this.#l1 = l1 && redisAdapter?.invalidations && !isCluster(options.redis!) ? new L1(l1.maxBytes, historyLimit) : undefined;
     if (options.l1 && options.redis && !this.#l1) {
       this.#log.warn('l1 is off: its Redis cannot report changed keys (a Redis Cluster tracks keys per node; see docs/in-process-tier.md)');
     }
@@ -268,6 +282,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         deadLetter: (letter, error) => this.#deadLetter(letter, error),
         retention: this.#opts.retention,
         sweepDrafts: () => sweeper.sweep(),
+        encrypted: ring !== undefined,
         takeWrittenUsers: () => {
           const users = [...this.#written];
           this.#written.clear();
@@ -289,6 +304,19 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         logger: this.#log,
         ready: this.#started,
       });
+
+    // A delete that reaches PostgreSQL without passing through Redis still destroys Redis's keys of the user.
+    // Redis away: done when it is back (from this process; see #shredInRedis).
+    if (postgresAdapter instanceof SealedAdapter && redisAdapter instanceof SealedAdapter && redis) {
+      postgresAdapter.onShred = (user, upTo) => this.#shredInRedis(redis, redisAdapter, user, upTo);
+    }
+    this.#rewrapper =
+      ring &&
+      new Rewrapper(
+        [redis, postgres].flatMap((tier) => (tier?.adapter instanceof SealedAdapter ? [{ tier, keys: tier.adapter.keys.store }] : [])),
+        ring,
+        this.#log,
+      );
 
     this.#log.info(this.#describe(options));
   }
@@ -652,6 +680,24 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     }
   }
 
+  // ---- encryption at rest
+
+  /**
+   * Makes `keyId` (already in `encryption.keys`) the master key that wraps new data keys, at once,
+   * then re-wraps the data keys Redis and PostgreSQL hold under it; resolves when the reachable
+   * tiers are done (a tier that is away is done in the background once it is back). Data is never
+   * rewritten, and everything stays readable while the old master key is configured. Idempotent:
+   * call it again to resume a pass a restart cut short.
+   */
+  async rotateEncryptionKey(keyId: string): Promise<void> {
+    this.#assertOpen();
+    const ring = this.#ring;
+    if (!ring) throw new StoreError(ErrorCode.INVALID_OPTION, 'rotateEncryptionKey: the store has no encryption option');
+    ring.use(keyId);
+    if (!this.#ready) await this.#started;
+    await this.#rewrapper?.run();
+  }
+
   // ---- sync, health, lifecycle
 
   /** Moves pending writes to PostgreSQL every `intervalMs` in the background; returns at once. */
@@ -794,9 +840,31 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     else await this.#restarts?.check();
   }
 
+  /** Destroys a deleted user's data keys in Redis; while Redis is away, remembers to when it is back (lost if this process dies first). */
+  async #shredInRedis(redis: Breaker<CacheAdapter>, sealed: SealedAdapter, user: string, upTo: string): Promise<void> {
+    if (redis.up) {
+      const done = await redis
+        .call(() => sealed.shred(user, upTo))
+        .then(
+          () => true,
+          () => false,
+        );
+      if (done) {
+        if ((this.#shredLater.get(user) ?? '') <= upTo) this.#shredLater.delete(user);
+        return;
+      }
+    }
+    if (this.#shredLater.size < 100_000 && (this.#shredLater.get(user) ?? '') < upTo) this.#shredLater.set(user, upTo);
+  }
+
   #onUp(tier: Breaker, downForMs: number): void {
     if (tier === this.#redis) this.#l1Serving();
     this.emit('tierUp', { tier: tier.name, downForMs });
+    const redis = this.#redis;
+    if (tier === redis && this.#shredLater.size > 0 && redis.adapter instanceof SealedAdapter) {
+      const sealed = redis.adapter;
+      for (const [user, upTo] of this.#shredLater) void this.#shredInRedis(redis, sealed, user, upTo);
+    }
     // What waited for PostgreSQL (here and in Redis's journal) moves now, without waiting for startSync.
     if (tier === this.#durable || (tier === this.#redis && this.#cache && this.#durable?.up)) {
       this.#syncer?.drain((error) => this.#syncFailed(error));
@@ -912,6 +980,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const cache = this.#cache;
     const journal = this.#journal;
     this.#syncer?.halt();
+    this.#rewrapper?.stop();
     const deadline = Date.now() + timeoutMs;
     // Summary runs are abandoned (a run cut short writes nothing; the next process reruns it).
     await this.#summarizer?.close(Math.min(timeoutMs / 2, 2000));

@@ -15,6 +15,9 @@ export function renderDoctor(report: DoctorReport): string[] {
     ...(report.redis.configured ? redisBlock(report.redis, report.keyPrefix) : ['redis: not configured (REDIS_URL, REDIS_PUBLIC_URL or REDISHOST)']),
     ...(report.postgres.configured ? postgresBlock(report.postgres) : ['postgres: not configured (DATABASE_URL, DATABASE_PUBLIC_URL or PGHOST)']),
     memoryLine(report),
+    report.encryption.configured
+      ? `encryption: keys ${report.encryption.keyIds.join(', ')} (current ${report.encryption.current})${report.encryption.allowPlaintext ? ', plaintext from before still read (allowPlaintext)' : ''}`
+      : 'encryption: not configured (STORE_ENCRYPTION_KEYS)',
     '',
     verdict(report),
   ];
