@@ -118,10 +118,7 @@ describe('with the in-process tier (L1)', () => {
       expect(b.stats().l1.hits).toBeGreaterThan(0);
       await a.addMemory('u1', 'assistant', 'SECRET-content two');
       // The other process's copy is invalidated through the feed: its next reads see the write.
-      await expect.poll(async () => (await b.getHistory('u1')).map((m) => m.content), { timeout: 5000 }).toEqual([
-        'SECRET-content one',
-        'SECRET-content two',
-      ]);
+      await expect.poll(async () => (await b.getHistory('u1')).map((m) => m.content), { timeout: 5000 }).toEqual(['SECRET-content one', 'SECRET-content two']);
       noPlaintext(await rawRedis(redisUrl(), n.keyPrefix), 'Redis');
     },
   );
