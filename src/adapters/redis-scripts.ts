@@ -666,28 +666,41 @@ local function pop(j, entries, n)
 end
 `;
 
+/**
+ * ARGV from \`first\` on: 'ends', then the count of the entries the durable tier now has, the
+ * first and the last (the usual case: they are the journal's head, and sending them all back
+ * would cost a copy of the journal); or 'all', then every entry. Ends that are not the journal's
+ * head pop nothing and answer nil: the caller sends every entry then.
+ */
 const ENTRIES_FROM = (first: number) => `
-local entries = {}
-for i = ${first}, #ARGV do entries[#entries + 1] = ARGV[i] end
+local entries, n = {}, 0
+if ARGV[${first}] == 'ends' then
+  n = tonumber(ARGV[${first + 1}])
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[${first + 2}] or redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[${first + 3}] then return nil end
+  entries[1], entries[n] = ARGV[${first + 2}], ARGV[${first + 3}]
+else
+  for i = ${first + 1}, #ARGV do entries[#entries + 1] = ARGV[i] end
+  n = #entries
+end
 `;
 
 /**
  * One Redis. KEYS: j, pending index, pending counter. ARGV: user, then the entries the durable
- * tier now has. Pops each entry only while it is at the head (an entry another syncer already
- * removed, or one written since, is safe) and sets the user's count to what is left, all at once:
- * no crash or concurrent write can leave an entry that the index does not point to. Returns
- * {popped, left}.
+ * tier now has (see ENTRIES_FROM). Pops each entry only while it is at the head (an entry another
+ * syncer already removed, or one written since, is safe) and sets the user's count to what is
+ * left, all at once: no crash or concurrent write can leave an entry that the index does not
+ * point to. Returns {popped, left}, or nil (ends that are not the head).
  */
 export const ACK = `${PENDING}${POP}${ENTRIES_FROM(2)}
-local popped = pop(KEYS[1], entries, #entries)
+local popped = pop(KEYS[1], entries, n)
 local left = redis.call('LLEN', KEYS[1])
 set_pending(KEYS[2], KEYS[3], ARGV[1], left)
 return {popped, left}
 `;
 
-/** A Cluster's first ack step, in the user's slot. KEYS: j. ARGV: entries. Returns {popped, left}. */
+/** A Cluster's first ack step, in the user's slot. KEYS: j. ARGV: the entries (see ENTRIES_FROM). Returns {popped, left}, or nil. */
 export const ACK_JOURNAL = `${POP}${ENTRIES_FROM(1)}
-local popped = pop(KEYS[1], entries, #entries)
+local popped = pop(KEYS[1], entries, n)
 return {popped, redis.call('LLEN', KEYS[1])}
 `;
 

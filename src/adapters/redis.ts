@@ -570,8 +570,13 @@ export class RedisAdapter implements CacheAdapter {
   async ack(user: string, entries: readonly string[]): Promise<number> {
     const j = this.#keys.user(user)[3];
     const [index, count, idle] = this.#keys.pending(this.#keys.shardOf(user));
-    if (!this.cluster) return ((await this.#eval(S.ack, [j, index, count], [user, ...entries])) as [number, number])[1];
-    const [popped, left] = (await this.#eval(S.ackJournal, [j], entries as string[])) as [number, number];
+    // The ends first (the journal's head, unless another syncer moved it); every entry when not.
+    const ends = entries.length > 2 ? ['ends', entries.length, entries[0] as string, entries.at(-1) as string] : undefined;
+    const pop = async (script: Script, keys: string[], head: (string | number)[]) =>
+      (ends && ((await this.#eval(script, keys, [...head, ...ends])) as [number, number] | null)) ??
+      ((await this.#eval(script, keys, [...head, 'all', ...entries])) as [number, number]);
+    if (!this.cluster) return (await pop(S.ack, [j, index, count], [user]))[1];
+    const [popped, left] = await pop(S.ackJournal, [j], []);
     await this.#eval(S.ackIndex, [index, count, idle], [user, popped, left, Date.now(), Math.max(IDLE_COUNT_MS, 20 * this.timeoutMs)]);
     return left;
   }
