@@ -23,6 +23,11 @@ async function fill(from: number, to: number): Promise<void> {
       select 'su' || u, lpad(to_hex(u) || lpad(m::text, 4, '0'), 26, '0'), case when m % 2 = 0 then 'user' else 'assistant' end,
              repeat('x', 120), now() - interval '1 second' * (${PER_USER} - m)
       from generate_series(${start}::int, ${end - 1}::int) u, generate_series(1, ${PER_USER}) m`;
+    // Their thread rows, as the store's inserts keep them (listThreads, purge and retention walk these).
+    await sql`
+      insert into ${sql(`${schema}.threads`)} (user_id, thread, messages, created_at, updated_at, last_id)
+      select 'su' || u, 'main', ${PER_USER}, now() - interval '1 second' * ${PER_USER}, now(), lpad(to_hex(u) || lpad(${PER_USER}::text, 4, '0'), 26, '0')
+      from generate_series(${start}::int, ${end - 1}::int) u`;
     process.stdout.write(`\r  ${(end * PER_USER).toLocaleString('en')} rows`);
   }
   process.stdout.write('\n');
@@ -62,7 +67,7 @@ try {
   const adapter = new PostgresAdapter({ url: DATABASE_URL, schema });
   const users = Array.from({ length: 1000 }, (_, i) => `su${1000 + i}`);
   const trimStart = performance.now();
-  const trimmed = await adapter.enforceRetention({ users, keepLast: 50, batch: 1000 });
+  const trimmed = await adapter.enforceRetention({ users, keepLast: 50, batch: 5000 }); // the syncer's default batch
   const trimMs = performance.now() - trimStart;
   await adapter.close();
 

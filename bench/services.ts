@@ -21,6 +21,7 @@ export class Services {
   readonly redis: Redis;
   readonly sql: Sql;
   readonly #stores: TieredStore[] = [];
+  readonly #redisOf = new Map<TieredStore, RedisAdapter>();
 
   private constructor() {
     this.redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 });
@@ -55,6 +56,7 @@ export class Services {
     const pg = tiers === 'memory' ? undefined : new PostgresAdapter({ url: DATABASE_URL, schema: this.schema(name) });
     const store = new TieredStore({ redis, postgres: pg, memory: new MemoryAdapter(), logger: false, ...options });
     this.#stores.push(store);
+    if (redis) this.#redisOf.set(store, redis);
     await store.syncNow(); // waits for the tiers to start (and migrations to run)
     const health = store.health();
     const want = { redis: redis ? 'up' : 'absent', postgres: pg ? 'up' : 'absent' };
@@ -62,6 +64,22 @@ export class Services {
       throw new Error(`store ${name}: expected redis ${want.redis} and postgres ${want.postgres}, got ${JSON.stringify(health)}`);
     }
     return store;
+  }
+
+  /**
+   * Counts the scripts (EVAL/EVALSHA) a store sends to Redis from now on: its own writes only, unlike
+   * the server's command stats, which count every client of a shared Redis.
+   */
+  countScripts(store: TieredStore): () => number {
+    const client = this.#redisOf.get(store)?.client;
+    if (!client) throw new Error('countScripts: the store has no Redis');
+    let count = 0;
+    const send = client.sendCommand.bind(client);
+    client.sendCommand = ((command: { name: string }, ...rest: unknown[]) => {
+      if (command.name === 'evalsha' || command.name === 'eval') count++;
+      return (send as (...args: unknown[]) => unknown)(command, ...rest);
+    }) as typeof client.sendCommand;
+    return () => count;
   }
 
   /** Deletes this run's keys (SCAN + UNLINK) and schemas (DROP SCHEMA ... CASCADE), closes everything. */

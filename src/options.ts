@@ -38,7 +38,9 @@ export interface TieredStoreOptions {
   syncBatchSize?: number;
   /**
    * What PostgreSQL keeps, enforced in batches by the syncer: the newest `keepLast` messages of each
-   * user this process wrote to (at least `historyLimit`), and/or messages younger than `maxAgeDays`.
+   * thread of the users this process wrote to (at least `historyLimit`), and/or messages younger
+   * than `maxAgeDays`. Removed like the CLI's `purge` removes: for good (a replayed journal entry
+   * does not bring a message back).
    * @default keep everything
    */
   retention?: Retention;

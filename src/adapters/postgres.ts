@@ -55,6 +55,8 @@ export interface PurgeRule {
   batch: number;
   /** Only say what would go. */
   dryRun?: boolean;
+  /** With `keepLast`: only these users' threads (the syncer's retention: the users it wrote to). */
+  users?: readonly string[];
 }
 
 /** Messages a purge batch removed (or would remove) from one thread. */
@@ -359,30 +361,17 @@ export class PostgresAdapter implements StorageAdapter {
   }
 
   /**
-   * Deletes, in batches of `batch`, messages beyond the newest `keepLast` of each of `users` and
-   * messages created before `before`. Returns how many went.
+   * The syncer's retention: {@link purge} with the same floors, so a journaled append of a removed
+   * message replayed later stays removed. `keepLast` applies to each thread of `users`.
    */
   async enforceRetention(rule: RetentionRule): Promise<number> {
-    const sql = this.#sql;
-    const messages = sql(this.#t.messages);
-    let deleted = 0;
-    for (let i = 0; rule.keepLast !== undefined && i < rule.users.length; i += rule.batch) {
-      const users = rule.users.slice(i, i + rule.batch);
-      const result = await this.#q(sql`
-        delete from ${messages} m using (
-          select u.user_id, (select id from ${messages} x where x.user_id = u.user_id order by x.id desc offset ${rule.keepLast} limit 1) as cutoff
-          from unnest(${users as string[]}::text[]) as u(user_id)
-        ) c
-        where m.user_id = c.user_id and m.id <= c.cutoff`);
-      deleted += result.count;
-    }
-    for (let count = rule.batch; rule.before !== undefined && count === rule.batch; deleted += count) {
-      const result = await this.#q(sql`
-        with doomed as (select user_id, id from ${messages} where created_at < ${rule.before} order by created_at limit ${rule.batch})
-        delete from ${messages} m using doomed d where m.user_id = d.user_id and m.id = d.id`);
-      count = result.count;
-    }
-    return deleted;
+    let removed = 0;
+    const run = async (purge: PurgeRule) => {
+      for await (const batch of this.purge(purge)) for (const thread of batch) removed += thread.messages;
+    };
+    if (rule.keepLast !== undefined && rule.users.length > 0) await run({ keepLast: rule.keepLast, users: rule.users, batch: rule.batch });
+    if (rule.before !== undefined) await run({ before: rule.before, batch: rule.batch });
+    return removed;
   }
 
   /**
@@ -418,6 +407,7 @@ export class PostgresAdapter implements StorageAdapter {
             order by y.id limit ${batch}
           ) m
           where (t.user_id, t.thread) >= (${cu}::text collate "C", ${ct}::text collate "C")
+            ${rule.users ? sql`and t.user_id = any(${rule.users as string[]}::text[])` : sql``}
           order by t.user_id, t.thread, m.id
           limit ${batch}`);
         const last = rows.at(-1);
@@ -633,6 +623,11 @@ export class PostgresAdapter implements StorageAdapter {
           using unnest(${floors.map((r) => r.user)}::text[], ${floors.map((r) => r.thread)}::text[], ${floors.map((r) => r.to)}::text[]) as f(user_id, thread, floor)
           where c.user_id = f.user_id and (f.thread is null or c.thread = f.thread) and c.to_id <= f.floor collate "C"`),
     ];
+    // Cuts mark the summaries they reach: with the first statement when the batch writes no
+    // summary (and so no floor takes one out), else in a statement of their own after those.
+    const cutMarks = changes.filter((change) => change.cut);
+    const marksFirst = cutMarks.length > 0 && summaries.length === 0 && floors.length === 0;
+    if (marksFirst) record.push((tx) => this.#markSummaries(tx, cutMarks));
     if (appends.length === 0) pushCombined(steps, [...record, ...remove]);
     else {
       pushCombined(steps, record);
@@ -657,11 +652,9 @@ export class PostgresAdapter implements StorageAdapter {
       );
     }
     if (summaries.length > 0) steps.push((tx) => this.#upsertSummaries(tx, summaries));
-    // Edits mark summaries in their own statement; cuts here, in a statement of their own after the
-    // summaries of the batch (or with the batch's first statement when that touches no summary).
-    const cutMarks = changes.filter((change) => change.cut);
+    // Edits mark summaries in their own statement.
     if (edits.length > 0) steps.push((tx) => this.#edit(tx, edits));
-    if (cutMarks.length > 0) steps.push((tx) => this.#markSummaries(tx, cutMarks));
+    if (cutMarks.length > 0 && !marksFirst) steps.push((tx) => this.#markSummaries(tx, cutMarks));
     return steps;
   }
 
@@ -725,6 +718,7 @@ export class PostgresAdapter implements StorageAdapter {
 
   /** The newest edit of each message, applied where it is newer than the last one applied; a person's edit moves its thread's activity. */
   #edit(tx: Sql | Tx, edits: EditOp[]): PendingQuery<Row[]> {
+    if (edits.length === 1) return this.#editOne(tx, edits[0] as EditOp);
     const col = <T>(pick: (op: EditOp) => T) => edits.map(pick);
     const t = this.#t;
     return tx`
@@ -754,6 +748,27 @@ export class PostgresAdapter implements StorageAdapter {
       update ${tx(t.threads)} h set updated_at = greatest(h.updated_at, e.at)
       from (select user_id, thread, max(updated_at) as at from edited where updated_at is not null group by user_id, thread) e
       where h.user_id = e.user_id and h.thread = e.thread`;
+  }
+
+  /** {@link #edit} of one message (updateMessage, a draft's flush or finish): the same rules, with no arrays to unnest. */
+  #editOne(tx: Sql | Tx, op: EditOp): PendingQuery<Row[]> {
+    const t = this.#t;
+    const meta = op.meta === undefined ? null : tx.json(op.meta);
+    const at = op.updatedAt === undefined ? null : new Date(op.updatedAt);
+    const edited = tx`
+      update ${tx(t.messages)} m set content = ${op.content}, meta = ${meta}::jsonb, status = ${op.status ?? null}::text,
+        tokens = ${op.tokens ?? null}::integer, updated_at = coalesce(${at}::timestamptz, m.updated_at), edit_v = ${op.id}
+      where m.user_id = ${op.user} and m.id = ${op.target} and coalesce(m.edit_v, '') < ${op.id} collate "C"
+      returning m.thread`;
+    const marked = tx`
+      update ${tx(t.summaries)} s set dirty = ${op.id}
+      where s.user_id = ${op.user} and s.thread = ${op.thread} and s.text is not null and ${op.id} > s.summary_v collate "C"
+        and ${op.target} <= s.covers collate "C" and ${op.id} > s.dirty collate "C"`;
+    if (at === null) return tx`with edited as (${edited}), marked as (${marked}) select 1`;
+    return tx`
+      with edited as (${edited}), marked as (${marked})
+      update ${tx(t.threads)} h set updated_at = greatest(h.updated_at, ${at}::timestamptz)
+      from edited e where h.user_id = ${op.user} and h.thread = e.thread`;
   }
 
   #upsertUsers(tx: Sql | Tx, patches: Map<string, Patch>): PendingQuery<Row[]> {

@@ -103,16 +103,21 @@ local function keep_only(h, keep)
 end
 
 -- Removes the items whose id is doomed; returns their ids and the latest activity of those kept.
+-- A few go one LREM each (an item holds its id, so it is unique); more, and the list is rewritten.
 local function remove_where(h, doomed)
-  local keep, gone, act = {}, {}, 0
+  local keep, gone, items, act = {}, {}, {}, 0
   for _, item in ipairs(redis.call('LRANGE', h, 0, -1)) do
     local id = item_id(item)
-    if doomed(id) then gone[#gone + 1] = id else
+    if doomed(id) then
+      gone[#gone + 1] = id
+      items[#items + 1] = item
+    else
       keep[#keep + 1] = item
       if durable then act = math.max(act, activity(item)) end
     end
   end
-  if #gone > 0 then keep_only(h, keep) end
+  if #gone > 8 then keep_only(h, keep)
+  else for _, item in ipairs(items) do redis.call('LREM', h, 1, item) end end
   return gone, act
 end
 

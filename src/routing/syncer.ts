@@ -183,7 +183,7 @@ export class Syncer {
     const users = this.deps.takeWrittenUsers();
     const rule = {
       users,
-      batch: Math.min(batchSize, 1000),
+      batch: batchSize,
       ...(retention.keepLast === undefined ? {} : { keepLast: retention.keepLast }),
       ...(retention.maxAgeDays === undefined ? {} : { before: new Date(Date.now() - retention.maxAgeDays * 86_400_000) }),
     };

@@ -207,6 +207,26 @@ export function conversationTests(c: ContractContext): void {
   );
 
   c.it(
+    "moves a thread's activity with a person's edit, not with a draft's",
+    w(async (adapter) => {
+      const u = c.user();
+      const t0 = Date.UTC(2025, 0, 1);
+      const a: AppendOp = { ...c.append(u, 'a', undefined, 'a'), createdAt: t0 };
+      const b: AppendOp = { ...c.append(u, 'b', undefined, 'b'), createdAt: t0 + 60_000 };
+      await adapter.write([a, b]);
+      expect((await allThreads(adapter, u)).map((t) => t.id)).toEqual(['b', 'a']);
+      // A draft's progress (no updatedAt) leaves the order alone.
+      await adapter.write([{ kind: 'edit', user: u, id: c.id(), thread: 'a', target: a.id, content: 'a, streamed' }]);
+      expect((await allThreads(adapter, u)).map((t) => t.id)).toEqual(['b', 'a']);
+      const edited = t0 + 5 * 60_000;
+      await adapter.write([{ kind: 'edit', user: u, id: c.id(), thread: 'a', target: a.id, content: 'a, edited', updatedAt: edited }]);
+      const threads = await allThreads(adapter, u);
+      expect(threads.map((t) => t.id)).toEqual(['a', 'b']);
+      expect(threads[0]!.updatedAt).toEqual(new Date(edited));
+    }),
+  );
+
+  c.it(
     'lets the newest title win whatever the order, and null remove it',
     w(async (adapter) => {
       const u = c.user();
