@@ -2,14 +2,43 @@ import { ErrorCode, StoreError } from '../errors.js';
 import { MAIN_THREAD, type AppendOp, type Op } from './ops.js';
 import type { JsonObject, Message, MessageStatus, Role } from '../types.js';
 import { defaultTokens } from './budget.js';
+import { idTime } from './ids.js';
 
 /*
- * How ops and messages are written as text (Redis items and journal entries). Every encoding
- * starts with {"id":"<id>" so Lua can read the id without parsing JSON; an edited message follows
- * it with ,"v":"<edit id>" (characters 35-66), so Lua can read the edit stamp too. The token count
- * ,"tokens":N comes just before updatedAt (which, when present, ends the item). Fields with
- * their default value ('main' thread, no status) are left out: 0.1's entries read the same.
+ * How ops and messages are written as text (Redis items and journal entries).
+ *
+ * A message (a history item, and an append's journal entry) is compact: a fixed-position header,
+ * then the content as it is, so Lua reads the id and the edit stamp by position and Redis keeps
+ * little more than the content:
+ *
+ *   <role: s u a t><id: 26><flags: one digit>[<edit stamp: 26>][<tail: JSON object>\n]<content>
+ *
+ * flags: 1 an edit stamp follows the id; 2 a tail follows (JSON text holds no raw line break, so
+ * the first one after it starts the content); 4 the token count is the default formula's. The
+ * tail holds only the rare fields, in this order: c createdAt (when it is not the time the id
+ * encodes), h thread (when not 'main': a list's key names its thread, a journal's does not), k
+ * idempotency key, m meta, s status, t token count (when not the default), u updatedAt.
+ *
+ * Items written before (0.1, 0.2) are JSON starting with {"id":"<id>", optionally followed by
+ * ,"v":"<edit stamp>" (characters 35-66); they read the same, and Lua tells the two apart by the
+ * first character. Other ops' journal entries are JSON starting with {"id":"<id>".
  */
+
+const ROLE_CHAR: Record<Role, string> = { system: 's', user: 'u', assistant: 'a', tool: 't' };
+const CHAR_ROLE: Record<string, Role> = { s: 'system', u: 'user', a: 'assistant', t: 'tool' };
+/** An id whose first 10 characters are a time (Crockford base32): only then may createdAt be left to it. */
+const TIMED_ID = /^[0-9A-HJKMNP-TV-Z]{10}/;
+
+/** The compact tail's fields. */
+interface Tail {
+  c?: number;
+  h?: string;
+  k?: string;
+  m?: JsonObject;
+  s?: MessageStatus;
+  t?: number;
+  u?: number;
+}
 
 interface StoredMessage {
   id: string;
@@ -26,18 +55,64 @@ interface StoredMessage {
 }
 
 export function encodeMessage(op: AppendOp): string {
-  const v = op.v === undefined ? '' : `,"v":"${op.v}"`;
-  const thread = op.thread === MAIN_THREAD ? '' : `,"thread":"${op.thread}"`;
-  const meta = op.meta === undefined ? '' : `,"meta":${JSON.stringify(op.meta)}`;
-  const key = op.key === undefined ? '' : `,"key":${JSON.stringify(op.key)}`;
-  const status = op.status === undefined ? '' : `,"status":"${op.status}"`;
-  const tokens = op.tokens === undefined ? '' : `,"tokens":${op.tokens}`;
-  const updated = op.updatedAt === undefined ? '' : `,"updatedAt":${op.updatedAt}`;
-  return `{"id":"${op.id}"${v},"role":"${op.role}","content":${JSON.stringify(op.content)},"createdAt":${op.createdAt}${thread}${meta}${key}${status}${tokens}${updated}}`;
+  let flags = op.v === undefined ? 0 : 1;
+  let tail = '';
+  if (op.createdAt !== idTime(op.id) || !TIMED_ID.test(op.id)) tail += `,"c":${op.createdAt}`;
+  if (op.thread !== MAIN_THREAD) tail += `,"h":"${op.thread}"`;
+  if (op.key !== undefined) tail += `,"k":${JSON.stringify(op.key)}`;
+  if (op.meta !== undefined) tail += `,"m":${JSON.stringify(op.meta)}`;
+  if (op.status !== undefined) tail += `,"s":"${op.status}"`;
+  if (op.tokens !== undefined) {
+    if (op.tokens === defaultTokens(op)) flags |= 4;
+    else tail += `,"t":${op.tokens}`;
+  }
+  if (op.updatedAt !== undefined) tail += `,"u":${op.updatedAt}`;
+  if (tail !== '') flags |= 2;
+  return `${ROLE_CHAR[op.role]}${op.id}${flags}${op.v ?? ''}${tail === '' ? '' : `{${tail.slice(1)}}\n`}${op.content}`;
 }
 
-/** A stored item as a Message; `thread` names the list it was read from when the item does not say (0.1's items). */
+/** Whether `text` is a message in the compact form (not JSON). */
+function isCompact(text: string): boolean {
+  return text.charCodeAt(0) !== 123; // '{'
+}
+
+/** A compact message's parts. */
+function parseCompact(text: string): { id: string; role: Role; flags: number; v: string | undefined; tail: Tail; content: string } {
+  const role = CHAR_ROLE[text.charAt(0)];
+  const flags = text.charCodeAt(27) - 48;
+  if (role === undefined || !(flags >= 0 && flags <= 7)) throw new StoreError(ErrorCode.UNREADABLE_ENTRY, 'not a message the store wrote');
+  let at = 28;
+  let v: string | undefined;
+  if (flags & 1) {
+    v = text.slice(28, 54);
+    at = 54;
+  }
+  let tail: Tail = {};
+  if (flags & 2) {
+    const end = text.indexOf('\n', at);
+    tail = JSON.parse(text.slice(at, end)) as Tail;
+    at = end + 1;
+  }
+  return { id: text.slice(1, 27), role, flags, v, tail, content: text.slice(at) };
+}
+
+/** A stored item as a Message; `thread` names the list it was read from when the item does not say (0.1's items, compact items of 'main'). */
 export function decodeMessage(text: string, thread = MAIN_THREAD): Message {
+  if (isCompact(text)) {
+    const { id, role, tail, content } = parseCompact(text);
+    const message: Message = {
+      id,
+      role,
+      content,
+      createdAt: new Date(tail.c ?? idTime(id)),
+      thread: tail.h ?? thread,
+      tokens: tail.t ?? defaultTokens({ content }),
+    };
+    if (tail.m !== undefined) message.meta = tail.m;
+    if (tail.s !== undefined) message.status = tail.s;
+    if (tail.u !== undefined) message.updatedAt = new Date(tail.u);
+    return message;
+  }
   // The parsed object becomes the message (no copy): dates change type, the key and stamp go.
   const message = JSON.parse(text) as Omit<StoredMessage, 'createdAt' | 'updatedAt'> & { createdAt: number | Date; updatedAt?: number | Date };
   message.createdAt = new Date(message.createdAt);
@@ -52,8 +127,17 @@ export function decodeMessage(text: string, thread = MAIN_THREAD): Message {
 
 /** The stored form of an item, stamp and key included (for folds over a cache's copy). */
 export function decodeStored(user: string, text: string, thread = MAIN_THREAD): AppendOp {
-  const entry = JSON.parse(text) as StoredMessage;
-  return appendOf(user, entry, thread);
+  if (!isCompact(text)) return appendOf(user, JSON.parse(text) as StoredMessage, thread);
+  const { id, role, flags, v, tail, content } = parseCompact(text);
+  const op: AppendOp = { kind: 'append', user, id, thread: tail.h ?? thread, role, content, createdAt: tail.c ?? idTime(id) };
+  if (tail.m !== undefined) op.meta = tail.m;
+  if (tail.k !== undefined) op.key = tail.k;
+  if (tail.s !== undefined) op.status = tail.s;
+  if (tail.u !== undefined) op.updatedAt = tail.u;
+  if (tail.t !== undefined) op.tokens = tail.t;
+  else if (flags & 4) op.tokens = defaultTokens({ content });
+  if (v !== undefined) op.v = v;
+  return op;
 }
 
 function appendOf(user: string, entry: StoredMessage, thread: string): AppendOp {
@@ -75,7 +159,7 @@ function appendOf(user: string, entry: StoredMessage, thread: string): AppendOp 
   return op;
 }
 
-/** A journal entry: an append is its message; other ops carry their kind and value. */
+/** A journal entry: an append is its message (compact); other ops are JSON carrying their kind and value. */
 export function encodeOp(op: Op): string {
   switch (op.kind) {
     case 'append':
@@ -108,6 +192,7 @@ export function encodeOp(op: Op): string {
 }
 
 export function decodeOp(user: string, text: string): Op {
+  if (isCompact(text)) return decodeStored(user, text);
   const entry = JSON.parse(text) as {
     id: string;
     kind?: Op['kind'];
