@@ -1,5 +1,5 @@
 import { describe, expect, it, vi } from 'vitest';
-import { decodeMessage, decodeOp, decodeStored, encodeMessage, encodeOp } from '../src/model/codec.js';
+import { decodeMessage, decodeOp, decodeStored, denseId, encodeMessage, encodeOp, sparseId } from '../src/model/codec.js';
 import { defaultTokens } from '../src/model/budget.js';
 import { ErrorCode, MemoryAdapter, TierError } from '../src/index.js';
 import { createIdGenerator, idTime } from '../src/model/ids.js';
@@ -55,7 +55,7 @@ describe('codec', () => {
     for (const op of ops) {
       const text = encodeOp(op);
       // Lua reads the id by position: after the role of a (compact) message, after {"id":" of any other op.
-      expect(text.startsWith(op.kind === 'append' ? `${op.role.charAt(0)}${op.id}` : `{"id":"${op.id}"`)).toBe(true);
+      expect(op.kind === 'append' ? text.slice(1, 23) === denseId(op.id) : text.startsWith(`{"id":"${op.id}"`)).toBe(true);
       expect(decodeOp('u', text)).toEqual(op);
     }
     const message = decodeMessage(encodeMessage(append));
@@ -78,8 +78,8 @@ describe('codec', () => {
     // An edited item carries its edit stamp right after the id and flags, where Lua reads it; it never reaches a Message.
     const stamp = next();
     const stamped = encodeMessage({ ...append, v: stamp });
-    expect(stamped.slice(28, 54)).toBe(stamp);
-    expect(Number(stamped.charAt(27)) & 1).toBe(1);
+    expect(stamped.slice(23, 49)).toBe(stamp);
+    expect('0123456789ABCDEFGHIJKLMNOPQRSTUV'.indexOf(stamped.charAt(0)) & 1).toBe(1);
     expect('v' in decodeMessage(stamped)).toBe(false);
     expect(decodeStored('u', stamped)).toEqual({ ...append, v: stamp });
   });
@@ -91,15 +91,17 @@ describe('compact messages (Redis items)', () => {
     return { kind: 'append', user: 'u', id, thread: 'main', role: 'user', content, createdAt: idTime(id) };
   };
 
-  it('is the role, the id, a flags digit and the content: createdAt from the id, a default token count as a flag', () => {
+  it('is a head (role x 8 + flags), the id in 22 characters and the content: createdAt from the id, a default token count as a flag', () => {
     const op = { ...base('Hi! Could you book me a haircut?'), tokens: defaultTokens({ content: 'Hi! Could you book me a haircut?' }) };
     const text = encodeMessage(op);
-    expect(text).toBe(`u${op.id}4Hi! Could you book me a haircut?`);
+    // 'C': user (1) x 8 + flags 4.
+    expect(text).toBe(`C${denseId(op.id)}Hi! Could you book me a haircut?`);
+    expect(text.length).toBe(op.content.length + 23);
     expect(decodeStored('u', text)).toEqual(op);
     expect(decodeMessage(text)).toEqual({ id: op.id, role: 'user', content: op.content, createdAt: new Date(op.createdAt), thread: 'main', tokens: op.tokens });
     // No count at all (0.1's ops, a draft's start) stays none: the flag tells the two apart.
     const none = base('no count');
-    expect(encodeMessage(none)).toBe(`u${none.id}0no count`);
+    expect(encodeMessage(none)).toBe(`8${denseId(none.id)}no count`);
     expect(decodeStored('u', encodeMessage(none))).toEqual(none);
   });
 
@@ -121,14 +123,22 @@ describe('compact messages (Redis items)', () => {
       updatedAt: 1_700_000_000_123,
     };
     const text = encodeMessage(op);
-    expect(text.startsWith(`t${id}2{"c":${op.createdAt},"h":"topic-1","k":`)).toBe(true);
+    // The head of a tool message with a tail: 3 x 8 + 2 = 26, 'Q'.
+    expect(text.startsWith(`Q${denseId(id)}{"c":${op.createdAt},"h":"topic-1","k":`)).toBe(true);
     expect(text.endsWith(`,"u":1700000000123}\n${tricky}`)).toBe(true);
     expect(decodeStored('u', text)).toEqual(op);
     expect(decodeOp('u', text)).toEqual(op);
     expect(decodeMessage(text, 'ignored: the item names its thread')).toMatchObject({ thread: 'topic-1', content: tricky, tokens: 99 });
-    // An id that encodes no time keeps its createdAt.
+    // An id the store did not make keeps the longer form (role letter, the id as it is, a flags digit), and its createdAt.
     const odd = { ...base('x'), id: 'zzzzzzzzzzzzzzzzzzzzzzzzzz', createdAt: 0 };
+    expect(encodeMessage(odd)).toBe('uzzzzzzzzzzzzzzzzzzzzzzzzzz2{"c":0}\nx');
     expect(decodeStored('u', encodeMessage(odd))).toEqual(odd);
+    // Dense ids sort like the ids they stand for, and map back.
+    const ids = Array.from({ length: 200 }, () => next());
+    ids.push('00000000000000000000000000', 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ');
+    for (const x of ids) expect(sparseId(denseId(x))).toBe(x);
+    const byDense = [...ids].sort((x, y) => (denseId(x) < denseId(y) ? -1 : 1));
+    expect(byDense).toEqual([...ids].sort());
     // Not something the store wrote: a typed error, not a wrong message.
     expect(() => decodeMessage('x')).toThrow(expect.objectContaining({ code: ErrorCode.UNREADABLE_ENTRY }));
   });

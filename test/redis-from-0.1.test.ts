@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { RedisAdapter } from '../src/index.js';
 import { Secrets, silentLogger } from '../src/logger.js';
 import { isMiss } from '../src/adapters/contract.js';
+import { denseId } from '../src/model/codec.js';
 import { createIdGenerator, idTime } from '../src/model/ids.js';
 import type { Op } from '../src/model/ops.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
@@ -156,7 +157,7 @@ describe('Redis data written by 0.1.0', () => {
         // New items after the old ones, and one that belongs between them (found by id in either form).
         await adapter.write([append(c, 'new c'), append(d, 'new d\nwith a line break'), append(between, 'new, between')]);
         const items = await redis.lrange(key(user, 'h'), 0, -1);
-        expect(items.map((item) => item.charAt(0))).toEqual(['{', 'a', '{', 'a', 'a']);
+        expect(items.map((item) => item.startsWith('{"id":"'))).toEqual([true, false, true, false, false]);
         const contents = async () => {
           const read = await adapter.readHistory(user, 10);
           if (isMiss(read)) throw new Error('the mixed list was not read');
@@ -179,7 +180,8 @@ describe('Redis data written by 0.1.0', () => {
         expect(after[2]).toBe(
           `{"id":"${b}","v":"${editB}","role":"user","content":"old b, edited","createdAt":${at + 2},"key":"tg:7","tokens":3,"updatedAt":${at + 9}}`,
         );
-        expect(after[3]).toBe(`a${c}3${editC}{"m":{"by":"moderator"},"u":${at + 10}}\nnew c, edited`);
+        // 'J': assistant (2) x 8 + flags 3 (a stamp, a tail); the id in its dense form.
+        expect(after[3]).toBe(`J${denseId(c)}${editC}{"m":{"by":"moderator"},"u":${at + 10}}\nnew c, edited`);
         expect(await adapter.readMessage(user, c)).toEqual({
           id: c,
           role: 'assistant',
@@ -210,6 +212,13 @@ describe('Redis data written by 0.1.0', () => {
           [a, 'old a'],
           [d, 'new d\nwith a line break'],
         ]);
+        // An id the store did not make (an adapter caller's) keeps the long compact form, and is found and edited all the same.
+        const own = `${d.slice(0, 25)}z`;
+        await adapter.write([append(own, 'own id')]);
+        expect((await redis.lrange(key(user, 'h'), -1, -1))[0]?.startsWith(`a${own}2`)).toBe(true);
+        await adapter.write([{ kind: 'edit', user, id: id(), thread: 'main', target: own, content: 'own id, edited', tokens: 5 }]);
+        expect(await adapter.readMessage(user, own)).toMatchObject({ id: own, content: 'own id, edited', tokens: 5, createdAt: new Date(idTime(own)) });
+        expect((await contents()).map(([x]) => x)).toEqual([a, d, own]);
       } finally {
         await adapter.close();
       }

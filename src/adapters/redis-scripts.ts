@@ -1,8 +1,9 @@
 /*
- * Lua run atomically by Redis. History items (and appends' journal entries) are compact messages,
- * <role><26-character id><flags>..., or JSON that starts with {"id":"<26-character id>" (items
- * written before the compact form, other ops' journal entries): see src/model/codec.ts. A script
- * reads an id by position, after looking at the first character.
+ * Lua run atomically by Redis. History items (and appends' journal entries) are compact messages
+ * (<head><22-character dense id>..., or <role><26-character id><flags>... for ids the store did
+ * not make), or JSON that starts with {"id":"<26-character id>" (items written before the compact
+ * form, other ops' journal entries): see src/model/codec.ts. A script reads an id by position,
+ * after looking at the first character, and compares ids in their 26-character form.
  */
 
 /** The flags a caller passes in ARGV, named once for the scripts and the adapter. */
@@ -19,9 +20,46 @@ export const FLAG = {
   draft: 'draft',
 } as const;
 
-/** The id of an item or journal entry: JSON ({"id":"<id>"...) or compact (<role><id>...). */
+/**
+ * The form of an item or journal entry: 0 JSON ({"id":"<id>"...), 1 compact with a 26-character
+ * id (<role s u a t><id><flags digit>...), 2 dense (<head 0-9A-V: role x 8 + flags><id: 22>...),
+ * with its flags; and its id in the 26-character form (Crockford base32) whatever the form.
+ */
 const ITEM = `
-local function item_id(item) if string.byte(item, 1) == 123 then return string.sub(item, 8, 33) end return string.sub(item, 2, 27) end
+local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function form_of(item)
+  local b = string.byte(item, 1)
+  if b == 123 then return 0, 0 end
+  if b == 115 or b == 117 or b == 97 or b == 116 then return 1, string.byte(item, 28) - 48 end
+  return 2, (b >= 65 and b - 55 or b - 48) % 8
+end
+-- A character of the dense alphabet (-0-9A-Z_a-z, in ASCII order) as its value.
+local function d64(b)
+  if b >= 97 then return b - 59 elseif b == 95 then return 37 elseif b >= 65 then return b - 54 elseif b >= 48 then return b - 47 end
+  return 0
+end
+local function sparse_id(item)
+  local out = {}
+  for g = 2, 17, 5 do
+    local n = 0
+    for i = g, g + 4 do n = n * 64 + d64(string.byte(item, i)) end
+    for k = 5, 0, -1 do
+      local x = math.floor(n / 32 ^ k) % 32
+      out[#out + 1] = string.sub(B32, x + 1, x + 1)
+    end
+  end
+  local n = math.floor((d64(string.byte(item, 22)) * 64 + d64(string.byte(item, 23))) / 4)
+  local hi, lo = math.floor(n / 32), n % 32
+  out[#out + 1] = string.sub(B32, hi + 1, hi + 1)
+  out[#out + 1] = string.sub(B32, lo + 1, lo + 1)
+  return table.concat(out)
+end
+local function item_id(item)
+  local form = form_of(item)
+  if form == 0 then return string.sub(item, 8, 33) end
+  if form == 1 then return string.sub(item, 2, 27) end
+  return sparse_id(item)
+end
 `;
 
 const HELPERS = `
@@ -56,22 +94,25 @@ end
 const USER = `
 local function base_of(m) return string.sub(m, 1, -3) end
 local function list_key(base, thread) if thread == 'main' then return base .. ':h' end return base .. ':h:' .. thread end
+-- Where a compact item's stamp (or, without one, its tail or content) starts.
+local function after_id(form) return form == 1 and 29 or 24 end
 local function stamp_of(item)
-  if string.byte(item, 1) == 123 then
+  local form, flags = form_of(item)
+  if form == 0 then
     if string.sub(item, 35, 40) == ',"v":"' then return string.sub(item, 41, 66) end
-  elseif (string.byte(item, 28) - 48) % 2 == 1 then
-    return string.sub(item, 29, 54)
+  elseif flags % 2 == 1 then
+    local at = after_id(form)
+    return string.sub(item, at, at + 25)
   end
   return ''
 end
 -- A compact item's tail (JSON text, ending at the first line break), or nil when it has none.
 local function tail_of(item)
-  local flags = string.byte(item, 28) - 48
+  local form, flags = form_of(item)
   if math.floor(flags / 2) % 2 == 0 then return nil end
-  local start = flags % 2 == 1 and 55 or 29
+  local start = after_id(form) + (flags % 2 == 1 and 26 or 0)
   return string.sub(item, start, string.find(item, '\\n', start, true) - 1)
 end
-local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
 -- The time an id encodes (ms; Crockford base32, ids.ts), or nil when it encodes none.
 local function id_time(id)
   local t = 0
@@ -87,7 +128,7 @@ local function created_of(item)
   local tail = tail_of(item)
   local c = tail and string.match(tail, '^{"c":(%-?%d+)')
   if c then return tonumber(c) end
-  return id_time(string.sub(item, 2, 27)) or 0
+  return id_time(item_id(item)) or 0
 end
 -- updatedAt as the item writes it (digits), or nil.
 local function updated_of(item)
@@ -262,7 +303,14 @@ local function edited(old, id, p)
   if p[5] ~= '' and p[6] ~= '1' then fields[#fields + 1] = '"t":' .. p[5] end
   if updated ~= '' then fields[#fields + 1] = '"u":' .. updated end
   local flags = 1 + (#fields > 0 and 2 or 0) + (p[6] == '1' and 4 or 0)
-  local head = string.sub(old, 1, 1) .. p[1] .. flags .. id
+  local form = form_of(old)
+  local head
+  if form == 1 then head = string.sub(old, 1, 1) .. p[1] .. flags .. id
+  else
+    local b = string.byte(old, 1)
+    local h = math.floor((b >= 65 and b - 55 or b - 48) / 8) * 8 + flags
+    head = string.sub('0123456789ABCDEFGHIJKLMNOPQRSTUV', h + 1, h + 1) .. string.sub(old, 2, 23) .. id
+  end
   if #fields == 0 then return head .. p[7] end
   return head .. '{' .. table.concat(fields, ',') .. '}\\n' .. p[7]
 end

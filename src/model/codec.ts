@@ -11,8 +11,12 @@ import { idTime } from './ids.js';
  * then the content as it is, so Lua reads the id and the edit stamp by position and Redis keeps
  * little more than the content:
  *
- *   <role: s u a t><id: 26><flags: one digit>[<edit stamp: 26>][<tail: JSON object>\n]<content>
+ *   <head: 1><id: 22>[<edit stamp: 26>][<tail: JSON object>\n]<content>
  *
+ * head: one of 0-9A-V, the role (system, user, assistant, tool) x 8 + flags. The id is the
+ * 26-character id (Crockford base32, 130 bits) in 22 characters of an alphabet in ASCII order
+ * (-0-9A-Z_a-z), so the two sort alike. An id that is not Crockford base32 (the adapter's callers
+ * may make their own) keeps the longer form <role: s u a t><id: 26><flags: one digit>...
  * flags: 1 an edit stamp follows the id; 2 a tail follows (JSON text holds no raw line break, so
  * the first one after it starts the content); 4 the token count is the default formula's. The
  * tail holds only the rare fields, in this order: c createdAt (when it is not the time the id
@@ -26,8 +30,42 @@ import { idTime } from './ids.js';
 
 const ROLE_CHAR: Record<Role, string> = { system: 's', user: 'u', assistant: 'a', tool: 't' };
 const CHAR_ROLE: Record<string, Role> = { s: 'system', u: 'user', a: 'assistant', t: 'tool' };
+const ROLE_INDEX: Record<Role, number> = { system: 0, user: 1, assistant: 2, tool: 3 };
+const INDEX_ROLE: Role[] = ['system', 'user', 'assistant', 'tool'];
+/** The head of a dense item: role x 8 + flags. */
+const HEADS = '0123456789ABCDEFGHIJKLMNOPQRSTUV';
 /** An id whose first 10 characters are a time (Crockford base32): only then may createdAt be left to it. */
 const TIMED_ID = /^[0-9A-HJKMNP-TV-Z]{10}/;
+const STORE_ID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+const B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+/** 64 characters in ASCII order: a dense id sorts like the id. */
+const D64 = '-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz';
+const B32_VALUE = new Map([...B32].map((ch, i) => [ch, i]));
+const D64_VALUE = new Map([...D64].map((ch, i) => [ch, i]));
+
+/** A 26-character id (130 bits) as 22 characters: four groups of 6 base32 = 5 dense, then 2 = 2 (2 bits spare). */
+export function denseId(id: string): string {
+  let out = '';
+  for (let g = 0; g < 24; g += 6) {
+    let n = 0;
+    for (let i = g; i < g + 6; i++) n = n * 32 + (B32_VALUE.get(id.charAt(i)) as number);
+    for (let k = 4; k >= 0; k--) out += D64.charAt(Math.floor(n / 64 ** k) % 64);
+  }
+  const n = ((B32_VALUE.get(id.charAt(24)) as number) * 32 + (B32_VALUE.get(id.charAt(25)) as number)) * 4;
+  return out + D64.charAt(n >> 6) + D64.charAt(n & 63);
+}
+
+/** The id a dense id stands for (see {@link denseId}). */
+export function sparseId(dense: string): string {
+  let out = '';
+  for (let g = 0; g < 20; g += 5) {
+    let n = 0;
+    for (let i = g; i < g + 5; i++) n = n * 64 + (D64_VALUE.get(dense.charAt(i)) as number);
+    for (let k = 5; k >= 0; k--) out += B32.charAt(Math.floor(n / 32 ** k) % 32);
+  }
+  const n = ((D64_VALUE.get(dense.charAt(20)) as number) * 64 + (D64_VALUE.get(dense.charAt(21)) as number)) >> 2;
+  return out + B32.charAt(n >> 5) + B32.charAt(n & 31);
+}
 
 /** The compact tail's fields. */
 interface Tail {
@@ -68,7 +106,9 @@ export function encodeMessage(op: AppendOp): string {
   }
   if (op.updatedAt !== undefined) tail += `,"u":${op.updatedAt}`;
   if (tail !== '') flags |= 2;
-  return `${ROLE_CHAR[op.role]}${op.id}${flags}${op.v ?? ''}${tail === '' ? '' : `{${tail.slice(1)}}\n`}${op.content}`;
+  const rest = `${op.v ?? ''}${tail === '' ? '' : `{${tail.slice(1)}}\n`}${op.content}`;
+  if (STORE_ID.test(op.id)) return `${HEADS.charAt(ROLE_INDEX[op.role] * 8 + flags)}${denseId(op.id)}${rest}`;
+  return `${ROLE_CHAR[op.role]}${op.id}${flags}${rest}`;
 }
 
 /** Whether `text` is a message in the compact form (not JSON). */
@@ -78,14 +118,17 @@ function isCompact(text: string): boolean {
 
 /** A compact message's parts. */
 function parseCompact(text: string): { id: string; role: Role; flags: number; v: string | undefined; tail: Tail; content: string } {
-  const role = CHAR_ROLE[text.charAt(0)];
-  const flags = text.charCodeAt(27) - 48;
+  const head = HEADS.indexOf(text.charAt(0));
+  const dense = head >= 0;
+  const role = dense ? INDEX_ROLE[head >> 3] : CHAR_ROLE[text.charAt(0)];
+  const flags = dense ? head & 7 : text.charCodeAt(27) - 48;
   if (role === undefined || !(flags >= 0 && flags <= 7)) throw new StoreError(ErrorCode.UNREADABLE_ENTRY, 'not a message the store wrote');
-  let at = 28;
+  const id = dense ? sparseId(text.slice(1, 23)) : text.slice(1, 27);
+  let at = dense ? 23 : 28;
   let v: string | undefined;
   if (flags & 1) {
-    v = text.slice(28, 54);
-    at = 54;
+    v = text.slice(at, at + 26);
+    at += 26;
   }
   let tail: Tail = {};
   if (flags & 2) {
@@ -93,7 +136,7 @@ function parseCompact(text: string): { id: string; role: Role; flags: number; v:
     tail = JSON.parse(text.slice(at, end)) as Tail;
     at = end + 1;
   }
-  return { id: text.slice(1, 27), role, flags, v, tail, content: text.slice(at) };
+  return { id, role, flags, v, tail, content: text.slice(at) };
 }
 
 /** A stored item as a Message; `thread` names the list it was read from when the item does not say (0.1's items, compact items of 'main'). */
