@@ -40,31 +40,63 @@ const STORE_ID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
 const B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 /** 64 characters in ASCII order: a dense id sorts like the id. */
 const D64 = '-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz';
-const B32_VALUE = new Map([...B32].map((ch, i) => [ch, i]));
-const D64_VALUE = new Map([...D64].map((ch, i) => [ch, i]));
+/** Character code -> value in each alphabet (a sync decodes 100,000 ids a pass: no searching). */
+const B32_VALUE = codeTable(B32);
+const D64_VALUE = codeTable(D64);
 
-/** A 26-character id (130 bits) as 22 characters: four groups of 6 base32 = 5 dense, then 2 = 2 (2 bits spare). */
+function codeTable(alphabet: string): Int8Array {
+  const table = new Int8Array(128);
+  for (let i = 0; i < alphabet.length; i++) table[alphabet.charCodeAt(i)] = i;
+  return table;
+}
+
+/** 10 bits -> their 2 base32 characters; 12 bits -> their 2 dense characters. */
+const B32_PAIRS = Array.from({ length: 1024 }, (_, n) => B32.charAt(n >>> 5) + B32.charAt(n & 31));
+const D64_PAIRS = Array.from({ length: 4096 }, (_, n) => D64.charAt(n >>> 6) + D64.charAt(n & 63));
+
+/** 30 bits of `id` from character `at` on (6 base32 characters). */
+function b32Group(id: string, at: number): number {
+  return (
+    (B32_VALUE[id.charCodeAt(at) & 127]! << 25) |
+    (B32_VALUE[id.charCodeAt(at + 1) & 127]! << 20) |
+    (B32_VALUE[id.charCodeAt(at + 2) & 127]! << 15) |
+    (B32_VALUE[id.charCodeAt(at + 3) & 127]! << 10) |
+    (B32_VALUE[id.charCodeAt(at + 4) & 127]! << 5) |
+    B32_VALUE[id.charCodeAt(at + 5) & 127]!
+  );
+}
+
+/** 30 bits of `dense` from character `at` on (5 dense characters). */
+function d64Group(dense: string, at: number): number {
+  return (
+    (D64_VALUE[dense.charCodeAt(at) & 127]! << 24) |
+    (D64_VALUE[dense.charCodeAt(at + 1) & 127]! << 18) |
+    (D64_VALUE[dense.charCodeAt(at + 2) & 127]! << 12) |
+    (D64_VALUE[dense.charCodeAt(at + 3) & 127]! << 6) |
+    D64_VALUE[dense.charCodeAt(at + 4) & 127]!
+  );
+}
+
+function denseGroup(n: number): string {
+  return D64_PAIRS[n >>> 18]! + D64_PAIRS[(n >>> 6) & 4095]! + D64.charAt(n & 63);
+}
+
+function sparseGroup(n: number): string {
+  return B32_PAIRS[n >>> 20]! + B32_PAIRS[(n >>> 10) & 1023]! + B32_PAIRS[n & 1023]!;
+}
+
+/** A 26-character id (130 bits) as 22 characters: four groups of 6 base32 = 5 dense (30 bits), then 2 = 2 (2 bits spare). */
 export function denseId(id: string): string {
-  let out = '';
-  for (let g = 0; g < 24; g += 6) {
-    let n = 0;
-    for (let i = g; i < g + 6; i++) n = n * 32 + (B32_VALUE.get(id.charAt(i)) as number);
-    for (let k = 4; k >= 0; k--) out += D64.charAt(Math.floor(n / 64 ** k) % 64);
-  }
-  const n = ((B32_VALUE.get(id.charAt(24)) as number) * 32 + (B32_VALUE.get(id.charAt(25)) as number)) * 4;
-  return out + D64.charAt(n >> 6) + D64.charAt(n & 63);
+  const last = ((B32_VALUE[id.charCodeAt(24) & 127]! << 5) | B32_VALUE[id.charCodeAt(25) & 127]!) << 2;
+  return denseGroup(b32Group(id, 0)) + denseGroup(b32Group(id, 6)) + denseGroup(b32Group(id, 12)) + denseGroup(b32Group(id, 18)) + D64_PAIRS[last]!;
 }
 
 /** The id a dense id stands for (see {@link denseId}). */
 export function sparseId(dense: string): string {
-  let out = '';
-  for (let g = 0; g < 20; g += 5) {
-    let n = 0;
-    for (let i = g; i < g + 5; i++) n = n * 64 + (D64_VALUE.get(dense.charAt(i)) as number);
-    for (let k = 5; k >= 0; k--) out += B32.charAt(Math.floor(n / 32 ** k) % 32);
-  }
-  const n = ((D64_VALUE.get(dense.charAt(20)) as number) * 64 + (D64_VALUE.get(dense.charAt(21)) as number)) >> 2;
-  return out + B32.charAt(n >> 5) + B32.charAt(n & 31);
+  const last = ((D64_VALUE[dense.charCodeAt(20) & 127]! << 6) | D64_VALUE[dense.charCodeAt(21) & 127]!) >>> 2;
+  return (
+    sparseGroup(d64Group(dense, 0)) + sparseGroup(d64Group(dense, 5)) + sparseGroup(d64Group(dense, 10)) + sparseGroup(d64Group(dense, 15)) + B32_PAIRS[last]!
+  );
 }
 
 /** The compact tail's fields. */
