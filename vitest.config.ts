@@ -16,6 +16,8 @@ const UNIT = [
   'test/budget.test.ts',
   'test/draft.test.ts',
   'test/tokens-memory.test.ts',
+  'test/l1.test.ts',
+  'test/encryption-unit.test.ts',
 ];
 const TYPE_TESTS = ['test/**/*.test-d.ts'];
 

@@ -75,7 +75,20 @@ export function callsPerVariant(plan: LatencyPlan): number {
   return plan.warmup + plan.rounds * plan.block;
 }
 
-export const SECTIONS = ['reads', 'writes', 'messages', 'threads', 'export', 'summaries', 'length', 'concurrency', 'naive', 'sync', 'memory'] as const;
+export const SECTIONS = [
+  'reads',
+  'writes',
+  'messages',
+  'threads',
+  'export',
+  'summaries',
+  'encryption',
+  'length',
+  'concurrency',
+  'naive',
+  'sync',
+  'memory',
+] as const;
 export type Section = (typeof SECTIONS)[number];
 
 export interface Args {

@@ -18,6 +18,7 @@ import { reads } from './reads.js';
 import { Report } from './report.js';
 import { Services } from './services.js';
 import { summaries } from './summaries.js';
+import { encryption } from './encryption.js';
 import { sync } from './sync.js';
 import { threads } from './threads.js';
 import { writes } from './writes.js';
@@ -29,6 +30,7 @@ const RUNS: Record<Section, (ctx: Ctx) => Promise<void>> = {
   threads,
   export: exportSection,
   summaries,
+  encryption,
   length,
   concurrency,
   naive,

@@ -3,6 +3,7 @@ import { PostgresAdapter, type PostgresAdapterOptions } from './adapters/postgre
 import { RedisAdapter, type RedisAdapterOptions } from './adapters/redis.js';
 import { ConfigurationError, ErrorCode } from './errors.js';
 import type { TieredStoreOptions } from './options.js';
+import type { EncryptionOptions } from './crypto/keys.js';
 import { checkUrl } from './model/validate.js';
 
 type Env = Record<string, string | undefined>;
@@ -53,12 +54,43 @@ export function fromEnv(env: Env, options: FromEnvOptions): TieredStoreOptions &
   const { redis: redisOptions, postgres: postgresOptions, ...rest } = options;
   const redis = redisFromEnv(env);
   const postgres = postgresFromEnv(env);
+  const encryption = rest.encryption ?? encryptionFromEnv(env);
   return {
     ...rest,
+    ...(encryption ? { encryption } : {}),
     memory: rest.memory ?? new MemoryAdapter(),
     redis: redis && new RedisAdapter({ ...redisOptions, url: redis.url }),
     postgres: postgres && new PostgresAdapter({ ...postgresOptions, url: postgres.url }),
   };
+}
+
+/**
+ * Encryption at rest: STORE_ENCRYPTION_KEYS is `id:key,id:key` with each key 32 bytes in base64
+ * (or 64 hex digits); STORE_ENCRYPTION_CURRENT names the one that wraps new data keys (default: the
+ * last listed); STORE_ENCRYPTION_ALLOW_PLAINTEXT=1 for a rollout. Errors name the variable and the
+ * key id, never a key.
+ */
+export function encryptionFromEnv(env: Env): EncryptionOptions | undefined {
+  const list = value(env, 'STORE_ENCRYPTION_KEYS');
+  if (!list) return undefined;
+  const keys: Record<string, Buffer> = {};
+  let last = '';
+  for (const item of list.split(',')) {
+    const at = item.indexOf(':');
+    const id = item.slice(0, at).trim();
+    const text = item.slice(at + 1).trim();
+    const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+    if (at <= 0 || key.length !== 32) {
+      throw new ConfigurationError(
+        ErrorCode.INVALID_OPTION,
+        `STORE_ENCRYPTION_KEYS must be id:key pairs separated by commas, each key 32 bytes in base64 or hex${at > 0 ? ` (key '${id.slice(0, 64)}' is not)` : ''}`,
+      );
+    }
+    keys[id] = key;
+    last = id;
+  }
+  const allow = value(env, 'STORE_ENCRYPTION_ALLOW_PLAINTEXT');
+  return { keys, current: value(env, 'STORE_ENCRYPTION_CURRENT') ?? last, ...(allow ? { allowPlaintext: allow === '1' || allow === 'true' } : {}) };
 }
 
 function value(env: Env, name: string): string | undefined {

@@ -23,6 +23,14 @@ export const ErrorCode = {
   INVALID_TITLE: 'INVALID_TITLE',
   DRAFT_CLOSED: 'DRAFT_CLOSED',
   INVALID_TOKEN_COUNT: 'INVALID_TOKEN_COUNT',
+  /** A ciphertext or a data key names a master key id that `encryption.keys` does not hold (the id is in the message, never a key). */
+  ENCRYPTION_KEY_MISSING: 'ENCRYPTION_KEY_MISSING',
+  /** A ciphertext failed authentication: tampered with, or moved to another user or field. */
+  DECRYPTION_FAILED: 'DECRYPTION_FAILED',
+  /** A ciphertext's data key was destroyed by deleteUser (crypto-shredding), or never belonged to this user. */
+  DATA_KEY_DESTROYED: 'DATA_KEY_DESTROYED',
+  /** With encryption on, a tier returned a plaintext value and `encryption.allowPlaintext` is not set. */
+  PLAINTEXT_REFUSED: 'PLAINTEXT_REFUSED',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -53,6 +61,9 @@ export class TierError extends StoreError {
     this.tier = tier;
   }
 }
+
+/** Data that cannot be decrypted (or plaintext refused): the message names ids, never a key or the data. */
+export class EncryptionError extends StoreError {}
 
 /** An adapter belongs to one store: bound once, and never used before. */
 export function adapterInUse(adapter: string): ConfigurationError {

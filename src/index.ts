@@ -27,12 +27,14 @@ export type {
 } from './adapters/contract.js';
 export type { CacheAdapter, JournalEntry } from './cache/contract.js';
 export type { AppendOp, CutOp, EditOp, Op, Stamped, SummaryOp, SummaryRecord } from './model/ops.js';
-export type { Retention, SummarizeHook, SummarizeInput, TieredStoreOptions, TokenCountInput, TtlSeconds, WriteMode } from './options.js';
+export type { L1Options, Retention, SummarizeHook, SummarizeInput, TieredStoreOptions, TokenCountInput, TtlSeconds, WriteMode } from './options.js';
 export type { FromEnvOptions } from './env.js';
 export type { Limits } from './model/validate.js';
 export type { OperationStats, StoreStats, TierStats } from './stats.js';
+export type { L1Stats } from './cache/l1.js';
 export type { Context } from './model/context.js';
-export { ConfigurationError, ErrorCode, StoreError, TierError, UnavailableError, ValidationError, isStoreError } from './errors.js';
+export { ConfigurationError, EncryptionError, ErrorCode, StoreError, TierError, UnavailableError, ValidationError, isStoreError } from './errors.js';
+export type { EncryptionOptions, DataKeyRecord, DataKeyStore } from './crypto/keys.js';
 export type {
   BookingData,
   Health,

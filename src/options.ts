@@ -5,6 +5,7 @@ import { ConfigurationError, ErrorCode } from './errors.js';
 import type { JsonObject, Logger, Message, Role } from './types.js';
 import { DEFAULT_LIMITS, type Limits } from './model/validate.js';
 import { defaultTokens } from './model/budget.js';
+import type { EncryptionOptions } from './crypto/keys.js';
 
 /** What `countTokens` is given: the message as it is being written (meta absent when it has none). */
 export interface TokenCountInput {
@@ -66,6 +67,24 @@ export interface TieredStoreOptions {
   summarizeAfterTokens?: number;
   /** How long one `summarize` call may take before it counts as failed (and is retried), in milliseconds. @default 60_000 */
   summarizeTimeoutMs?: number;
+  /**
+   * The in-process tier: hot histories served from this process's memory, kept coherent with every
+   * other process through Redis's invalidation messages, and the last-known copies for
+   * stale-if-error. On when Redis is present (not on a Redis Cluster); `false` turns it off (`true`: the defaults).
+   * @default { maxBytes: 32 MiB }
+   */
+  l1?: L1Options | boolean | undefined;
+  /**
+   * Encryption at rest (AES-256-GCM): content, meta, phone, booking, titles and summaries are sealed
+   * in Redis, PostgreSQL and their journals under per-user data keys wrapped by `keys[current]`;
+   * `deleteUser` destroys the user's data keys. See docs/api.md, "Encryption at rest".
+   */
+  encryption?: EncryptionOptions | undefined;
+}
+
+export interface L1Options {
+  /** Estimated bytes of process memory it may hold (about 260 bytes per message plus its text). @default 32 MiB */
+  maxBytes?: number;
 }
 
 /** What a `summarize` hook is given. */
@@ -110,6 +129,7 @@ export interface ResolvedOptions {
   summarize: SummarizeHook | undefined;
   summarizeAfterTokens: number;
   summarizeTimeoutMs: number;
+  l1: { maxBytes: number } | false;
 }
 
 export const MAX_HISTORY_LIMIT = 10_000;
@@ -145,7 +165,17 @@ export function resolveOptions(options: TieredStoreOptions): ResolvedOptions {
     summarize: checkHook(options.summarize),
     summarizeAfterTokens: positive(options.summarizeAfterTokens, 'summarizeAfterTokens', 4000),
     summarizeTimeoutMs: positive(options.summarizeTimeoutMs, 'summarizeTimeoutMs', 60_000),
+    l1: checkL1(options.l1),
   };
+}
+
+function checkL1(l1: L1Options | boolean | undefined): { maxBytes: number } | false {
+  if (l1 === false) return false;
+  if (l1 === true) return checkL1(undefined);
+  if (l1 !== undefined && (l1 === null || typeof l1 !== 'object')) {
+    throw new ConfigurationError(ErrorCode.INVALID_OPTION, `l1 must be false or { maxBytes }, got ${String(l1)}`);
+  }
+  return { maxBytes: Math.floor(positive(l1?.maxBytes, 'l1.maxBytes', 32 * 1024 * 1024)) };
 }
 
 function checkHook(hook: unknown): SummarizeHook | undefined {

@@ -1,3 +1,5 @@
+import type { L1Stats } from './cache/l1.js';
+
 /** Counters of one tier since the store started. */
 export interface TierStats {
   /** Reads a cache answered from a copy it held. */
@@ -20,6 +22,8 @@ export interface OperationStats {
 
 export interface StoreStats {
   tiers: { redis: TierStats; postgres: TierStats; memory: TierStats };
+  /** The in-process tier: hits, misses, evictions, bytes held, invalidations, stale-if-error reads. */
+  l1: L1Stats;
   operations: Record<string, OperationStats>;
   /** Writes not yet in the durable tier, as this process last saw them. */
   pending: number;

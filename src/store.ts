@@ -16,6 +16,8 @@ import { MAX_HISTORY_LIMIT, resolveOptions, type ResolvedOptions, type TieredSto
 import { Reads } from './routing/reads.js';
 import { Stats, type StoreStats } from './stats.js';
 import { HotCache, RestartWatch } from './cache/hot-cache.js';
+import { L1 } from './cache/l1.js';
+import type { InvalidationFeed } from './cache/invalidation-feed.js';
 import { Syncer } from './routing/syncer.js';
 import { DraftSweeper } from './routing/draft-sweeper.js';
 import type {
@@ -50,6 +52,9 @@ import {
 import { Writes } from './routing/writes.js';
 import { Summarizer, type SummaryLeases } from './routing/summarizer.js';
 import { contextWithin, type Context } from './model/context.js';
+import { KeyRing } from './crypto/keys.js';
+import { SealedAdapter } from './crypto/sealed.js';
+import { Rewrapper } from './crypto/rotation.js';
 
 export interface StoreEvents {
   tierDown: [event: { tier: string; error: Error }];
@@ -158,6 +163,9 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   /** Redis as the only store: its restarts are noticed all the same. */
   readonly #restarts: RestartWatch | undefined;
   readonly #journal: Journal;
+  /** The in-process tier (when on) and the Redis feed that keeps it coherent (once Redis started). */
+  readonly #l1: L1 | undefined;
+  #feed: InvalidationFeed | undefined;
   /** How long one store call may take: the slowest tier's deadline. */
   readonly #budgetMs: number;
   readonly #reads: Reads;
@@ -172,6 +180,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   readonly #drafts = new Map<string, Draft>();
   /** Users this process appended to since the last sync pass, for retention.keepLast. */
   readonly #written = new Set<string>();
+  /** Encryption at rest: the master keys, and the pass that re-wraps data keys after a rotation. */
+  readonly #ring: KeyRing | undefined;
+  readonly #rewrapper: Rewrapper | undefined;
+  /** Deleted users whose data keys in Redis are still to be destroyed (Redis was away when the delete landed), with the delete's id. */
+  readonly #shredLater = new Map<string, string>();
   #deadLetters: DeadLetter[] = [];
   #inflight = 0;
   #idle: (() => void) | undefined;
@@ -183,6 +196,12 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.#opts = resolveOptions(options);
     const secrets = new Secrets();
     for (const adapter of [options.redis, options.postgres]) for (const s of adapter?.secrets?.() ?? []) secrets.add(s);
+    // Encryption at rest: each server tier is sealed by a decorator; RAM and its journal stay plaintext.
+    const ring = options.encryption === undefined ? undefined : new KeyRing(options.encryption);
+    for (const form of ring?.secretForms() ?? []) secrets.add(form);
+    this.#ring = ring;
+    const redisAdapter = ring && options.redis ? new SealedAdapter(options.redis, ring) : options.redis;
+    const postgresAdapter = ring && options.postgres ? new SealedAdapter(options.postgres, ring) : options.postgres;
     this.#log = createLogger(options.logger, secrets);
     const memory = options.memory ?? new MemoryAdapter();
     const journal = new Journal(this.#opts.journalLimit, memory.maxBytes);
@@ -195,15 +214,18 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       logger: this.#log.child({ tier }),
       secrets,
       recover: (tier: Breaker) => this.#recover(tier),
-      onDown: (tier: Breaker, error: Error) => this.emit('tierDown', { tier: tier.name, error }),
+      onDown: (tier: Breaker, error: Error) => {
+        if (tier === this.#redis) this.#l1Serving();
+        this.emit('tierDown', { tier: tier.name, error });
+      },
       onError: (tier: Breaker) => this.#stats.count(tier.name, 'errors'),
       onUp: (tier: Breaker, downForMs: number) => this.#onUp(tier, downForMs),
     });
     memory.bind({ ...config, role: 'durable' });
-    options.redis?.bind({ ...config, role: options.postgres ? 'cache' : 'durable' });
-    options.postgres?.bind({ ...config, role: 'durable' });
-    const redis = options.redis && new Breaker<CacheAdapter>(options.redis, hooks('redis'));
-    const postgres = options.postgres && new Breaker<StorageAdapter>(options.postgres, hooks('postgres'));
+    redisAdapter?.bind({ ...config, role: postgresAdapter ? 'cache' : 'durable' });
+    postgresAdapter?.bind({ ...config, role: 'durable' });
+    const redis = redisAdapter && new Breaker<CacheAdapter>(redisAdapter, hooks('redis'));
+    const postgres = postgresAdapter && new Breaker<StorageAdapter>(postgresAdapter, hooks('postgres'));
     this.#redis = redis;
     this.#postgres = postgres;
     this.#durable = postgres ?? redis;
@@ -215,7 +237,13 @@ export class TieredStore extends EventEmitter<StoreEvents> {
           )
         : undefined;
     this.#budgetMs = Math.max(redis?.adapter.timeoutMs ?? 0, postgres?.adapter.timeoutMs ?? 0);
-    const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats };
+    // Only with a feed to keep it coherent: Redis that can name changed keys (not a Cluster).
+    const l1 = this.#opts.l1;
+    this.#l1 = l1 && redisAdapter?.invalidations && !isCluster(options.redis!) ? new L1(l1.maxBytes, historyLimit) : undefined;
+    if (options.l1 && options.redis && !this.#l1) {
+      this.#log.warn('l1 is off: its Redis cannot report changed keys (a Redis Cluster tracks keys per node; see docs/in-process-tier.md)');
+    }
+    const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats, l1: this.#l1 };
     this.#reads = new Reads({ ...route, historyLimit, writeMode: this.#opts.writeMode });
     this.#writes = new Writes({ ...route, writeMode: this.#opts.writeMode, budgetMs: this.#budgetMs });
     this.#appends = new Batcher((ops) => this.#writes.appends(ops));
@@ -254,6 +282,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         deadLetter: (letter, error) => this.#deadLetter(letter, error),
         retention: this.#opts.retention,
         sweepDrafts: () => sweeper.sweep(),
+        encrypted: ring !== undefined,
         takeWrittenUsers: () => {
           const users = [...this.#written];
           this.#written.clear();
@@ -275,6 +304,19 @@ export class TieredStore extends EventEmitter<StoreEvents> {
         logger: this.#log,
         ready: this.#started,
       });
+
+    // A delete that reaches PostgreSQL without passing through Redis still destroys Redis's keys of the user.
+    // Redis away: done when it is back (from this process; see #shredInRedis).
+    if (postgresAdapter instanceof SealedAdapter && redisAdapter instanceof SealedAdapter && redis) {
+      postgresAdapter.onShred = (user, upTo) => this.#shredInRedis(redis, redisAdapter, user, upTo);
+    }
+    this.#rewrapper =
+      ring &&
+      new Rewrapper(
+        [redis, postgres].flatMap((tier) => (tier?.adapter instanceof SealedAdapter ? [{ tier, keys: tier.adapter.keys.store }] : [])),
+        ring,
+        this.#log,
+      );
 
     this.#log.info(this.#describe(options));
   }
@@ -541,7 +583,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getUserPhone(userId: UserId): Promise<string | null> {
     const user = userKey(userId);
-    return (await this.#run('getUserPhone', (deadline) => this.#reads.user(user, deadline))).phone.value;
+    return (await this.#run('getUserPhone', (deadline) => this.#reads.user(user, deadline, false, true))).phone.value;
   }
 
   /** Stores a JSON object (at most `limits.bookingBytes` serialised); `null` removes it. */
@@ -553,7 +595,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
 
   async getBookingData(userId: UserId): Promise<BookingData | null> {
     const user = userKey(userId);
-    return (await this.#run('getBookingData', (deadline) => this.#reads.user(user, deadline))).booking.value;
+    return (await this.#run('getBookingData', (deadline) => this.#reads.user(user, deadline, false, true))).booking.value;
   }
 
   // ---- subscribers
@@ -638,6 +680,24 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     }
   }
 
+  // ---- encryption at rest
+
+  /**
+   * Makes `keyId` (already in `encryption.keys`) the master key that wraps new data keys, at once,
+   * then re-wraps the data keys Redis and PostgreSQL hold under it; resolves when the reachable
+   * tiers are done (a tier that is away is done in the background once it is back). Data is never
+   * rewritten, and everything stays readable while the old master key is configured. Idempotent:
+   * call it again to resume a pass a restart cut short.
+   */
+  async rotateEncryptionKey(keyId: string): Promise<void> {
+    this.#assertOpen();
+    const ring = this.#ring;
+    if (!ring) throw new StoreError(ErrorCode.INVALID_OPTION, 'rotateEncryptionKey: the store has no encryption option');
+    ring.use(keyId);
+    if (!this.#ready) await this.#started;
+    await this.#rewrapper?.run();
+  }
+
   // ---- sync, health, lifecycle
 
   /** Moves pending writes to PostgreSQL every `intervalMs` in the background; returns at once. */
@@ -695,6 +755,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const ages = oldestAges.filter((age): age is number => age !== undefined);
     return {
       tiers: structuredClone(this.#stats.tiers),
+      l1: this.#l1?.stats() ?? L1.off(),
       operations: this.#stats.operations(),
       pending: this.health().pending,
       oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
@@ -761,7 +822,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
   /** A draft's progress: Redis's copy (never journaled), else, with no server at all, RAM. */
   async #flushDraft(op: EditOp): Promise<void> {
     if (this.#cache) {
-      if (this.#cache.up) await this.#cache.breaker.call((c) => c.write([op]));
+      try {
+        if (this.#cache.up) await this.#cache.breaker.call((c) => c.write([op]));
+      } finally {
+        this.#l1?.wrote([op]);
+      }
       return;
     }
     if (this.#postgres) return;
@@ -775,8 +840,31 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     else await this.#restarts?.check();
   }
 
+  /** Destroys a deleted user's data keys in Redis; while Redis is away, remembers to when it is back (lost if this process dies first). */
+  async #shredInRedis(redis: Breaker<CacheAdapter>, sealed: SealedAdapter, user: string, upTo: string): Promise<void> {
+    if (redis.up) {
+      const done = await redis
+        .call(() => sealed.shred(user, upTo))
+        .then(
+          () => true,
+          () => false,
+        );
+      if (done) {
+        if ((this.#shredLater.get(user) ?? '') <= upTo) this.#shredLater.delete(user);
+        return;
+      }
+    }
+    if (this.#shredLater.size < 100_000 && (this.#shredLater.get(user) ?? '') < upTo) this.#shredLater.set(user, upTo);
+  }
+
   #onUp(tier: Breaker, downForMs: number): void {
+    if (tier === this.#redis) this.#l1Serving();
     this.emit('tierUp', { tier: tier.name, downForMs });
+    const redis = this.#redis;
+    if (tier === redis && this.#shredLater.size > 0 && redis.adapter instanceof SealedAdapter) {
+      const sealed = redis.adapter;
+      for (const [user, upTo] of this.#shredLater) void this.#shredInRedis(redis, sealed, user, upTo);
+    }
     // What waited for PostgreSQL (here and in Redis's journal) moves now, without waiting for startSync.
     if (tier === this.#durable || (tier === this.#redis && this.#cache && this.#durable?.up)) {
       this.#syncer?.drain((error) => this.#syncFailed(error));
@@ -818,10 +906,34 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     this.emit('syncError', error);
   }
 
+  /**
+   * L1 serves only while its feed is live and Redis is up; any change drops every copy from
+   * serving (the feed may have missed a message: a reconnect, a restart, an outage).
+   */
+  #l1Serving(): void {
+    this.#l1?.setLive((this.#feed?.live ?? false) && (this.#redis?.up ?? false));
+  }
+
   async #startRedis(): Promise<void> {
     const redis = this.#redis;
     if (!redis) return;
+    const l1 = this.#l1;
+    if (l1) {
+      this.#feed = redis.adapter.invalidations?.({
+        users: (users) => l1.invalidate(users),
+        all: () => l1.dropAll(),
+        live: () => this.#l1Serving(),
+        refused: (error) => {
+          l1.turnOff();
+          this.#log.warn(`the in-process tier (L1) is off: redis refused client tracking (${error.message})`);
+        },
+      });
+      const feed = this.#feed;
+      if (feed) l1.gate(() => feed.recent);
+    }
     await redis.start();
+    // The first reads can be served from L1 (a subscription is a round trip or two); never long.
+    if (redis.up) await this.#feed?.settled(redis.adapter.timeoutMs);
     if (redis.up) await (this.#cache ? this.#cache.checkRestart() : this.#restarts?.check())?.catch(() => {});
   }
 
@@ -868,6 +980,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const cache = this.#cache;
     const journal = this.#journal;
     this.#syncer?.halt();
+    this.#rewrapper?.stop();
     const deadline = Date.now() + timeoutMs;
     // Summary runs are abandoned (a run cut short writes nothing; the next process reruns it).
     await this.#summarizer?.close(Math.min(timeoutMs / 2, 2000));
@@ -893,7 +1006,7 @@ export class TieredStore extends EventEmitter<StoreEvents> {
       this.#log.error(`${journal.size} acknowledged writes never reached ${where} before close and are lost`);
     }
     for (const tier of [redis, postgres]) tier?.stop();
-    await Promise.allSettled([redis?.adapter.close(), postgres?.adapter.close()]);
+    await Promise.allSettled([this.#feed?.close(), redis?.adapter.close(), postgres?.adapter.close()]);
   }
 
   #describe(options: TieredStoreOptions): string {
@@ -901,8 +1014,13 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     if (options.redis) parts.push(`redis ${options.redis.describe?.() ?? ''} (${options.postgres ? 'cache' : 'system of record, nothing expires'})`);
     if (options.postgres) parts.push(`postgres ${options.postgres.describe?.() ?? ''}`);
     parts.push(this.#durable ? 'memory (fallback)' : 'memory (only tier: data is lost on restart)');
-    return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}`;
+    const l1 = this.#l1 ? `; L1 ${Math.round(this.#l1.maxBytes / 1024 / 1024)} MiB in process` : '';
+    return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}${l1}`;
   }
+}
+
+function isCluster(adapter: CacheAdapter): boolean {
+  return (adapter as { cluster?: unknown }).cluster === true;
 }
 
 function within<T>(ms: number, work: Promise<T>): Promise<T | undefined> {

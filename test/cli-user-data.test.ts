@@ -223,6 +223,11 @@ describe('purge', () => {
     expect(dry.stdout).not.toContain('content');
     expect(await counts(n)).toEqual(before);
     expect(await hotCopies(n, 'u1')).toEqual(['main', 'side']);
+    // The store's in-process copies serve too (read twice); the purge's Redis changes invalidate them.
+    for (let i = 0; i < 2; i++) for (const thread of ['main', 'side']) await s.getHistory('u1', { thread });
+    const hits = s.stats().l1.hits;
+    for (const thread of ['main', 'side']) await s.getHistory('u1', { thread });
+    expect(s.stats().l1.hits).toBe(hits + 2);
 
     const real = await run(['purge', '--keep-last', '3', '--batch', '10'], both(n));
     expect(real.stderr).toBe('');

@@ -184,6 +184,7 @@ describe('doctor', () => {
       expect(stdout).toMatch(new RegExp(`migrations +${VERSIONS.join(', ')} applied: up to date`));
       expect(stdout).toMatch(new RegExp(`pending +${PENDING} writes in the journal`));
       expect(stdout).toMatch(/hot users +5 \(keys /);
+      expect(stdout).toMatch(/invalidation +works: a change under the prefix reached a tracking connection in [\d.]+ ms/);
       expect(stdout).toMatch(/users +3 \(1 subscribed\)/);
       expect(stdout).toMatch(/dead letters +2$/m);
       expect(stdout).toMatch(/^ok: every configured tier answers$/m);
@@ -208,6 +209,7 @@ describe('doctor', () => {
           pending: PENDING,
           hotUsers: 5,
           hotUsersComplete: true,
+          invalidation: 'works',
         },
         postgres: {
           configured: true,

@@ -156,6 +156,10 @@ describe('options', () => {
       retention: {},
     });
     expect(resolved.ttlMs).toEqual({ history: 3_600_000, userData: 3_600_000, subscribers: 86_400_000 });
+    expect(resolved.l1).toEqual({ maxBytes: 32 * 1024 * 1024 });
+    expect(resolveOptions({ l1: true }).l1).toEqual({ maxBytes: 32 * 1024 * 1024 });
+    expect(resolveOptions({ l1: false }).l1).toBe(false);
+    expect(resolveOptions({ l1: { maxBytes: 1000 } }).l1).toEqual({ maxBytes: 1000 });
   });
 
   it.each([
@@ -166,6 +170,8 @@ describe('options', () => {
     ['keepLast below historyLimit', { historyLimit: 20, retention: { keepLast: 10 } }],
     ['a zero maxAgeDays', { retention: { maxAgeDays: 0 } }],
     ['a limit of 0 bytes', { limits: { contentBytes: 0 } }],
+    ['an L1 of 0 bytes', { l1: { maxBytes: 0 } }],
+    ['an L1 that is not an object', { l1: 'on' as never }],
   ])('refuses %s with INVALID_OPTION', (_name, options) => {
     expect(() => resolveOptions(options)).toThrow(expect.objectContaining({ code: ErrorCode.INVALID_OPTION }));
   });

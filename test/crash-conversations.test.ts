@@ -1,6 +1,7 @@
 import postgres from 'postgres';
 import { afterEach, expect, it } from 'vitest';
-import { PostgresAdapter, RedisAdapter, TieredStore, type WriteMode } from '../src/index.js';
+import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions, type WriteMode } from '../src/index.js';
+import { encryption, K1, postgresOpener, rawPostgres } from './helpers/encryption.js';
 import { recover } from './helpers/crash.js';
 import { ConversationChild, judge, killAllConversationChildren, readPostgres, readsDisagree } from './helpers/conversation-crash.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
@@ -32,9 +33,11 @@ const between = (low: number, high: number) => low + Math.floor(Math.random() * 
 /** `away`: PostgreSQL cut a while before the kill. `back`: cut, then back, and the kill comes while the journal drains. */
 type Postgres = 'up' | 'away' | 'back';
 
-async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres): Promise<string> {
+/** `encrypted`: encryption at rest in the child and the recovering process; PostgreSQL's rows are opened with the key to be judged, and must hold no plaintext. */
+async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres, encrypted = false): Promise<string> {
   const pgAway = pg !== 'up';
-  const names = isolation(`crash_conv_${writeMode === 'write-behind' ? 'wb' : 'wt'}_${pg}_${round}`);
+  const names = isolation(`crash_conv_${writeMode === 'write-behind' ? 'wb' : 'wt'}_${pg}_${round}${encrypted ? '_enc' : ''}`);
+  const sealed: TieredStoreOptions = encrypted ? { encryption: encryption() } : {};
   used.push(names);
   const tag = `cv${round}`;
   if (pgAway) proxy = await FaultProxy.start(databaseUrl());
@@ -48,6 +51,7 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres):
     tag,
     pauseMs: 3,
     draftFlushMs: 20,
+    ...(encrypted ? { encryptionKeyHex: K1.toString('hex') } : {}),
     // Background passes every 20 ms (small batches, kills mid-pass), or every 250 ms (a batch holds
     // a message with its edits, cuts and drafts' ends, as after an outage).
     ...(writeMode === 'write-behind' ? { startSync: round % 2 === 0 ? 20 : 250 } : {}),
@@ -70,8 +74,10 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres):
   });
   await proxy?.pass();
 
-  const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 10_000);
-  const stored = await readPostgres(databaseUrl(), names.schema);
+  const { pending, moved } = await recover({ url: redisUrl() }, databaseUrl(), names, 10_000, sealed);
+  const opener = encrypted ? await postgresOpener(databaseUrl(), names.schema) : undefined;
+  const stored = await readPostgres(databaseUrl(), names.schema, opener?.open).finally(() => opener?.close());
+  if (encrypted) expect(await rawPostgres(databaseUrl(), names.schema), 'plaintext in PostgreSQL').not.toContain(`${tag}:`);
   const problems: string[] = [];
   let uncertainLanded = 0;
   let uncertain = 0;
@@ -82,7 +88,7 @@ async function crashAndCheck(writeMode: WriteMode, round: number, pg: Postgres):
     for (const p of verdict.problems.slice(0, 8)) problems.push(`${user}: ${p}`);
     if (verdict.problems.length > 8) problems.push(`${user}: ... ${verdict.problems.length - 8} more`);
   }
-  const disagree = await readsDisagree(names, { redis: redisUrl(), database: databaseUrl() }, stored, USERS, THREADS);
+  const disagree = await readsDisagree(names, { redis: redisUrl(), database: databaseUrl() }, stored, USERS, THREADS, sealed);
   const kinds = new Map<string, number>();
   for (const log of child.users.values()) for (const op of log.acked) kinds.set(op.op, (kinds.get(op.op) ?? 0) + 1);
   const rows = [...stored.rows.values()].reduce((n, list) => n + list.length, 0);
@@ -143,70 +149,96 @@ it('write-through, PostgreSQL cut and back, SIGKILLed while the journal drains: 
   console.info(await crashAndCheck('write-through', 0, 'back'));
 }, 120_000);
 
-it('a draft abandoned by a SIGKILLed process is finished as aborted, with the text that reached Redis, by the next sync after draftTimeoutMs', async () => {
-  const names = isolation('crash_conv_draft');
-  used.push(names);
-  const child = ConversationChild.start({
-    mode: 'draft',
-    redisUrl: redisUrl(),
-    databaseUrl: databaseUrl(),
-    ...names,
-    writeMode: 'write-through',
-    users: ['dr0'],
-    tag: 'dr',
-    draftFlushMs: 20,
-  });
-  const ready = JSON.parse((await child.line('READY ', 30_000)).slice('READY '.length)) as { user: string; id: string; thread: string; text: string };
-  await child.kill();
-  const killedAt = Date.now();
-
-  const draftTimeoutMs = 500;
-  const storeWith = (timeoutMs: number) =>
-    new TieredStore({
-      logger: false,
-      draftTimeoutMs: timeoutMs,
-      redis: new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix }),
-      postgres: new PostgresAdapter({ url: databaseUrl(), schema: names.schema }),
+it.each([
+  ['', false],
+  [' (encrypted)', true],
+] as const)(
+  'a draft abandoned by a SIGKILLed process is finished as aborted, with the text that reached Redis, by the next sync after draftTimeoutMs%s',
+  async (_, encrypted) => {
+    const names = isolation(`crash_conv_draft${encrypted ? '_enc' : ''}`);
+    const sealed: TieredStoreOptions = encrypted ? { encryption: encryption() } : {};
+    used.push(names);
+    const child = ConversationChild.start({
+      mode: 'draft',
+      redisUrl: redisUrl(),
+      databaseUrl: databaseUrl(),
+      ...names,
+      writeMode: 'write-through',
+      users: ['dr0'],
+      tag: 'dr',
+      draftFlushMs: 20,
+      ...(encrypted ? { encryptionKeyHex: K1.toString('hex') } : {}),
     });
-  // A sync pass of a process whose draftTimeoutMs has not run out leaves the draft alone (it may be live).
-  const patient = storeWith(60_000);
-  try {
-    await patient.syncNow();
-    expect((await patient.getMessage(ready.user, ready.id))?.status).toBe('streaming');
-  } finally {
-    await patient.close({ timeoutMs: 2000 });
-  }
-  const store = storeWith(draftTimeoutMs);
-  const sql = postgres(databaseUrl(), { onnotice: () => {}, max: 1 });
-  try {
-    await new Promise((resolve) => setTimeout(resolve, Math.max(0, killedAt + draftTimeoutMs + 200 - Date.now())));
-    let row: { content: string; status: string | null; thread: string } | undefined;
-    const until = Date.now() + 10_000;
-    while (Date.now() < until) {
-      await store.syncNow();
-      [row] =
-        (await sql`select content, status, thread from ${sql(`${names.schema}.messages`)} where user_id = ${ready.user} and id = ${ready.id}`) as unknown as {
-          content: string;
-          status: string | null;
-          thread: string;
-        }[];
-      if (row?.status !== 'streaming') break;
-      await new Promise((resolve) => setTimeout(resolve, 200));
+    const ready = JSON.parse((await child.line('READY ', 30_000)).slice('READY '.length)) as { user: string; id: string; thread: string; text: string };
+    await child.kill();
+    const killedAt = Date.now();
+
+    const draftTimeoutMs = 500;
+    const storeWith = (timeoutMs: number) =>
+      new TieredStore({
+        logger: false,
+        ...sealed,
+        draftTimeoutMs: timeoutMs,
+        redis: new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix }),
+        postgres: new PostgresAdapter({ url: databaseUrl(), schema: names.schema }),
+      });
+    // A sync pass of a process whose draftTimeoutMs has not run out leaves the draft alone (it may be live).
+    const patient = storeWith(60_000);
+    try {
+      await patient.syncNow();
+      expect((await patient.getMessage(ready.user, ready.id))?.status).toBe('streaming');
+    } finally {
+      await patient.close({ timeoutMs: 2000 });
     }
-    const seen = `PostgreSQL row ${JSON.stringify(row)}; the killed process had flushed ${JSON.stringify(ready.text)}`;
-    expect(row, seen).toEqual({ content: ready.text, status: 'aborted', thread: 't1' });
-    const message = await store.getMessage(ready.user, ready.id);
-    expect({ content: message?.content, status: message?.status }, seen).toEqual({ content: ready.text, status: 'aborted' });
-    const history = await store.getHistory(ready.user, { thread: 't1' });
-    expect(
-      history.map((m) => [m.content, m.status ?? null]),
-      seen,
-    ).toEqual([
-      ['dr:question', null],
-      [ready.text, 'aborted'],
-    ]);
-  } finally {
-    await sql.end({ timeout: 1 });
-    await store.close({ timeoutMs: 2000 });
-  }
-}, 60_000);
+    const store = storeWith(draftTimeoutMs);
+    const sql = postgres(databaseUrl(), { onnotice: () => {}, max: 1 });
+    try {
+      await new Promise((resolve) => setTimeout(resolve, Math.max(0, killedAt + draftTimeoutMs + 200 - Date.now())));
+      let row: { content: string; status: string | null; thread: string } | undefined;
+      const until = Date.now() + 10_000;
+      while (Date.now() < until) {
+        await store.syncNow();
+        [row] =
+          (await sql`select content, status, thread from ${sql(`${names.schema}.messages`)} where user_id = ${ready.user} and id = ${ready.id}`) as unknown as {
+            content: string;
+            status: string | null;
+            thread: string;
+          }[];
+        if (row?.status !== 'streaming') break;
+        await new Promise((resolve) => setTimeout(resolve, 200));
+      }
+      if (encrypted && row) {
+        expect(row.content.startsWith('enc:v1:'), 'the draft is sealed in PostgreSQL').toBe(true);
+        const opener = await postgresOpener(databaseUrl(), names.schema);
+        row = { ...row, content: await opener.open(ready.user, 'content', row.content).finally(() => opener.close()) };
+      }
+      const seen = `PostgreSQL row ${JSON.stringify(row)}; the killed process had flushed ${JSON.stringify(ready.text)}`;
+      expect(row, seen).toEqual({ content: ready.text, status: 'aborted', thread: 't1' });
+      const message = await store.getMessage(ready.user, ready.id);
+      expect({ content: message?.content, status: message?.status }, seen).toEqual({ content: ready.text, status: 'aborted' });
+      const history = await store.getHistory(ready.user, { thread: 't1' });
+      expect(
+        history.map((m) => [m.content, m.status ?? null]),
+        seen,
+      ).toEqual([
+        ['dr:question', null],
+        [ready.text, 'aborted'],
+      ]);
+    } finally {
+      await sql.end({ timeout: 1 });
+      await store.close({ timeoutMs: 2000 });
+    }
+  },
+  60_000,
+);
+
+it.each([
+  ['write-behind', 'away'],
+  ['write-through', 'back'],
+] as const)(
+  'encrypted, %s, PostgreSQL %s when SIGKILLed: the sealed ops journaled in Redis reach PostgreSQL as acknowledged, sealed, and open',
+  async (writeMode, pg) => {
+    console.info(await crashAndCheck(writeMode, 0, pg, true));
+  },
+  120_000,
+);

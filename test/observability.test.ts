@@ -38,6 +38,8 @@ describe("OpenTelemetry (tiered-conversation-store/otel), with the SDK's in-memo
     const meter = new MeterProvider({ readers: [reader] }).getMeter('test');
     const store = new TieredStore({
       logger: false,
+      // Redis's hit is the second read's: L1 would serve it from process memory.
+      l1: false,
       redis: traceAdapter(new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix }), { tracer }),
       postgres: traceAdapter(new PostgresAdapter({ url: databaseUrl(), schema: names.schema }), { tracer }),
     });
@@ -70,6 +72,27 @@ describe("OpenTelemetry (tiered-conversation-store/otel), with the SDK's in-memo
     stop();
     await store.getHistory('o1');
     expect(point(await reader.metrics(), 'tcs.tier.hits', { tier: 'redis' })).not.toBe(2); // no longer observed
+    await store.close();
+  });
+
+  it('metrics of the in-process tier (L1)', async () => {
+    const reader = new TestReader();
+    const meter = new MeterProvider({ readers: [reader] }).getMeter('test');
+    const store = new TieredStore({
+      logger: false,
+      redis: new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix }),
+      postgres: new PostgresAdapter({ url: databaseUrl(), schema: names.schema }),
+    });
+    const stop = instrumentStore(store, { meter });
+    await store.addMemory('o3', 'user', 'hello');
+    await expect.poll(async () => (await store.getHistory('o3')).length > 0 && store.stats().l1.hits, { timeout: 10_000 }).toBeGreaterThan(0);
+    const all = await reader.metrics();
+    expect(point(all, 'tcs.l1.hits')).toBe(store.stats().l1.hits);
+    expect(point(all, 'tcs.l1.misses')).toBeGreaterThan(0);
+    expect(point(all, 'tcs.l1.bytes')).toBeGreaterThan(0);
+    expect(point(all, 'tcs.l1.entries')).toBe(1);
+    for (const name of ['tcs.l1.evictions', 'tcs.l1.invalidations', 'tcs.l1.stale_serves']) expect(point(all, name), name).toBeTypeOf('number');
+    stop();
     await store.close();
   });
 

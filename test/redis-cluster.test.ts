@@ -50,6 +50,17 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     ...redisContractOptions,
   });
 
+  it('L1 is off on a Cluster, even when asked for (tracking is per node), and says so', async () => {
+    warnings.length = 0;
+    const store = clusterStore({ l1: { maxBytes: 1_000_000 } });
+    await store.addMemory('l1_off', 'user', 'a');
+    for (let i = 0; i < 3; i++) expect((await store.getHistory('l1_off')).map((m) => m.content)).toEqual(['a']);
+    expect(store.stats().l1).toMatchObject({ enabled: false, hits: 0, entries: 0 });
+    expect(warnings.some((w) => w.startsWith('l1 is off'))).toBe(true);
+    warnings.length = 0; // expected here; later tests expect none of their own
+    await store.close();
+  });
+
   describe.each(['write-through', 'write-behind'] as const)('a store on a Cluster, %s', (writeMode) => {
     it('round-trips every method, and spreads the shared keys over the masters', async () => {
       const store = clusterStore({ writeMode, historyLimit: 5 });

@@ -1,9 +1,11 @@
 import { inspect } from 'node:util';
-import { afterAll, expect } from 'vitest';
+import { afterAll, expect, it } from 'vitest';
 import { PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
 import { PrivateRedis } from './helpers/private-redis.js';
 import { itIfAble, missingRedisServer } from './helpers/run-registry.js';
+import { encryptionFromEnv } from '../src/env.js';
+import { OutageRig } from './helpers/outage.js';
 import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
 
 // Guarantee 8: passwords in connection URLs never appear in a log line, an event or an error.
@@ -60,3 +62,36 @@ itIfAble(missingRedisServer())('no captured log line, event or error contains a 
   await Promise.all([redisProxy.close(), pgProxy.close()]);
   await server.stop();
 });
+
+// Issue 16: encryption keys never appear in a log line, an event, an error, stats() or health().
+it('no captured log line, event, error, stats or health holds an encryption key, through outages, a rotation and missing keys', async () => {
+  const k1 = Buffer.from(Array.from({ length: 32 }, (_, i) => (i * 37 + 11) % 256));
+  const k2 = Buffer.from('0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0', 'hex');
+  const forms = [k1, k2].flatMap((k) => [k.toString('hex'), k.toString('base64'), k.toString('base64url'), k.toString('latin1')]);
+  const captured: unknown[] = [];
+  const rig = await OutageRig.start({ encryption: { keys: { k1, k2 }, current: 'k1' }, historyLimit: 10 });
+  const attempt = async (work: () => Promise<unknown>) => work().catch((error: unknown) => captured.push(error));
+  try {
+    const s = rig.store;
+    for (const event of ['tierDown', 'tierUp', 'syncError', 'deadLetter'] as const) s.on(event, (e: unknown) => captured.push(e));
+    await attempt(() => s.addMemory('u', 'user', 'hello'));
+    await rig.pg.refuse();
+    await attempt(() => s.addMemory('u', 'user', 'during'));
+    await rig.pg.pass();
+    await attempt(() => s.rotateEncryptionKey('k2'));
+    await attempt(() => s.rotateEncryptionKey('nope'));
+    await attempt(() => s.syncNow());
+    const keyless = rig.anotherProcess({ encryption: { keys: { k3: Buffer.alloc(32, 3) }, current: 'k3' } });
+    await attempt(() => keyless.getHistory('u'));
+    await keyless.close();
+    await attempt(async () => new TieredStore({ encryption: { keys: { k1: k1.subarray(0, 31) }, current: 'k1' } }));
+    await attempt(async () => encryptionFromEnv({ STORE_ENCRYPTION_KEYS: `k1:${k1.subarray(0, 30).toString('base64')}` }));
+    captured.push(s.stats(), s.health(), s.deadLetters(), rig.logs);
+  } finally {
+    await rig.close();
+  }
+  const everything = inspect(captured, { depth: 12, showHidden: false });
+  expect(everything).toMatch(/ENCRYPTION_KEY_MISSING/);
+  expect(everything).toMatch(/re-wrapped/);
+  for (const form of forms) expect(everything).not.toContain(form);
+}, 60_000);

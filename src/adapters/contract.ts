@@ -22,6 +22,11 @@ export interface ReadOptions {
 export interface HistoryReadOptions extends ReadOptions {
   /** The thread to read. @default 'main' */
   thread?: string;
+  /**
+   * A hint for a cache: the caller answers most hits itself (an in-process tier), so a miss is
+   * likely and worth finding in one round trip rather than after a cheaper read for a hit.
+   */
+  missLikely?: boolean;
 }
 
 export interface HistoryRead {

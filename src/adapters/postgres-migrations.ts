@@ -200,6 +200,30 @@ create table summaries (
   primary key (user_id, thread)
 );`,
   },
+  {
+    version: 8,
+    name: 'data_keys',
+    sql: `-- Issue 16 (encryption at rest): each user's data keys, wrapped by a master key the store holds
+-- (never stored here). key_id is time-ordered like op ids; master_id names the master key that wraps
+-- it. deleteUser destroys the user's keys (crypto-shredding): wrapped and master_id are emptied and
+-- destroyed_by keeps the id of the delete, so copies of the user's rows left in backups no longer open.
+create table data_keys (
+  user_id text collate "C" not null,
+  key_id text collate "C" not null,
+  master_id text not null,
+  wrapped text not null,
+  destroyed_by text collate "C",
+  primary key (user_id, key_id)
+);
+create index data_keys_master on data_keys (master_id) where destroyed_by is null;
+
+-- Where an interrupted encrypt-existing run resumes: per table, the key of the last row it went
+-- through (as JSON). Removed once a run reaches the end of every table.
+create table encrypt_progress (
+  step text primary key,
+  cursor text not null
+);`,
+  },
 ];
 
 /** The text run for a migration: the ledger, the change, and its row in the ledger. */

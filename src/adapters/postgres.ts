@@ -23,6 +23,7 @@ import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
 import type { JsonObject, Message, MessageStatus, Role } from '../types.js';
 import { migrations, migrationText } from './postgres-migrations.js';
+import type { DataKeyRecord } from '../crypto/keys.js';
 
 export interface PostgresAdapterOptions {
   /** `postgres://user:password@host:port/database`; `?sslmode=require` turns on TLS. */
@@ -102,7 +103,7 @@ export class PostgresAdapter implements StorageAdapter {
   readonly #openRead: (() => Sql) | undefined;
   readonly #url: string | undefined;
   readonly #readUrl: string | undefined;
-  readonly #t: { messages: string; users: string; threads: string; cuts: string; summaries: string };
+  readonly #t: { messages: string; users: string; threads: string; cuts: string; summaries: string; dataKeys: string };
   #migrated: Promise<void> | undefined;
   #bound = false;
   #closed = false;
@@ -117,6 +118,7 @@ export class PostgresAdapter implements StorageAdapter {
       threads: `${this.schema}.threads`,
       cuts: `${this.schema}.cuts`,
       summaries: `${this.schema}.summaries`,
+      dataKeys: `${this.schema}.data_keys`,
     };
     if (options.sql) {
       // The adapter reads columns by their SQL names: a client that renames them would break it.
@@ -491,6 +493,53 @@ export class PostgresAdapter implements StorageAdapter {
     await this.#q(sql`
       insert into ${sql(`${this.schema}.dead_letters`)} (user_id, op_id, kind, entry, error)
       values (${letter.user}, ${letter.id}, ${letter.kind}, ${letter.entry}, ${letter.error})`);
+  }
+
+  // ---- data keys (encryption at rest; see src/crypto/keys.ts)
+
+  async readDataKeys(user: string): Promise<DataKeyRecord[]> {
+    const sql = this.#sql;
+    const rows = await this.#q(sql`
+      select key_id, master_id, wrapped, destroyed_by from ${sql(this.#t.dataKeys)} where user_id = ${user} order by key_id`);
+    return rows.map(dataKeyOf);
+  }
+
+  async saveDataKey(user: string, record: DataKeyRecord): Promise<void> {
+    const sql = this.#sql;
+    await this.#q(sql`
+      insert into ${sql(this.#t.dataKeys)} (user_id, key_id, master_id, wrapped)
+      values (${user}, ${record.id}, ${record.master}, ${record.wrapped}) on conflict do nothing`);
+  }
+
+  async destroyDataKeys(user: string, upTo: string): Promise<void> {
+    const sql = this.#sql;
+    await this.#q(sql`
+      update ${sql(this.#t.dataKeys)} set master_id = '', wrapped = '', destroyed_by = ${upTo}
+      where user_id = ${user} and key_id <= ${upTo} and destroyed_by is null`);
+  }
+
+  async staleDataKeys(
+    master: string,
+    cursor: string | null,
+    limit: number,
+  ): Promise<{ keys: { user: string; record: DataKeyRecord }[]; cursor: string | null }> {
+    const sql = this.#sql;
+    const [afterUser, afterKey] = cursor === null ? ['', ''] : (JSON.parse(cursor) as [string, string]);
+    const rows = await this.#q(sql`
+      select user_id, key_id, master_id, wrapped, destroyed_by from ${sql(this.#t.dataKeys)}
+      where destroyed_by is null and master_id <> ${master} and (user_id, key_id) > (${afterUser}::text collate "C", ${afterKey}::text collate "C")
+      order by user_id, key_id limit ${limit}`);
+    const keys = rows.map((row) => ({ user: row.user_id as string, record: dataKeyOf(row) }));
+    const last = keys.at(-1);
+    return { keys, cursor: keys.length < limit || !last ? null : JSON.stringify([last.user, last.record.id]) };
+  }
+
+  async rewrapDataKey(user: string, id: string, from: string, to: { master: string; wrapped: string }): Promise<boolean> {
+    const sql = this.#sql;
+    const rows = await this.#q(sql`
+      update ${sql(this.#t.dataKeys)} set master_id = ${to.master}, wrapped = ${to.wrapped}
+      where user_id = ${user} and key_id = ${id} and wrapped = ${from} and destroyed_by is null returning key_id`);
+    return rows.length > 0;
   }
 
   isUnavailable(error: unknown): boolean {
@@ -998,4 +1047,10 @@ function checkSchema(schema: string): string {
     ErrorCode.INVALID_OPTION,
     `PostgresAdapter: schema must be a lowercase identifier of 1-63 characters [a-z0-9_], got ${JSON.stringify(schema)}`,
   );
+}
+
+function dataKeyOf(row: Row): DataKeyRecord {
+  const record: DataKeyRecord = { id: row.key_id as string, master: row.master_id as string, wrapped: row.wrapped as string };
+  if (row.destroyed_by !== null && row.destroyed_by !== undefined) record.destroyed = row.destroyed_by as string;
+  return record;
 }

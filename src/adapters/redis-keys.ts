@@ -85,6 +85,16 @@ export class RedisKeys {
     return [`${this.prefix}:{*}:[hdml]`, `${this.prefix}:{*}:h:*`];
   }
 
+  /** The user's data keys (encryption at rest): a hash of key id -> wrapped key or tombstone. Never a copy: it outlives invalidations and TTLs. */
+  dataKeys(user: string): string {
+    return `${this.prefix}:{${user}}:k`;
+  }
+
+  /** The pattern of every user's data keys, for a re-wrap pass's SCAN. */
+  get allDataKeys(): string {
+    return `${this.prefix}:{*}:k`;
+  }
+
   /** The pattern of every user's journal key, for the backstop's SCAN. */
   get journals(): string {
     return `${this.prefix}:{*}:j`;

@@ -14,6 +14,8 @@ import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
 import type { JsonObject, Message } from '../types.js';
 import { RedisKeys } from './redis-keys.js';
+import { RedisInvalidationFeed, type InvalidationFeed, type InvalidationListener } from '../cache/invalidation-feed.js';
+import type { DataKeyRecord } from '../crypto/keys.js';
 import * as lua from './redis-scripts.js';
 import { FLAG } from './redis-scripts.js';
 
@@ -43,7 +45,13 @@ type Script = { lua: string; sha: string };
 type Reply = unknown[];
 
 const script = (source: string): Script => ({ lua: source, sha: createHash('sha1').update(source).digest('hex') });
+/** Data keys: a re-wrap only replaces the wrap it read (a destroy or another re-wrap in between wins). */
+const REWRAP_DATA_KEY = `local v = redis.call('HGET', KEYS[1], ARGV[1])
+if v ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
+return 1`;
 const S = {
+  rewrapDataKey: script(REWRAP_DATA_KEY),
   write: script(lua.WRITE),
   writeLean: script(lua.WRITE_LEAN),
   applySubscription: script(lua.APPLY_SUBSCRIPTION),
@@ -304,9 +312,12 @@ export class RedisAdapter implements CacheAdapter {
       if (cuts) read.cuts = parseCuts(cuts);
       return read;
     }
-    // A plain LRANGE on the hot path; only a miss pays for the script that reads the version.
-    const items = await this.#call(this.client.lrange(h, -limit, -1));
-    if (items.length > 0) return { messages: items.map(decode), floor: '' };
+    // A plain LRANGE on the hot path; only a miss pays for the script that reads the version
+    // (unless a miss is likely: then the script alone, one round trip either way).
+    if (!options.missLikely) {
+      const items = await this.#call(this.client.lrange(h, -limit, -1));
+      if (items.length > 0) return { messages: items.map(decode), floor: '' };
+    }
     const reply = (await this.#eval(S.readHistory, [h, m, j], [limit, this.#metaTtl])) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
     return { messages: (reply as string[]).map(decode), floor: '' };
@@ -617,9 +628,70 @@ export class RedisAdapter implements CacheAdapter {
     await this.#eval(S.releaseLock, [this.#keys.lock], [token]);
   }
 
+  // ---- data keys (encryption at rest; see src/crypto/keys.ts). Values: {"m": master id, "w": wrap} or {"x": id of the delete}.
+
+  async readDataKeys(user: string): Promise<DataKeyRecord[]> {
+    const all = await this.#call(this.client.hgetall(this.#keys.dataKeys(user)));
+    return Object.entries(all)
+      .map(([id, value]) => dataKeyOf(id, value))
+      .sort((a, b) => (a.id < b.id ? -1 : 1));
+  }
+
+  async saveDataKey(user: string, record: DataKeyRecord): Promise<void> {
+    await this.#call(this.client.hsetnx(this.#keys.dataKeys(user), record.id, JSON.stringify({ m: record.master, w: record.wrapped })));
+  }
+
+  async destroyDataKeys(user: string, upTo: string): Promise<void> {
+    const key = this.#keys.dataKeys(user);
+    const doomed = (await this.readDataKeys(user)).filter((record) => record.id <= upTo && record.destroyed === undefined);
+    if (doomed.length === 0) return;
+    const tombstone = JSON.stringify({ x: upTo });
+    await this.#call(this.client.hset(key, ...doomed.flatMap((record) => [record.id, tombstone])));
+  }
+
+  async staleDataKeys(
+    master: string,
+    cursor: string | null,
+    limit: number,
+  ): Promise<{ keys: { user: string; record: DataKeyRecord }[]; cursor: string | null }> {
+    const nodes = 'nodes' in this.client ? this.client.nodes('master') : [this.client];
+    let [node, at] = cursor === null ? [0, '0'] : (JSON.parse(cursor) as [number, string]);
+    const keys: { user: string; record: DataKeyRecord }[] = [];
+    const target = nodes[node];
+    if (!target) return { keys, cursor: null };
+    const [next, found] = await this.#call(target.scan(at, 'MATCH', this.#keys.allDataKeys, 'COUNT', limit));
+    for (const key of found) {
+      const user = key.slice(this.keyPrefix.length + 2, -3);
+      for (const record of await this.readDataKeys(user)) if (record.destroyed === undefined && record.master !== master) keys.push({ user, record });
+    }
+    at = next;
+    if (at === '0') {
+      node++;
+      if (node >= nodes.length) return { keys, cursor: null };
+    }
+    return { keys, cursor: JSON.stringify([node, at]) };
+  }
+
+  async rewrapDataKey(user: string, id: string, from: string, to: { master: string; wrapped: string }): Promise<boolean> {
+    const key = this.#keys.dataKeys(user);
+    const current = (await this.readDataKeys(user)).find((record) => record.id === id);
+    if (!current || current.destroyed !== undefined || current.wrapped !== from) return false;
+    const before = JSON.stringify({ m: current.master, w: current.wrapped });
+    return (await this.#eval(S.rewrapDataKey, [key], [id, before, JSON.stringify({ m: to.master, w: to.wrapped })])) === 1;
+  }
+
   /** Calls `listener` each time the client (re)connects, so a restart of Redis can be noticed. */
   onReady(listener: () => void): void {
     this.client.on('ready', listener);
+  }
+
+  /**
+   * The invalidation feed of an in-process tier (a connection of its own); undefined on a Cluster,
+   * where tracking is per node and would need a feed per master kept in step with slot moves.
+   */
+  invalidations(listener: InvalidationListener): InvalidationFeed | undefined {
+    if (this.cluster) return undefined;
+    return new RedisInvalidationFeed(this.client as Redis, this.keyPrefix, listener);
   }
 
   /** The server's run id: it changes when Redis restarts (and may have lost what it held); '' on a Cluster. */
@@ -680,6 +752,12 @@ export class RedisAdapter implements CacheAdapter {
     if (this.#owned || (options.redisOptions ?? options).commandTimeout !== undefined) return work;
     return withDeadline(this.name, this.timeoutMs, work);
   }
+}
+
+function dataKeyOf(id: string, value: string): DataKeyRecord {
+  const parsed = JSON.parse(value) as { m?: string; w?: string; x?: string };
+  if (parsed.x !== undefined) return { id, master: '', wrapped: '', destroyed: parsed.x };
+  return { id, master: parsed.m ?? '', wrapped: parsed.w ?? '' };
 }
 
 function journalEntry(user: string, raw: string): JournalEntry {

@@ -1,6 +1,7 @@
 import type { CacheMiss, HistoryRead, HistoryReadOptions, StorageAdapter, UserRecord, WriteOutcome } from '../adapters/contract.js';
 import type { Op } from '../model/ops.js';
 import type { Message } from '../types.js';
+import type { InvalidationFeed, InvalidationListener } from './invalidation-feed.js';
 
 /** One entry of a user's pending journal, as read for the syncer: the op, and the raw entry to acknowledge. */
 export interface JournalEntry {
@@ -67,6 +68,11 @@ export interface CacheAdapter extends StorageAdapter {
   runId(): Promise<string>;
   /** Calls `listener` each time the client (re)connects, so a restart can be noticed without an outage. */
   onReady(listener: () => void): void;
+  /**
+   * Optional (the in-process tier): a feed naming the users whose keys any client changes; without
+   * one (or when it returns undefined) the store runs no L1, since it could not stay coherent.
+   */
+  invalidations?(listener: InvalidationListener): InvalidationFeed | undefined;
   /**
    * Optional (drafts): the latest full item of a streaming draft that reached the cache (its start,
    * or the last progress flush: an edit with status 'streaming', written without `pending`) and when

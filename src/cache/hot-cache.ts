@@ -60,8 +60,8 @@ export class HotCache {
 
   // ---- reads: undefined means "not from the cache" (down, stale or failed), counted as a fallback
 
-  readHistory(user: string, thread: string, limit: number, deadline: number): Promise<HistoryRead | CacheMiss | undefined> {
-    return this.#read(this.usable(user), (c) => c.readHistory(user, limit, { thread }), deadline);
+  readHistory(user: string, thread: string, limit: number, deadline: number, missLikely = false): Promise<HistoryRead | CacheMiss | undefined> {
+    return this.#read(this.usable(user), (c) => c.readHistory(user, limit, missLikely ? { thread, missLikely } : { thread }), deadline);
   }
 
   /** A message from the copies the cache holds (null: none holds it; undefined: not from the cache). */

@@ -2,11 +2,19 @@ import { parseArgs } from 'node:util';
 import { UsageError } from './errors.js';
 
 export const BIN = 'tiered-conversation-store';
-export const COMMANDS = ['doctor', 'migrate', 'sync', 'export', 'inspect', 'purge'] as const;
+export const COMMANDS = ['doctor', 'migrate', 'sync', 'export', 'inspect', 'purge', 'encrypt-existing'] as const;
 export type Command = (typeof COMMANDS)[number];
 
 /** Migrating a big table may take a while; the other commands make short calls. */
-export const DEFAULT_TIMEOUT_MS: Record<Command, number> = { doctor: 2000, migrate: 30_000, sync: 2000, export: 5000, inspect: 2000, purge: 30_000 };
+export const DEFAULT_TIMEOUT_MS: Record<Command, number> = {
+  doctor: 2000,
+  migrate: 30_000,
+  sync: 2000,
+  export: 5000,
+  inspect: 2000,
+  purge: 30_000,
+  'encrypt-existing': 30_000,
+};
 /** Messages per purge batch unless --batch says otherwise. */
 export const DEFAULT_PURGE_BATCH = 1000;
 
@@ -50,6 +58,7 @@ const ACCEPTS: Record<Command, readonly OptionName[]> = {
   export: ['key-prefix', 'schema', 'timeout', 'help'],
   inspect: ['key-prefix', 'schema', 'timeout', 'json', 'help'],
   purge: ['keep-last', 'max-age-days', 'dry-run', 'batch', 'key-prefix', 'schema', 'timeout', 'json', 'help'],
+  'encrypt-existing': ['batch', 'key-prefix', 'schema', 'timeout', 'json', 'help'],
 };
 
 /** Commands that take one argument: the user id. */

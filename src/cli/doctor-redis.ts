@@ -16,6 +16,13 @@ export interface RedisFacts extends TierFacts {
   hotUsers: number | null;
   /** False when the SCAN stopped at its time budget: `hotUsers` is then a lower bound. */
   hotUsersComplete: boolean;
+  /**
+   * Whether the in-process tier (L1) can stay coherent: 'works' when a key written under the
+   * prefix was reported on a tracking connection in time, 'off' on a Cluster, else 'failed'.
+   */
+  invalidation: 'works' | 'off' | 'failed' | null;
+  /** How long that report took to arrive, in ms. */
+  invalidationMs: number | null;
   warnings: string[];
 }
 
@@ -37,6 +44,8 @@ export async function checkRedis(target: EnvTarget, options: CheckOptions): Prom
     pending: null,
     hotUsers: null,
     hotUsersComplete: false,
+    invalidation: null,
+    invalidationMs: null,
     warnings: [],
   };
   let adapter: RedisAdapter;
@@ -60,6 +69,7 @@ export async function checkRedis(target: EnvTarget, options: CheckOptions): Prom
     if (info !== undefined) describeServer(facts, info, adapter.cluster);
     facts.pending = (await calls.run('pending journal', () => adapter.pendingCount())) ?? null;
     await countHotUsers(facts, adapter, calls, options);
+    await checkInvalidation(facts, adapter, options);
   } finally {
     await settleWithin(CLOSE_MS, adapter.close());
   }
@@ -90,6 +100,27 @@ async function countHotUsers(facts: RedisFacts, adapter: RedisAdapter, calls: Ca
   } while (cursor !== '0' && Date.now() < budgetEnds);
   facts.hotUsers = found;
   facts.hotUsersComplete = cursor === '0';
+}
+
+/** Writes a throwaway key under the prefix and waits for a tracking connection (as L1's feed) to be told. */
+async function checkInvalidation(facts: RedisFacts, adapter: RedisAdapter, options: CheckOptions): Promise<void> {
+  let refused: Error | undefined;
+  const feed = adapter.invalidations({ users: () => {}, all: () => {}, live: () => {}, refused: (error) => (refused = error) });
+  if (!feed) {
+    facts.invalidation = 'off';
+    return;
+  }
+  try {
+    facts.invalidationMs = Math.round((await feed.probe(options.timeoutMs * 2)) * 10) / 10;
+    facts.invalidation = 'works';
+  } catch (error) {
+    facts.invalidation = 'failed';
+    const reason = options.output.describe(refused ?? error);
+    facts.problems.push(`invalidation: ${reason}`);
+    facts.warnings.push('the in-process tier (L1) cannot stay coherent with this Redis, so stores keep it off (or set l1: false)');
+  } finally {
+    await settleWithin(CLOSE_MS, feed.close());
+  }
 }
 
 function field(info: string, name: string): string | null {

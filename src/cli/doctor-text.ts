@@ -15,6 +15,9 @@ export function renderDoctor(report: DoctorReport): string[] {
     ...(report.redis.configured ? redisBlock(report.redis, report.keyPrefix) : ['redis: not configured (REDIS_URL, REDIS_PUBLIC_URL or REDISHOST)']),
     ...(report.postgres.configured ? postgresBlock(report.postgres) : ['postgres: not configured (DATABASE_URL, DATABASE_PUBLIC_URL or PGHOST)']),
     memoryLine(report),
+    report.encryption.configured
+      ? `encryption: keys ${report.encryption.keyIds.join(', ')} (current ${report.encryption.current})${report.encryption.allowPlaintext ? ', plaintext from before still read (allowPlaintext)' : ''}`
+      : 'encryption: not configured (STORE_ENCRYPTION_KEYS)',
     '',
     verdict(report),
   ];
@@ -27,6 +30,7 @@ function redisBlock(facts: RedisFacts, keyPrefix: string): string[] {
   lines.push(row('server', facts.version ? `Redis ${facts.version}, ${mode}` : UNKNOWN));
   lines.push(row('pending', facts.pending === null ? UNKNOWN : `${plural(facts.pending, 'write')} in the journal, waiting for PostgreSQL`));
   lines.push(row('hot users', hotUsers(facts, keyPrefix)));
+  lines.push(row('invalidation', invalidation(facts)));
   for (const warning of facts.warnings) lines.push(row('warning', warning));
   return [...lines, ...problems(facts)];
 }
@@ -52,6 +56,19 @@ function hotUsers(facts: RedisFacts, keyPrefix: string): string {
   if (facts.hotUsers === null) return UNKNOWN;
   const where = facts.cluster ? ', this node only' : '';
   return `${facts.hotUsersComplete ? '' : 'at least '}${count(facts.hotUsers)} (keys ${keyPrefix}:{user}:m${where})`;
+}
+
+function invalidation(facts: RedisFacts): string {
+  switch (facts.invalidation) {
+    case 'works':
+      return `works: a change under the prefix reached a tracking connection in ${duration(facts.invalidationMs ?? 0)} (the in-process tier stays coherent)`;
+    case 'off':
+      return 'off on a Redis Cluster: stores run without the in-process tier (L1)';
+    case 'failed':
+      return 'FAILED (see problems): stores cannot keep the in-process tier (L1) coherent';
+    default:
+      return UNKNOWN;
+  }
 }
 
 function migrations(facts: PostgresFacts): string {

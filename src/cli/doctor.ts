@@ -1,4 +1,5 @@
-import { postgresFromEnv, redisFromEnv } from '../env.js';
+import { encryptionFromEnv, postgresFromEnv, redisFromEnv } from '../env.js';
+import { KeyRing } from '../crypto/keys.js';
 import type { Flags } from './args.js';
 import type { NotConfigured } from './calls.js';
 import { checkPostgres, type PostgresFacts } from './doctor-postgres.js';
@@ -20,6 +21,15 @@ export interface DoctorReport {
   timeoutMs: number;
   redis: RedisFacts | NotConfigured;
   postgres: PostgresFacts | NotConfigured;
+  /** Encryption at rest from STORE_ENCRYPTION_KEYS: the key ids only, never a key. */
+  encryption: EncryptionFacts | NotConfigured;
+}
+
+export interface EncryptionFacts {
+  configured: true;
+  keyIds: string[];
+  current: string;
+  allowPlaintext: boolean;
 }
 
 const ABSENT: NotConfigured = { configured: false };
@@ -35,11 +45,16 @@ async function examine(flags: Flags, env: Env, output: Output): Promise<DoctorRe
   // Both read first: an unusable variable is a configuration error before any connection.
   const redisTarget = redisFromEnv(env);
   const postgresTarget = postgresFromEnv(env);
+  const keys = encryptionFromEnv(env);
+  // Checked as a store would check it (a current id that is not listed is a configuration error).
+  const encryption: EncryptionFacts | NotConfigured = keys
+    ? { configured: true, keyIds: Object.keys(keys.keys), current: new KeyRing(keys).current, allowPlaintext: keys.allowPlaintext ?? false }
+    : ABSENT;
   const { keyPrefix, schema, timeoutMs } = flags;
   const [redis, postgres] = await Promise.all([
     redisTarget ? checkRedis(redisTarget, { keyPrefix, timeoutMs, output }) : ABSENT,
     postgresTarget ? checkPostgres(postgresTarget, { schema, timeoutMs, output }) : ABSENT,
   ]);
   const ok = [redis, postgres].every((tier) => !tier.configured || tier.reachable);
-  return { ok, memoryOnly: !redis.configured && !postgres.configured, keyPrefix, schema, timeoutMs, redis, postgres };
+  return { ok, memoryOnly: !redis.configured && !postgres.configured, keyPrefix, schema, timeoutMs, redis, postgres, encryption };
 }

@@ -4,7 +4,9 @@ const ENVIRONMENT = `Environment (read as TieredStore.fromEnv reads it):
   Redis         REDIS_URL, else REDIS_PUBLIC_URL, else REDISHOST + REDISPORT (+ REDISUSER, REDISPASSWORD)
   PostgreSQL    DATABASE_URL, else DATABASE_PUBLIC_URL, else PGHOST / PGPORT / PGUSER / PGPASSWORD / PGDATABASE
   STORE_KEY_PREFIX, STORE_SCHEMA   defaults of --key-prefix and --schema
-Passwords are masked in everything the CLI prints.`;
+  STORE_ENCRYPTION_KEYS   encryption at rest: id:key,id:key (32-byte keys, base64 or hex); with
+                STORE_ENCRYPTION_CURRENT (default: the last listed), STORE_ENCRYPTION_ALLOW_PLAINTEXT=1
+Passwords and keys are masked in everything the CLI prints.`;
 
 const EXIT_CODES = `Exit codes:
   0   done (doctor: every configured tier answers; memory only counts as fine)
@@ -28,6 +30,7 @@ const SUMMARY: Record<Command, string> = {
   export: 'print everything the store holds for a user as JSON (store.exportUser)',
   inspect: "show a user's threads, pending writes and the tiers holding its data",
   purge: 'delete old messages from PostgreSQL in batches (--keep-last / --max-age-days)',
+  'encrypt-existing': 'seal the plaintext PostgreSQL holds from before encryption, in batches (resumable)',
 };
 
 const DETAIL: Record<Command, string> = {
@@ -118,10 +121,27 @@ ${OPTION.schema}
 ${OPTION.timeout(DEFAULT_TIMEOUT_MS.purge, 'deadline of every call to a server, in milliseconds')}
 ${OPTION.json}
 ${OPTION.help}`,
+  'encrypt-existing': `Usage: ${BIN} encrypt-existing [--batch <N>] [options]
+
+Encryption at rest, for data written before it was on: seals the plaintext values PostgreSQL
+holds (message content and meta, phone, booking, thread titles, summaries) with the keys of
+STORE_ENCRYPTION_KEYS, table by table in batches of rows, and prints how many rows it read and
+sealed (never their contents). Safe while bots write: a row is rewritten only if it still holds
+what the batch read. Interrupted, it resumes where it stopped on the next run. When Redis is
+configured, the hot copies of the users a batch touched are dropped after it (they are plaintext).
+Run bots with encryption.allowPlaintext until it prints "done", then turn allowPlaintext off.
+
+Options:
+  --batch <N>            most rows per batch (default: 1000)
+${OPTION.keyPrefix}
+${OPTION.schema}
+${OPTION.timeout(DEFAULT_TIMEOUT_MS['encrypt-existing'], 'deadline of connecting to a server, in milliseconds')}
+${OPTION.json}
+${OPTION.help}`,
 };
 
 export function mainHelp(): string {
-  const commands = COMMANDS.map((c) => `  ${c.padEnd(9)} ${SUMMARY[c]}`).join('\n');
+  const commands = COMMANDS.map((c) => `  ${c.padEnd(16)} ${SUMMARY[c]}`).join('\n');
   return `${BIN}: check, migrate, sync, export and purge the stores a bot configures from its environment
 
 Usage: ${BIN} <command> [options]

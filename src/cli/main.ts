@@ -8,6 +8,7 @@ import { commandHelp, mainHelp } from './help.js';
 import { migrate } from './migrate.js';
 import { Output } from './output.js';
 import { purge } from './purge.js';
+import { encryptExistingCommand } from './encrypt-existing.js';
 import { sync } from './sync.js';
 import { exportCommand, inspect } from './user-data.js';
 
@@ -20,6 +21,7 @@ const COMMANDS: Record<Command, (flags: Flags, env: Env, output: Output) => Prom
   export: exportCommand,
   inspect,
   purge,
+  'encrypt-existing': encryptExistingCommand,
 };
 
 /** Time for output to drain before exiting anyway when a hung server's socket would keep the process alive. */

@@ -21,6 +21,8 @@ export class Output {
     readonly stderr: Stream = process.stderr,
   ) {
     for (const name of SECRET_VARIABLES) this.secrets.add(env[name]?.trim());
+    // Encryption keys (id:key,id:key): every key is masked too.
+    for (const item of env.STORE_ENCRYPTION_KEYS?.split(',') ?? []) this.secrets.add(item.slice(item.indexOf(':') + 1).trim());
   }
 
   out(line = ''): void {

@@ -54,7 +54,8 @@ export function traceAdapter<A extends StorageAdapter>(adapter: A, options: { tr
  * `tcs.tier.hits|misses|errors|fallbacks` (counters, attribute `tier`), per method
  * `tcs.operation.count|errors` (counters) and `tcs.operation.p50|p99` (gauges, ms, attribute
  * `operation`), and the gauges `tcs.pending`, `tcs.pending.oldest_age` (ms), `tcs.sync.lag` (ms),
- * `tcs.dead_letters`. Returns a function that stops publishing.
+ * `tcs.dead_letters`; with the in-process tier on, `tcs.l1.hits|misses|evictions|invalidations|stale_serves`
+ * (counters) and `tcs.l1.bytes|entries` (gauges). Returns a function that stops publishing.
  */
 export function instrumentStore(store: TieredStore, options: { meter?: Meter } = {}): () => void {
   const meter = options.meter ?? metrics.getMeter(SCOPE);
@@ -76,7 +77,16 @@ export function instrumentStore(store: TieredStore, options: { meter?: Meter } =
   const oldest = gauge('tcs.pending.oldest_age', 'Age of the oldest pending write', 'ms');
   const lag = gauge('tcs.sync.lag', 'Time since the last sync pass', 'ms');
   const dead = gauge('tcs.dead_letters', 'Writes PostgreSQL refused for good');
-  const instruments = [...Object.values(tier), ...Object.values(operation), pending, oldest, lag, dead];
+  const l1 = {
+    hits: counter('tcs.l1.hits', 'Reads served from process memory (L1)'),
+    misses: counter('tcs.l1.misses', 'Reads L1 could have served but held no serving copy for'),
+    evictions: counter('tcs.l1.evictions', 'L1 copies dropped to stay within l1.maxBytes'),
+    invalidations: counter('tcs.l1.invalidations', 'Users whose L1 copies stopped serving because a write changed them'),
+    staleServes: counter('tcs.l1.stale_serves', 'Reads answered from a last-known L1 copy with Redis and PostgreSQL both down'),
+    bytes: gauge('tcs.l1.bytes', 'Estimated bytes L1 holds', 'By'),
+    entries: gauge('tcs.l1.entries', 'Copies L1 holds'),
+  };
+  const instruments = [...Object.values(tier), ...Object.values(operation), pending, oldest, lag, dead, ...Object.values(l1)];
 
   const observe: Parameters<Meter['addBatchObservableCallback']>[0] = (result) => {
     const stats = store.stats();
@@ -93,6 +103,8 @@ export function instrumentStore(store: TieredStore, options: { meter?: Meter } =
     if (stats.oldestPendingAgeMs !== null) result.observe(oldest, stats.oldestPendingAgeMs);
     if (stats.syncLagMs !== null) result.observe(lag, stats.syncLagMs);
     result.observe(dead, stats.deadLetters);
+    if (stats.l1.enabled)
+      for (const key of ['hits', 'misses', 'evictions', 'invalidations', 'staleServes', 'bytes', 'entries'] as const) result.observe(l1[key], stats.l1[key]);
   };
   meter.addBatchObservableCallback(observe, instruments);
   return () => meter.removeBatchObservableCallback(observe, instruments);

@@ -1,6 +1,6 @@
 import type { StorageAdapter } from '../adapters/contract.js';
 import { withDeadline } from './deadline.js';
-import { ErrorCode, TierError } from '../errors.js';
+import { EncryptionError, ErrorCode, TierError } from '../errors.js';
 import type { Logger } from '../types.js';
 import type { Secrets } from '../logger.js';
 
@@ -83,7 +83,9 @@ export class Breaker<A extends StorageAdapter = StorageAdapter> {
   #fail(error: unknown, always = false): Error {
     this.hooks.onError(this);
     const masked = error instanceof Error ? this.hooks.secrets.maskError(error) : new Error(String(error));
-    if (!always && !this.adapter.isUnavailable(error)) return error instanceof TierError ? error : wrapRejected(this.name, masked);
+    // A coded error of the tier's own (encryption at rest: a value that does not open) reaches the caller as it is.
+    if (!always && !this.adapter.isUnavailable(error))
+      return error instanceof TierError || error instanceof EncryptionError ? error : wrapRejected(this.name, masked);
     if (isTimeout(error)) void this.adapter.reset().catch(() => {});
     this.markDown(masked);
     return new TierError(this.name, isTimeout(error) ? ErrorCode.TIER_TIMEOUT : ErrorCode.STORE_UNAVAILABLE, `${this.name}: ${masked.message}`, {

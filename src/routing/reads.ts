@@ -4,6 +4,7 @@ import type { MemoryAdapter } from '../adapters/memory.js';
 import { isTierUnavailable, type Breaker } from './breaker.js';
 import { ErrorCode, UnavailableError } from '../errors.js';
 import type { HotCache } from '../cache/hot-cache.js';
+import { staleHistory, type L1, type L1Ticket } from '../cache/l1.js';
 import type { Journal } from './journal.js';
 import { applyOp, emptyUserState, findMessage, fromMessage, mergeHistory, threadState, toMessage, type Op, type SummaryRecord } from '../model/ops.js';
 import { overlayThreads } from '../model/threads.js';
@@ -12,6 +13,8 @@ import type { Stats } from '../stats.js';
 import type { Message, ThreadPage } from '../types.js';
 
 export interface ReadsDeps {
+  /** The in-process tier, when on. */
+  l1: L1 | undefined;
   /** Redis in front of PostgreSQL; undefined in other layouts. */
   cache: HotCache | undefined;
   /** PostgreSQL, else Redis alone; undefined when memory is the whole store. */
@@ -37,13 +40,25 @@ export class Reads {
    * what this process holds, it throws STORE_UNAVAILABLE instead.
    */
   async history(user: string, thread: string, limit: number, deadline: number, strict = false): Promise<Message[]> {
-    const { cache, durable, memory, historyLimit } = this.d;
+    const { cache, durable, memory, historyLimit, l1 } = this.d;
     if (limit === 0) return [];
     if (!durable) return (await memory.readHistory(user, limit, { thread })).messages;
+    let ticket: L1Ticket | undefined;
+    if (l1 && limit <= historyLimit && !strict) {
+      // Invalidations that reached the socket with the I/O that started this call land first.
+      await yieldToIo();
+      const held = l1.history(user, thread, limit);
+      if (held) return held;
+      ticket = l1.ticket();
+    }
     let miss: CacheMiss | undefined;
     if (cache && limit <= historyLimit && !strict) {
-      const read = await cache.readHistory(user, thread, limit, deadline);
-      if (read && !isMiss(read)) return read.messages;
+      // With a ticket the whole window is read, so L1 can keep it for any limit up to historyLimit.
+      const read = await cache.readHistory(user, thread, ticket ? historyLimit : limit, deadline, ticket !== undefined);
+      if (read && !isMiss(read)) {
+        l1?.fill(ticket, user, thread, read.messages);
+        return read.messages.length > limit ? read.messages.slice(-limit) : read.messages;
+      }
       miss = read;
     } else if (cache && !cache.usable(user)) {
       this.d.stats.count('redis', 'fallbacks');
@@ -57,6 +72,9 @@ export class Reads {
       if (read && !isMiss(read)) {
         const merged = mergeHistory(read.messages, read, user, thread, pending, want);
         if (miss) cache?.fillHistory(user, thread, miss, merged.slice(-historyLimit));
+        // It serves only when every journal was laid over it (after a cache miss, or with no cache
+        // at all); any other read, a longer one too, is still the last history this process knew (stale-if-error).
+        l1?.fill(miss || !cache ? ticket : undefined, user, thread, merged);
         return merged.length > limit ? merged.slice(-limit) : merged;
       }
     }
@@ -64,8 +82,14 @@ export class Reads {
     this.d.stats.count(durable.name, 'fallbacks');
     const pending = await this.#pending(user, miss, deadline);
     const hot = !miss && cache?.usable(user) ? await cache.readHistory(user, thread, Math.min(limit, historyLimit), deadline) : undefined;
-    const base = hot && !isMiss(hot) ? hot.messages : (await memory.readHistory(user, limit, { thread })).messages;
-    return mergeHistory(base, { floor: '' }, user, thread, [...(isMiss(hot) ? hot.pending : []), ...pending], limit);
+    const ops = [...(isMiss(hot) ? hot.pending : []), ...pending];
+    if (hot && !isMiss(hot)) return mergeHistory(hot.messages, { floor: '' }, user, thread, ops, limit);
+    const held = (await memory.readHistory(user, limit, { thread })).messages;
+    // Stale-if-error: the last copy this process knew, with every write made since laid over it.
+    const known = l1?.lastKnown(user, thread);
+    if (!known) return mergeHistory(held, { floor: '' }, user, thread, ops, limit);
+    l1?.servedStale();
+    return staleHistory(known, held, user, thread, ops, limit);
   }
 
   /**
@@ -133,13 +157,28 @@ export class Reads {
     return overlayThreads(page ?? (await memory.listThreads(user, limit, cursor)), pending, cursor === null);
   }
 
-  async user(user: string, deadline: number, strict = false): Promise<UserRecord> {
+  /**
+   * The user's record. `fields`: only phone and booking will be used (a cache's copy does not
+   * carry the subscription), so L1 may serve and keep them, and stale-if-error applies.
+   */
+  async user(user: string, deadline: number, strict = false, fields = false): Promise<UserRecord> {
     const { cache, durable, memory } = this.d;
     if (!durable) return memory.readUser(user);
+    const l1 = fields && !strict ? this.d.l1 : undefined;
+    let ticket: L1Ticket | undefined;
+    if (l1) {
+      await yieldToIo();
+      const held = l1.user(user);
+      if (held) return held;
+      ticket = l1.ticket();
+    }
     let miss: CacheMiss | undefined;
     if (cache && !strict) {
       const read = await cache.readUser(user, deadline);
-      if (read && !isMiss(read)) return read;
+      if (read && !isMiss(read)) {
+        l1?.fillUser(ticket, user, read);
+        return read;
+      }
       miss = read;
     }
     const [read, pending] = await Promise.all([
@@ -147,9 +186,17 @@ export class Reads {
       this.#pending(user, miss, deadline, strict),
     ]);
     if (strict && (!read || isMiss(read))) throw unreachable(durable.name);
-    const base = read && !isMiss(read) ? read : await memory.readUser(user);
-    const merged = overlay(base, pending);
-    if (miss && read) cache?.fillUser(user, miss, merged);
+    if (!read || isMiss(read)) {
+      // Stale-if-error: the last record this process knew, with its writes since and the outage's.
+      const held = await memory.readUser(user);
+      const known = l1?.lastKnownUser(user);
+      if (!known) return overlay(held, pending);
+      l1?.servedStale();
+      return overlay(newest(known.record, held), [...known.after, ...pending]);
+    }
+    const merged = overlay(read, pending);
+    if (miss) cache?.fillUser(user, miss, merged);
+    l1?.fillUser(miss || !cache ? ticket : undefined, user, merged);
     return merged;
   }
 
@@ -213,6 +260,10 @@ export class Reads {
   }
 }
 
+function yieldToIo(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
 /** For a durable read: an outage is `undefined` (the caller falls back), anything else is thrown. */
 function unlessDown(error: unknown): undefined {
   if (isTierUnavailable(error)) return undefined;
@@ -224,6 +275,12 @@ function unreachable(tier: string): UnavailableError {
     ErrorCode.STORE_UNAVAILABLE,
     `${tier} is unreachable: what it holds cannot be read, so a complete answer cannot be given (try again once it is back)`,
   );
+}
+
+/** Field by field, the value written last (by op id) of two records. */
+function newest(a: UserRecord, b: UserRecord): UserRecord {
+  const pick = <T extends { id: string }>(x: T, y: T): T => (y.id > x.id ? y : x);
+  return { phone: pick(a.phone, b.phone), booking: pick(a.booking, b.booking), subscribed: pick(a.subscribed, b.subscribed) };
 }
 
 /** A user record with pending ops laid over it (last writer wins by op id). */

@@ -5,6 +5,7 @@ import { isTierUnavailable, type Breaker } from './breaker.js';
 import type { HotCache } from '../cache/hot-cache.js';
 import { idTime } from '../model/ids.js';
 import type { Journal } from './journal.js';
+import { isSealedOp } from '../crypto/sealed.js';
 import type { Op } from '../model/ops.js';
 import type { Retention } from '../options.js';
 import type { Logger, SyncResult } from '../types.js';
@@ -27,6 +28,8 @@ export interface SyncerDeps {
   takeWrittenUsers(): string[];
   /** Finishes drafts abandoned by dead processes; resolves how many. */
   sweepDrafts(): Promise<number>;
+  /** Whether the store has encryption keys: without them a journal entry holding sealed values is left for a process that has them. */
+  encrypted: boolean;
 }
 
 /** The sync lease: short, and renewed each round, so a process that dies holding it blocks others for seconds only. */
@@ -244,6 +247,12 @@ export class Syncer {
     const journals = await cache.readJournals(users, this.deps.batchSize);
     const chunk: Chunk = { ops: [], entries: new Map() };
     for (const [user, entries] of journals) {
+      if (!this.deps.encrypted && entries.some((entry) => entry.op && isSealedOp(entry.op))) {
+        // Moved as it is, it would land sealed with a key PostgreSQL does not have.
+        this.deps.logger.warn(`the journal of user ${user} holds encrypted writes and this process has no encryption keys: left for a process that has them`);
+        chunk.entries.set(user, []); // nothing to acknowledge: idle for the rest of the pass
+        continue;
+      }
       chunk.entries.set(
         user,
         entries.map((entry) => entry.raw),

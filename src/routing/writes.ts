@@ -2,12 +2,15 @@ import type { StorageAdapter, WriteOutcome } from '../adapters/contract.js';
 import type { MemoryAdapter } from '../adapters/memory.js';
 import { isTierUnavailable, type Breaker } from './breaker.js';
 import type { HotCache } from '../cache/hot-cache.js';
+import type { L1 } from '../cache/l1.js';
 import type { Journal } from './journal.js';
 import type { AppendOp, Op } from '../model/ops.js';
 import type { WriteMode } from '../options.js';
 import type { Stats } from '../stats.js';
 
 export interface WritesDeps {
+  /** The in-process tier, when on: told of every write this process makes, whatever its outcome. */
+  l1: L1 | undefined;
   cache: HotCache | undefined;
   durable: Breaker<StorageAdapter> | undefined;
   memory: MemoryAdapter;
@@ -31,6 +34,15 @@ export class Writes {
    * the journal), so it follows them through the journal rather than overtake them.
    */
   async route(op: Op, deadline: number, behindPending = false): Promise<string | undefined> {
+    try {
+      return await this.#route(op, deadline, behindPending);
+    } finally {
+      // Before the caller hears back: its next read cannot be served a copy from before this write.
+      this.d.l1?.wrote([op]);
+    }
+  }
+
+  async #route(op: Op, deadline: number, behindPending: boolean): Promise<string | undefined> {
     const { durable, cache, writeMode } = this.d;
     if (!durable) return repeatedIn(this.d.memory.writeSync([op]));
     if (op.kind === 'delete') this.#erasePending(op.user);
@@ -61,9 +73,17 @@ export class Writes {
    * by op through route(), which handles every case; ops are idempotent, so a partial batch is safe to redo.
    */
   async appends(ops: AppendOp[]): Promise<(string | undefined)[]> {
+    try {
+      return await this.#appends(ops);
+    } finally {
+      this.d.l1?.wrote(ops);
+    }
+  }
+
+  async #appends(ops: AppendOp[]): Promise<(string | undefined)[]> {
     const { durable, cache, writeMode } = this.d;
     const deadline = Date.now() + this.d.budgetMs;
-    const single = () => Promise.all(ops.map((op) => this.route(op, deadline)));
+    const single = () => Promise.all(ops.map((op) => this.#route(op, deadline, false)));
     if (ops.length === 1 || !durable) return single();
     if (writeMode === 'write-behind' && cache?.up) {
       return (await this.#journalInCache(ops, deadline)) ? ops.map(() => undefined) : single();

@@ -29,6 +29,7 @@ const store = new TieredStore({
   probeIntervalMs: 100,
   journalLimit: 1_000_000,
   draftFlushMs: config.draftFlushMs ?? 20,
+  ...(config.encryptionKeyHex ? { encryption: { keys: { k1: Buffer.from(config.encryptionKeyHex, 'hex') }, current: 'k1' } } : {}),
   redis: new RedisAdapter({ url: config.redisUrl, keyPrefix: config.keyPrefix, timeoutMs: config.redisTimeoutMs ?? 500 }),
   postgres: new PostgresAdapter({
     url: config.databaseUrl,

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import postgres from 'postgres';
-import { PostgresAdapter, RedisAdapter, TieredStore, type Message, type WriteMode } from '../../src/index.js';
+import { PostgresAdapter, RedisAdapter, TieredStore, type Message, type TieredStoreOptions, type WriteMode } from '../../src/index.js';
 
 /** What test/helpers/conversation-crash-worker.ts does; passed as JSON in CRASH_CONFIG. */
 export interface ConversationCrashConfig {
@@ -22,6 +22,8 @@ export interface ConversationCrashConfig {
   /** startSync(interval): background passes while the ops run. */
   startSync?: number;
   draftFlushMs?: number;
+  /** Encryption at rest with this master key (hex) as 'k1'. */
+  encryptionKeyHex?: string;
 }
 
 /** An op as the worker describes it in START, and (with its result) in ACK and FAIL. */
@@ -368,7 +370,12 @@ export interface Stored {
 }
 
 /** Every message and thread title in the schema, read from PostgreSQL directly, per user. */
-export async function readPostgres(databaseUrl: string, schema: string): Promise<Stored> {
+export async function readPostgres(
+  databaseUrl: string,
+  schema: string,
+  /** Opens sealed values (encryption at rest). */
+  open: (user: string, field: 'content' | 'title', value: string) => Promise<string> = async (_u, _f, value) => value,
+): Promise<Stored> {
   const sql = postgres(databaseUrl, { onnotice: () => {}, max: 1 });
   try {
     const messages = await sql`select user_id, id, thread, content, status from ${sql(`${schema}.messages`)} order by user_id, id`;
@@ -376,14 +383,15 @@ export async function readPostgres(databaseUrl: string, schema: string): Promise
     for (const r of messages) {
       const list = rows.get(r.user_id as string) ?? [];
       rows.set(r.user_id as string, list);
-      list.push({ id: r.id as string, thread: r.thread as string, content: r.content as string, status: (r.status as string | null) ?? null });
+      const content = await open(r.user_id as string, 'content', r.content as string);
+      list.push({ id: r.id as string, thread: r.thread as string, content, status: (r.status as string | null) ?? null });
     }
     const titles = new Map<string, Map<string, string | null>>();
     const miscounted: string[] = [];
     for (const r of await sql`select user_id, thread, title, messages from ${sql(`${schema}.threads`)}`) {
       const map = titles.get(r.user_id as string) ?? new Map<string, string | null>();
       titles.set(r.user_id as string, map);
-      if (r.title !== null) map.set(r.thread as string, r.title as string);
+      if (r.title !== null) map.set(r.thread as string, await open(r.user_id as string, 'title', r.title as string));
       const n = (rows.get(r.user_id as string) ?? []).filter((m) => m.thread === r.thread).length;
       if (r.messages !== n) miscounted.push(`${r.user_id}/${r.thread}: threads.messages ${r.messages}, ${n} rows`);
     }
@@ -400,9 +408,11 @@ export async function readsDisagree(
   stored: Stored,
   users: readonly string[],
   threads: readonly string[],
+  options: TieredStoreOptions = {},
 ): Promise<string[]> {
   const store = new TieredStore({
     logger: false,
+    ...options,
     redis: new RedisAdapter({ url: urls.redis, keyPrefix: names.keyPrefix }),
     postgres: new PostgresAdapter({ url: urls.database, schema: names.schema }),
   });

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import postgres from 'postgres';
-import { PostgresAdapter, RedisAdapter, TieredStore, type WriteMode } from '../../src/index.js';
+import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions, type WriteMode } from '../../src/index.js';
 
 /** Where a sync pass holds a step until a write for its user is acknowledged, and after which step it stops. */
 export interface StepPlan {
@@ -163,9 +163,11 @@ export async function recover(
   databaseUrl: string,
   names: { keyPrefix: string; schema: string },
   timeoutMs = 10_000,
+  options: TieredStoreOptions = {},
 ): Promise<{ pending: number; moved: number[]; slowestPassMs: number }> {
   const store = new TieredStore({
     logger: false,
+    ...options,
     redis: new RedisAdapter({ ...where, keyPrefix: names.keyPrefix }),
     postgres: new PostgresAdapter({ url: databaseUrl, schema: names.schema }),
   });
