@@ -141,6 +141,9 @@ describe('compact messages (Redis items)', () => {
     expect(byDense).toEqual([...ids].sort());
     // Not something the store wrote: a typed error, not a wrong message.
     expect(() => decodeMessage('x')).toThrow(expect.objectContaining({ code: ErrorCode.UNREADABLE_ENTRY }));
+    for (const text of ['Hello there', 'A short', 'unknown text of some length, more than 28 characters']) {
+      expect(() => decodeOp('u', text)).toThrow(expect.objectContaining({ code: ErrorCode.UNREADABLE_ENTRY }));
+    }
   });
 });
 

@@ -37,6 +37,8 @@ const HEADS = '0123456789ABCDEFGHIJKLMNOPQRSTUV';
 /** An id whose first 10 characters are a time (Crockford base32): only then may createdAt be left to it. */
 const TIMED_ID = /^[0-9A-HJKMNP-TV-Z]{10}/;
 const STORE_ID = /^[0-9A-HJKMNP-TV-Z]{26}$/;
+/** A dense item's first 23 characters: its head and id. */
+const DENSE_HEAD = /^[0-9A-V][-0-9A-Z_a-z]{22}/;
 const B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 /** 64 characters in ASCII order: a dense id sorts like the id. */
 const D64 = '-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz';
@@ -154,7 +156,10 @@ function parseCompact(text: string): { id: string; role: Role; flags: number; v:
   const dense = head >= 0;
   const role = dense ? INDEX_ROLE[head >> 3] : CHAR_ROLE[text.charAt(0)];
   const flags = dense ? head & 7 : text.charCodeAt(27) - 48;
-  if (role === undefined || !(flags >= 0 && flags <= 7)) throw new StoreError(ErrorCode.UNREADABLE_ENTRY, 'not a message the store wrote');
+  // Text the store did not write (a journal may hold anything someone pushed) must not read as a message.
+  if (role === undefined || !(flags >= 0 && flags <= 7) || (dense ? !DENSE_HEAD.test(text) : text.length < 28)) {
+    throw new StoreError(ErrorCode.UNREADABLE_ENTRY, 'not a message the store wrote');
+  }
   const id = dense ? sparseId(text.slice(1, 23)) : text.slice(1, 27);
   let at = dense ? 23 : 28;
   let v: string | undefined;
