@@ -1,8 +1,8 @@
 import { describe, expect, it, vi } from 'vitest';
-import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../src/model/codec.js';
+import { decodeMessage, decodeOp, decodeStored, denseId, encodeMessage, encodeOp, sparseId } from '../src/model/codec.js';
 import { defaultTokens } from '../src/model/budget.js';
 import { ErrorCode, MemoryAdapter, TierError } from '../src/index.js';
-import { createIdGenerator } from '../src/model/ids.js';
+import { createIdGenerator, idTime } from '../src/model/ids.js';
 import { Secrets, silentLogger } from '../src/logger.js';
 import type { AppendOp, Op } from '../src/model/ops.js';
 import { MAX_HISTORY_LIMIT, resolveOptions } from '../src/options.js';
@@ -54,7 +54,8 @@ describe('codec', () => {
     delete (ops[9] as AppendOp).key;
     for (const op of ops) {
       const text = encodeOp(op);
-      expect(text.startsWith(`{"id":"${op.id}"`)).toBe(true);
+      // Lua reads the id by position: after the role of a (compact) message, after {"id":" of any other op.
+      expect(op.kind === 'append' ? text.slice(1, 23) === denseId(op.id) : text.startsWith(`{"id":"${op.id}"`)).toBe(true);
       expect(decodeOp('u', text)).toEqual(op);
     }
     const message = decodeMessage(encodeMessage(append));
@@ -74,10 +75,75 @@ describe('codec', () => {
     expect(decodeMessage(old, 'topic').thread).toBe('topic');
     expect(decodeOp('u', old)).toMatchObject({ kind: 'append', thread: 'main' });
     expect(decodeOp('u', `{"id":"${append.id}","kind":"clear"}`)).toEqual({ kind: 'clear', user: 'u', id: append.id, thread: 'main' });
-    // An edited item carries its edit stamp right after the id, where Lua reads it; it never reaches a Message.
-    const stamped = encodeMessage({ ...append, v: next() });
-    expect(stamped.slice(34, 40)).toBe(',"v":"');
+    // An edited item carries its edit stamp right after the id and flags, where Lua reads it; it never reaches a Message.
+    const stamp = next();
+    const stamped = encodeMessage({ ...append, v: stamp });
+    expect(stamped.slice(23, 49)).toBe(stamp);
+    expect('0123456789ABCDEFGHIJKLMNOPQRSTUV'.indexOf(stamped.charAt(0)) & 1).toBe(1);
     expect('v' in decodeMessage(stamped)).toBe(false);
+    expect(decodeStored('u', stamped)).toEqual({ ...append, v: stamp });
+  });
+});
+
+describe('compact messages (Redis items)', () => {
+  const base = (content: string): AppendOp => {
+    const id = next();
+    return { kind: 'append', user: 'u', id, thread: 'main', role: 'user', content, createdAt: idTime(id) };
+  };
+
+  it('is a head (role x 8 + flags), the id in 22 characters and the content: createdAt from the id, a default token count as a flag', () => {
+    const op = { ...base('Hi! Could you book me a haircut?'), tokens: defaultTokens({ content: 'Hi! Could you book me a haircut?' }) };
+    const text = encodeMessage(op);
+    // 'C': user (1) x 8 + flags 4.
+    expect(text).toBe(`C${denseId(op.id)}Hi! Could you book me a haircut?`);
+    expect(text.length).toBe(op.content.length + 23);
+    expect(decodeStored('u', text)).toEqual(op);
+    expect(decodeMessage(text)).toEqual({ id: op.id, role: 'user', content: op.content, createdAt: new Date(op.createdAt), thread: 'main', tokens: op.tokens });
+    // No count at all (0.1's ops, a draft's start) stays none: the flag tells the two apart.
+    const none = base('no count');
+    expect(encodeMessage(none)).toBe(`8${denseId(none.id)}no count`);
+    expect(decodeStored('u', encodeMessage(none))).toEqual(none);
+  });
+
+  it('keeps the rare fields in a JSON tail before the content, which may hold anything', () => {
+    const tricky = '{"id":"not a header"}\nsecond line\n\n,"u":5}';
+    const id = next();
+    const op: AppendOp = {
+      kind: 'append',
+      user: 'u',
+      id,
+      thread: 'topic-1',
+      role: 'tool',
+      content: tricky,
+      createdAt: idTime(id) - 5,
+      key: 'upd:"1"\n',
+      meta: { u: 1, nested: { c: 2 } },
+      status: 'streaming',
+      tokens: 99,
+      updatedAt: 1_700_000_000_123,
+    };
+    const text = encodeMessage(op);
+    // The head of a tool message with a tail: 3 x 8 + 2 = 26, 'Q'.
+    expect(text.startsWith(`Q${denseId(id)}{"c":${op.createdAt},"h":"topic-1","k":`)).toBe(true);
+    expect(text.endsWith(`,"u":1700000000123}\n${tricky}`)).toBe(true);
+    expect(decodeStored('u', text)).toEqual(op);
+    expect(decodeOp('u', text)).toEqual(op);
+    expect(decodeMessage(text, 'ignored: the item names its thread')).toMatchObject({ thread: 'topic-1', content: tricky, tokens: 99 });
+    // An id the store did not make keeps the longer form (role letter, the id as it is, a flags digit), and its createdAt.
+    const odd = { ...base('x'), id: 'zzzzzzzzzzzzzzzzzzzzzzzzzz', createdAt: 0 };
+    expect(encodeMessage(odd)).toBe('uzzzzzzzzzzzzzzzzzzzzzzzzzz2{"c":0}\nx');
+    expect(decodeStored('u', encodeMessage(odd))).toEqual(odd);
+    // Dense ids sort like the ids they stand for, and map back.
+    const ids = Array.from({ length: 200 }, () => next());
+    ids.push('00000000000000000000000000', 'ZZZZZZZZZZZZZZZZZZZZZZZZZZ');
+    for (const x of ids) expect(sparseId(denseId(x))).toBe(x);
+    const byDense = [...ids].sort((x, y) => (denseId(x) < denseId(y) ? -1 : 1));
+    expect(byDense).toEqual([...ids].sort());
+    // Not something the store wrote: a typed error, not a wrong message.
+    expect(() => decodeMessage('x')).toThrow(expect.objectContaining({ code: ErrorCode.UNREADABLE_ENTRY }));
+    for (const text of ['Hello there', 'A short', 'unknown text of some length, more than 28 characters']) {
+      expect(() => decodeOp('u', text)).toThrow(expect.objectContaining({ code: ErrorCode.UNREADABLE_ENTRY }));
+    }
   });
 });
 

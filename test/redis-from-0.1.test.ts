@@ -4,7 +4,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { RedisAdapter } from '../src/index.js';
 import { Secrets, silentLogger } from '../src/logger.js';
 import { isMiss } from '../src/adapters/contract.js';
-import { createIdGenerator } from '../src/model/ids.js';
+import { denseId } from '../src/model/codec.js';
+import { createIdGenerator, idTime } from '../src/model/ids.js';
+import type { Op } from '../src/model/ops.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 import { makeStore } from './helpers/stores.js';
 
@@ -25,10 +27,10 @@ const key = (user: string, name: string) => `${names.keyPrefix}:{${user}}:${name
 const item01 = (messageId: string, content: string, createdAt: number, extra = '') =>
   `{"id":"${messageId}","role":"user","content":${JSON.stringify(content)},"createdAt":${createdAt}${extra}}`;
 
-function cacheAdapter(): RedisAdapter {
+function cacheAdapter(role: 'cache' | 'durable' = 'cache'): RedisAdapter {
   const adapter = new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix });
   adapter.bind({
-    role: 'cache',
+    role,
     historyLimit: 10,
     ttlMs: { history: 60_000, userData: 60_000, subscribers: 60_000 },
     logger: silentLogger,
@@ -128,4 +130,98 @@ describe('Redis data written by 0.1.0', () => {
       await store.close();
     }
   });
+
+  // After an upgrade a list holds items of both forms: 0.1's (and 0.2's) JSON, and the compact form
+  // written since. Lua tells them apart by their first character; every script must handle both.
+  for (const role of ['cache', 'durable'] as const) {
+    it(`a ${role} list mixing 0.1 items and compact ones: ordered inserts, edits in each form, a cut across both, threads`, async () => {
+      const user = `mixed01_${role}`;
+      const [a, between, b] = [id(), id(), id()];
+      const at = Date.UTC(2025, 5, 1);
+      await redis.rpush(key(user, 'h'), item01(a, 'old a', at), item01(b, 'old b', at + 2, ',"key":"tg:7"'));
+      if (role === 'cache') await redis.pexpire(key(user, 'h'), 60_000);
+      const adapter = cacheAdapter(role);
+      await adapter.connect();
+      const append = (messageId: string, content: string): Op => ({
+        kind: 'append',
+        user,
+        id: messageId,
+        thread: 'main',
+        role: 'assistant',
+        content,
+        createdAt: idTime(messageId),
+        tokens: 7,
+      });
+      try {
+        const [c, d] = [id(), id()];
+        // New items after the old ones, and one that belongs between them (found by id in either form).
+        await adapter.write([append(c, 'new c'), append(d, 'new d\nwith a line break'), append(between, 'new, between')]);
+        const items = await redis.lrange(key(user, 'h'), 0, -1);
+        expect(items.map((item) => item.startsWith('{"id":"'))).toEqual([true, false, true, false, false]);
+        const contents = async () => {
+          const read = await adapter.readHistory(user, 10);
+          if (isMiss(read)) throw new Error('the mixed list was not read');
+          return read.messages.map((m) => [m.id, m.content]);
+        };
+        expect(await contents()).toEqual([
+          [a, 'old a'],
+          [between, 'new, between'],
+          [b, 'old b'],
+          [c, 'new c'],
+          [d, 'new d\nwith a line break'],
+        ]);
+        // An old item stays JSON when edited, a compact one compact; each keeps its key, createdAt and thread.
+        const [editB, editC] = [id(), id()];
+        await adapter.write([
+          { kind: 'edit', user, id: editB, thread: 'main', target: b, content: 'old b, edited', updatedAt: at + 9, tokens: 3 },
+          { kind: 'edit', user, id: editC, thread: 'main', target: c, content: 'new c, edited', meta: { by: 'moderator' }, updatedAt: at + 10 },
+        ]);
+        const after = await redis.lrange(key(user, 'h'), 0, -1);
+        expect(after[2]).toBe(
+          `{"id":"${b}","v":"${editB}","role":"user","content":"old b, edited","createdAt":${at + 2},"key":"tg:7","tokens":3,"updatedAt":${at + 9}}`,
+        );
+        // 'J': assistant (2) x 8 + flags 3 (a stamp, a tail); the id in its dense form.
+        expect(after[3]).toBe(`J${denseId(c)}${editC}{"m":{"by":"moderator"},"u":${at + 10}}\nnew c, edited`);
+        expect(await adapter.readMessage(user, c)).toEqual({
+          id: c,
+          role: 'assistant',
+          content: 'new c, edited',
+          createdAt: new Date(idTime(c)),
+          thread: 'main',
+          meta: { by: 'moderator' },
+          updatedAt: new Date(at + 10),
+          // The edit carried no count: the default formula's of the new content.
+          tokens: 8,
+        });
+        // An older edit of either form changes nothing.
+        await adapter.write([
+          { kind: 'edit', user, id: editB.replace(/.$/, '0'), thread: 'main', target: b, content: 'stale' },
+          { kind: 'edit', user, id: editC.replace(/.$/, '0'), thread: 'main', target: c, content: 'stale' },
+        ]);
+        expect(await redis.lrange(key(user, 'h'), 0, -1)).toEqual(after);
+        if (role === 'durable') {
+          const { threads } = await adapter.listThreads(user, 10, null);
+          // createdAt from the oldest item (0.1's JSON), the newest id from a compact one, activity from the edits.
+          expect(threads).toEqual([
+            { id: 'main', title: null, messages: 5, createdAt: new Date(at), updatedAt: new Date(Math.max(at + 10, idTime(d))), lastId: d },
+          ]);
+        }
+        // A cut from 'between' through c takes items of both forms.
+        await adapter.write([{ kind: 'cut', user, id: id(), thread: 'main', from: between, to: c }]);
+        expect(await contents()).toEqual([
+          [a, 'old a'],
+          [d, 'new d\nwith a line break'],
+        ]);
+        // An id the store did not make (an adapter caller's) keeps the long compact form, and is found and edited all the same.
+        const own = `${d.slice(0, 25)}z`;
+        await adapter.write([append(own, 'own id')]);
+        expect((await redis.lrange(key(user, 'h'), -1, -1))[0]?.startsWith(`a${own}2`)).toBe(true);
+        await adapter.write([{ kind: 'edit', user, id: id(), thread: 'main', target: own, content: 'own id, edited', tokens: 5 }]);
+        expect(await adapter.readMessage(user, own)).toMatchObject({ id: own, content: 'own id, edited', tokens: 5, createdAt: new Date(idTime(own)) });
+        expect((await contents()).map(([x]) => x)).toEqual([a, d, own]);
+      } finally {
+        await adapter.close();
+      }
+    });
+  }
 });

@@ -1,4 +1,5 @@
 import { getEncoding } from 'js-tiktoken';
+import { decodeMessage } from '../src/model/codec.js';
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
@@ -58,7 +59,7 @@ describe.each(TOPOLOGIES)('token counts and budget reads (%s)', (topology) => {
     }
     if (hasRedis) {
       const items = await redis.lrange(`${names.keyPrefix}:{${user}}:h`, 0, -1);
-      out.redis = new Map(items.map((item) => [JSON.parse(item).id as string, JSON.parse(item).tokens as number]));
+      out.redis = new Map(items.map((item) => [decodeMessage(item).id, decodeMessage(item).tokens]));
     }
     return out;
   }

@@ -844,7 +844,7 @@ export class PostgresAdapter implements StorageAdapter {
 
   /** Many messages, one statement; each refused like in {@link #insertOne}. */
   #insertMany(tx: Sql | Tx, appends: AppendOp[]): PendingQuery<Row[]> {
-    const col = <T>(pick: (op: AppendOp) => T) => appends.map(pick);
+    const col = (pick: (op: AppendOp) => string | null) => textArray(appends, pick);
     const t = this.#t;
     return tx`
       with inserted as (
@@ -992,6 +992,23 @@ function foldBatch(ops: readonly Op[]): Batch {
     newest && newest.updatedAt === undefined && stamped ? { ...newest, updatedAt: stamped.updatedAt as number } : (newest as EditOp),
   );
   return { appends, users, threads, cuts, edits: newest, summaries: [...summaries.values()], changes };
+}
+
+const ARRAY_QUOTED = /[\\"]/g;
+
+/**
+ * A text[] literal of one column of `rows` (bound as text and cast by the statement): what
+ * postgres.js would send for a JavaScript array, made in one pass (a sync writes 60,000 of these
+ * values per batch, and its escaping runs two replaces on every one).
+ */
+function textArray<T>(rows: readonly T[], pick: (row: T) => string | null): string {
+  let out = '{';
+  for (let i = 0; i < rows.length; i++) {
+    const value = pick(rows[i] as T);
+    if (i > 0) out += ',';
+    out += value === null ? 'NULL' : `"${value.includes('"') || value.includes('\\') ? value.replace(ARRAY_QUOTED, '\\$&') : value}"`;
+  }
+  return `${out}}`;
 }
 
 function toMessage(row: Row): Message {

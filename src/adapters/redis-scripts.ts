@@ -1,6 +1,9 @@
 /*
- * Lua run atomically by Redis. History items and journal entries are JSON that starts with
- * {"id":"<26-character id>", so a script reads an id as string.sub(item, 8, 33).
+ * Lua run atomically by Redis. History items (and appends' journal entries) are compact messages
+ * (<head><22-character dense id>..., or <role><26-character id><flags>... for ids the store did
+ * not make), or JSON that starts with {"id":"<26-character id>" (items written before the compact
+ * form, other ops' journal entries): see src/model/codec.ts. A script reads an id by position,
+ * after looking at the first character, and compares ids in their 26-character form.
  */
 
 /** The flags a caller passes in ARGV, named once for the scripts and the adapter. */
@@ -17,10 +20,57 @@ export const FLAG = {
   draft: 'draft',
 } as const;
 
+/**
+ * The form of an item or journal entry: 0 JSON ({"id":"<id>"...), 1 compact with a 26-character
+ * id (<role s u a t><id><flags digit>...), 2 dense (<head 0-9A-V: role x 8 + flags><id: 22>...),
+ * with its flags; and its id in the 26-character form (Crockford base32) whatever the form.
+ */
+const ITEM = `
+local B32 = '0123456789ABCDEFGHJKMNPQRSTVWXYZ'
+local function form_of(item)
+  local b = string.byte(item, 1)
+  if b == 123 then return 0, 0 end
+  if b == 115 or b == 117 or b == 97 or b == 116 then return 1, string.byte(item, 28) - 48 end
+  return 2, (b >= 65 and b - 55 or b - 48) % 8
+end
+-- A character of the dense alphabet (-0-9A-Z_a-z, in ASCII order) as its value.
+local function d64(b)
+  if b >= 97 then return b - 59 elseif b == 95 then return 37 elseif b >= 65 then return b - 54 elseif b >= 48 then return b - 47 end
+  return 0
+end
+local function sparse_id(item)
+  local out = {}
+  for g = 2, 17, 5 do
+    local n = 0
+    for i = g, g + 4 do n = n * 64 + d64(string.byte(item, i)) end
+    for k = 5, 0, -1 do
+      local x = math.floor(n / 32 ^ k) % 32
+      out[#out + 1] = string.sub(B32, x + 1, x + 1)
+    end
+  end
+  local n = math.floor((d64(string.byte(item, 22)) * 64 + d64(string.byte(item, 23))) / 4)
+  local hi, lo = math.floor(n / 32), n % 32
+  out[#out + 1] = string.sub(B32, hi + 1, hi + 1)
+  out[#out + 1] = string.sub(B32, lo + 1, lo + 1)
+  return table.concat(out)
+end
+local function item_id(item)
+  local form = form_of(item)
+  if form == 0 then return string.sub(item, 8, 33) end
+  if form == 1 then return string.sub(item, 2, 27) end
+  return sparse_id(item)
+end
+-- Whether an item's id is at least \`id\`, the id of \`other\` (an item): two dense ids compare as
+-- they are (the append's hot path turns none back).
+local function id_at_least(item, id, other)
+  if form_of(item) == 2 and form_of(other) == 2 then return string.sub(item, 2, 23) >= string.sub(other, 2, 23) end
+  return item_id(item) >= id
+end
+`;
+
 const HELPERS = `
 local function expire(key, ttl) if ttl > 0 then redis.call('PEXPIRE', key, ttl) end end
-local function item_id(item) return string.sub(item, 8, 33) end
-`;
+${ITEM}`;
 
 /**
  * The pending index of a shard is a hash: user -> journal entries not yet acknowledged, counted
@@ -35,6 +85,12 @@ local function set_pending(index, pending, user, count)
   if count ~= was then redis.call('INCRBY', pending, math.max(count, 0) - was) end
 end
 local function count_pending(index, pending, user, n)
+  if n > 0 then
+    -- The usual case (a journaled write): counts only grow, so one HINCRBY says it all.
+    redis.call('HINCRBY', index, user, n)
+    redis.call('INCRBY', pending, n)
+    return
+  end
   set_pending(index, pending, user, tonumber(redis.call('HGET', index, user) or '0') + n)
 end
 `;
@@ -42,13 +98,56 @@ end
 /**
  * The user's other keys, named from the meta hash's (same slot): a script reaches them without
  * the caller listing them, and finds a user's thread lists through the set `l` (threads other than
- * 'main' that may hold a list; 'main' always may). An item's edit stamp is the `,"v":"<id>"` that
- * may follow its id; items of a list are in id order, so a message is found by bisection.
+ * 'main' that may hold a list; 'main' always may). An item's edit stamp follows its id (compact:
+ * when flags say so; JSON: as ,"v":"<id>"); items of a list are in id order, so a message is found
+ * by bisection. A compact item's createdAt is the time its id encodes unless its tail says
+ * otherwise (c), its updatedAt is the tail's last field (u).
  */
 const USER = `
 local function base_of(m) return string.sub(m, 1, -3) end
 local function list_key(base, thread) if thread == 'main' then return base .. ':h' end return base .. ':h:' .. thread end
-local function stamp_of(item) if string.sub(item, 35, 40) == ',"v":"' then return string.sub(item, 41, 66) end return '' end
+-- Where a compact item's stamp (or, without one, its tail or content) starts.
+local function after_id(form) return form == 1 and 29 or 24 end
+local function stamp_of(item)
+  local form, flags = form_of(item)
+  if form == 0 then
+    if string.sub(item, 35, 40) == ',"v":"' then return string.sub(item, 41, 66) end
+  elseif flags % 2 == 1 then
+    local at = after_id(form)
+    return string.sub(item, at, at + 25)
+  end
+  return ''
+end
+-- A compact item's tail (JSON text, ending at the first line break), or nil when it has none.
+local function tail_of(item)
+  local form, flags = form_of(item)
+  if math.floor(flags / 2) % 2 == 0 then return nil end
+  local start = after_id(form) + (flags % 2 == 1 and 26 or 0)
+  return string.sub(item, start, string.find(item, '\\n', start, true) - 1)
+end
+-- The time an id encodes (ms; Crockford base32, ids.ts), or nil when it encodes none.
+local function id_time(id)
+  local t = 0
+  for i = 1, 10 do
+    local d = string.find(B32, string.sub(id, i, i), 1, true)
+    if not d then return nil end
+    t = t * 32 + d - 1
+  end
+  return t
+end
+local function created_of(item)
+  if string.byte(item, 1) == 123 then return tonumber(string.match(item, ',"createdAt":(%-?%d+)')) or 0 end
+  local tail = tail_of(item)
+  local c = tail and string.match(tail, '^{"c":(%-?%d+)')
+  if c then return tonumber(c) end
+  return id_time(item_id(item)) or 0
+end
+-- updatedAt as the item writes it (digits), or nil.
+local function updated_of(item)
+  if string.byte(item, 1) == 123 then return string.match(item, ',"updatedAt":(%d+)}$') end
+  local tail = tail_of(item)
+  return tail and string.match(tail, '[{,]"u":(%d+)}$')
+end
 local function lists(base)
   local out = {{'main', base .. ':h'}}
   for _, t in ipairs(redis.call('SMEMBERS', base .. ':l')) do out[#out + 1] = {t, base .. ':h:' .. t} end
@@ -59,17 +158,13 @@ local function find(h, id)
   while lo <= hi do
     local mid = math.floor((lo + hi) / 2)
     local item = redis.call('LINDEX', h, mid)
-    local cur = string.sub(item, 8, 33)
+    local cur = item_id(item)
     if cur == id then return mid, item end
     if cur < id then lo = mid + 1 else hi = mid - 1 end
   end
   return nil, nil
 end
-local function activity(item)
-  local c = tonumber(string.match(item, ',"createdAt":(%-?%d+)')) or 0
-  local u = tonumber(string.match(item, ',"updatedAt":(%d+)}$')) or 0
-  return math.max(c, u)
-end
+local function activity(item) return math.max(created_of(item), tonumber(updated_of(item) or '0')) end
 `;
 
 /**
@@ -170,26 +265,66 @@ local function forget_ids(ik, gone)
   end
 end
 
--- An edited item, written from the old one: id, role, createdAt, thread and key kept, the rest the edit's
--- (the token count too: the edit's, or none, when the default formula counts the new content on read).
-local function edited(old, id, p)
-  local role = string.match(old, '"role":"(%a+)"')
-  local created = string.match(old, ',"createdAt":(%-?%d+)')
-  local thread = string.match(old, ',"createdAt":%-?%d+(,"thread":"[%w_%-]+")') or ''
-  local key = ''
-  if string.find(old, '"key":', 1, true) then
-    local k = cjson.decode(old).key
-    if type(k) == 'string' then key = ',"key":' .. cjson.encode(k) end
+-- An edit's payload: target, meta (JSON), status, updatedAt, token count, '1' when that count is
+-- the default formula's ('' for each field absent), then the content as it is (any text).
+local function edit_parts(payload)
+  local p, at = {}, 1
+  for i = 1, 6 do
+    local nl = string.find(payload, '\\n', at, true)
+    p[i] = string.sub(payload, at, nl - 1)
+    at = nl + 1
   end
-  local updated = p[5]
-  if updated == '' then updated = string.match(old, '(,"updatedAt":%d+)}$') or '' end
-  return '{"id":"' .. p[1] .. '","v":"' .. id .. '","role":"' .. role .. '","content":' .. p[2] .. ',"createdAt":' .. created .. thread .. p[3] .. key .. p[4] .. (p[6] or '') .. updated .. '}'
+  p[7] = string.sub(payload, at)
+  return p
 end
 
-local function split(text)
-  local out = {}
-  for part in string.gmatch(text .. '\\n', '([^\\n]*)\\n') do out[#out + 1] = part end
-  return out
+-- An edited item, written from the old one in the old one's form: id, role, createdAt, thread and
+-- key kept, the rest the edit's (the token count too: the edit's, or none, when the default formula
+-- counts the new content on read), updatedAt the edit's or else the old one's.
+local function edited(old, id, p)
+  local updated = p[4]
+  if updated == '' then updated = updated_of(old) or '' end
+  if string.byte(old, 1) == 123 then
+    local role = string.match(old, '"role":"(%a+)"')
+    local created = string.match(old, ',"createdAt":(%-?%d+)')
+    local thread = string.match(old, ',"createdAt":%-?%d+(,"thread":"[%w_%-]+")') or ''
+    local key = ''
+    if string.find(old, '"key":', 1, true) then
+      local k = cjson.decode(old).key
+      if type(k) == 'string' then key = ',"key":' .. cjson.encode(k) end
+    end
+    local meta = p[2] ~= '' and (',"meta":' .. p[2]) or ''
+    local status = p[3] ~= '' and (',"status":"' .. p[3] .. '"') or ''
+    local tokens = p[5] ~= '' and (',"tokens":' .. p[5]) or ''
+    if updated ~= '' then updated = ',"updatedAt":' .. updated end
+    return '{"id":"' .. p[1] .. '","v":"' .. id .. '","role":"' .. role .. '","content":' .. cjson.encode(p[7]) .. ',"createdAt":' .. created .. thread .. meta .. key .. status .. tokens .. updated .. '}'
+  end
+  local tail, fields = tail_of(old), {}
+  if tail then
+    local c = string.match(tail, '^{"c":(%-?%d+)')
+    if c then fields[#fields + 1] = '"c":' .. c end
+    local h = string.match(tail, '^{"h":"([%w_%-]+)"') or string.match(tail, '^{"c":%-?%d+,"h":"([%w_%-]+)"')
+    if h then fields[#fields + 1] = '"h":"' .. h .. '"' end
+    if string.find(tail, '"k":', 1, true) then
+      local k = cjson.decode(tail).k
+      if type(k) == 'string' then fields[#fields + 1] = '"k":' .. cjson.encode(k) end
+    end
+  end
+  if p[2] ~= '' then fields[#fields + 1] = '"m":' .. p[2] end
+  if p[3] ~= '' then fields[#fields + 1] = '"s":"' .. p[3] .. '"' end
+  if p[5] ~= '' and p[6] ~= '1' then fields[#fields + 1] = '"t":' .. p[5] end
+  if updated ~= '' then fields[#fields + 1] = '"u":' .. updated end
+  local flags = 1 + (#fields > 0 and 2 or 0) + (p[6] == '1' and 4 or 0)
+  local form = form_of(old)
+  local head
+  if form == 1 then head = string.sub(old, 1, 1) .. p[1] .. flags .. id
+  else
+    local b = string.byte(old, 1)
+    local h = math.floor((b >= 65 and b - 55 or b - 48) / 8) * 8 + flags
+    head = string.sub('0123456789ABCDEFGHIJKLMNOPQRSTUV', h + 1, h + 1) .. string.sub(old, 2, 23) .. id
+  end
+  if #fields == 0 then return head .. p[7] end
+  return head .. '{' .. table.concat(fields, ',') .. '}\\n' .. p[7]
 end
 
 -- The durable role's summaries (hash y): thread -> "<op id>\\n<covers>\\n<dirty>\\n<text>".
@@ -222,7 +357,7 @@ const DURABLE_APPEND = `
 const V2_BRANCHES = `
   elseif kind == 'edit' then
     local base = base_of(m)
-    local p = split(payload)
+    local p = edit_parts(payload)
     local target = p[1]
     local at, old = find(h, target)
     if not at and durable then
@@ -239,12 +374,12 @@ const V2_BRANCHES = `
     if at and stamp_of(old) < id then
       new = edited(old, id, p)
       redis.call('LSET', h, at, new)
-      if durable and p[5] ~= '' then raise_activity(base, thread, tonumber(string.match(p[5], '%d+'))) end
+      if durable and p[4] ~= '' then raise_activity(base, thread, tonumber(p[4])) end
     end
     if not durable then held = redis.call('EXISTS', h) end
     local r = base .. ':r'
     local record = draft_item(redis.call('HGET', r, target))
-    if p[4] == ',"status":"streaming"' then
+    if p[3] == 'streaming' then
       -- A draft's progress: recorded even with no copy held, from the last record.
       if not new and not at and not durable and record and stamp_of(record) < id then new = edited(record, id, p) end
       if new then
@@ -383,7 +518,7 @@ local ttl_m = math.max(ttl_h, ttl_u)
 -- Returns whether it inserted (false: the id was there).
 local function insert_ordered(h, id, item)
   local last = redis.call('LINDEX', h, -1)
-  if not last or item_id(last) < id then redis.call('RPUSH', h, item) return true end
+  if not last or not id_at_least(last, id, item) then redis.call('RPUSH', h, item) return true end
   local n = redis.call('LLEN', h)
   for i = -1, -n, -1 do
     local cur = redis.call('LINDEX', h, i)
@@ -418,7 +553,7 @@ ${full ? DURABLE_APPEND : "      error('the lean write script is for the cache r
       fresh = true
       if n > 0 then
         held = 1
-        if n > 1 and item_id(redis.call('LINDEX', h, -2)) >= id then
+        if n > 1 and id_at_least(redis.call('LINDEX', h, -2), id, payload) then
           redis.call('RPOP', h)
           fresh = insert_ordered(h, id, payload)
         end
@@ -591,7 +726,7 @@ return 1
 `;
 
 /** KEYS: m. ARGV: id. The message with that id in any list of the user: {thread, item}, or {} when none holds it. */
-export const READ_MESSAGE = `${USER}
+export const READ_MESSAGE = `${ITEM}${USER}
 local base = base_of(KEYS[1])
 for _, list in ipairs(lists(base)) do
   local at, item = find(list[2], ARGV[1])
@@ -601,7 +736,7 @@ return {}
 `;
 
 /** KEYS: m, d. ARGV: ttl of the meta hash. Drops every list of the user and its data copy, and moves the version. */
-export const INVALIDATE = `${USER}
+export const INVALIDATE = `${ITEM}${USER}
 local base = base_of(KEYS[1])
 for _, list in ipairs(lists(base)) do redis.call('DEL', list[2]) end
 redis.call('DEL', base .. ':l', KEYS[2])
@@ -615,7 +750,7 @@ return 1
  * count, oldest message's createdAt ('' for none), newest message id ('' for none), latest
  * message activity (ms), title as JSON ('' for none), title stamp ('' for none).
  */
-export const LIST_THREADS = `${USER}
+export const LIST_THREADS = `${ITEM}${USER}
 local base = base_of(KEYS[1])
 local t = base .. ':t'
 local out = {}
@@ -626,8 +761,8 @@ for _, list in ipairs(lists(base)) do
   if n > 0 or info[2] then
     local created, last = '', ''
     if n > 0 then
-      created = string.match(redis.call('LINDEX', h, 0), ',"createdAt":(%-?%d+)')
-      last = string.sub(redis.call('LINDEX', h, -1), 8, 33)
+      created = string.format('%d', created_of(redis.call('LINDEX', h, 0)))
+      last = item_id(redis.call('LINDEX', h, -1))
     end
     for _, value in ipairs({thread, n, created, last, info[1] or '0', info[2] or '', info[3] or ''}) do out[#out + 1] = value end
   end
@@ -671,28 +806,41 @@ local function pop(j, entries, n)
 end
 `;
 
+/**
+ * ARGV from \`first\` on: 'ends', then the count of the entries the durable tier now has, the
+ * first and the last (the usual case: they are the journal's head, and sending them all back
+ * would cost a copy of the journal); or 'all', then every entry. Ends that are not the journal's
+ * head pop nothing and answer nil: the caller sends every entry then.
+ */
 const ENTRIES_FROM = (first: number) => `
-local entries = {}
-for i = ${first}, #ARGV do entries[#entries + 1] = ARGV[i] end
+local entries, n = {}, 0
+if ARGV[${first}] == 'ends' then
+  n = tonumber(ARGV[${first + 1}])
+  if redis.call('LINDEX', KEYS[1], 0) ~= ARGV[${first + 2}] or redis.call('LINDEX', KEYS[1], n - 1) ~= ARGV[${first + 3}] then return nil end
+  entries[1], entries[n] = ARGV[${first + 2}], ARGV[${first + 3}]
+else
+  for i = ${first + 1}, #ARGV do entries[#entries + 1] = ARGV[i] end
+  n = #entries
+end
 `;
 
 /**
  * One Redis. KEYS: j, pending index, pending counter. ARGV: user, then the entries the durable
- * tier now has. Pops each entry only while it is at the head (an entry another syncer already
- * removed, or one written since, is safe) and sets the user's count to what is left, all at once:
- * no crash or concurrent write can leave an entry that the index does not point to. Returns
- * {popped, left}.
+ * tier now has (see ENTRIES_FROM). Pops each entry only while it is at the head (an entry another
+ * syncer already removed, or one written since, is safe) and sets the user's count to what is
+ * left, all at once: no crash or concurrent write can leave an entry that the index does not
+ * point to. Returns {popped, left}, or nil (ends that are not the head).
  */
 export const ACK = `${PENDING}${POP}${ENTRIES_FROM(2)}
-local popped = pop(KEYS[1], entries, #entries)
+local popped = pop(KEYS[1], entries, n)
 local left = redis.call('LLEN', KEYS[1])
 set_pending(KEYS[2], KEYS[3], ARGV[1], left)
 return {popped, left}
 `;
 
-/** A Cluster's first ack step, in the user's slot. KEYS: j. ARGV: entries. Returns {popped, left}. */
+/** A Cluster's first ack step, in the user's slot. KEYS: j. ARGV: the entries (see ENTRIES_FROM). Returns {popped, left}, or nil. */
 export const ACK_JOURNAL = `${POP}${ENTRIES_FROM(1)}
-local popped = pop(KEYS[1], entries, #entries)
+local popped = pop(KEYS[1], entries, n)
 return {popped, redis.call('LLEN', KEYS[1])}
 `;
 

@@ -3,6 +3,7 @@ import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import type { AdapterConfig, CacheMiss, HistoryRead, HistoryReadOptions, ThreadRecord, ThreadRecordPage, UserRecord, WriteOutcome } from './contract.js';
 import type { CacheAdapter, JournalEntry } from '../cache/contract.js';
 import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../model/codec.js';
+import { defaultTokens } from '../model/budget.js';
 import { withDeadline } from '../routing/deadline.js';
 import { adapterInUse, adapterNotBound, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
@@ -581,8 +582,13 @@ export class RedisAdapter implements CacheAdapter {
   async ack(user: string, entries: readonly string[]): Promise<number> {
     const j = this.#keys.user(user)[3];
     const [index, count, idle] = this.#keys.pending(this.#keys.shardOf(user));
-    if (!this.cluster) return ((await this.#eval(S.ack, [j, index, count], [user, ...entries])) as [number, number])[1];
-    const [popped, left] = (await this.#eval(S.ackJournal, [j], entries as string[])) as [number, number];
+    // The ends first (the journal's head, unless another syncer moved it); every entry when not.
+    const ends = entries.length > 2 ? ['ends', entries.length, entries[0] as string, entries.at(-1) as string] : undefined;
+    const pop = async (script: Script, keys: string[], head: (string | number)[]) =>
+      (ends && ((await this.#eval(script, keys, [...head, ...ends])) as [number, number] | null)) ??
+      ((await this.#eval(script, keys, [...head, 'all', ...entries])) as [number, number]);
+    if (!this.cluster) return (await pop(S.ack, [j, index, count], [user]))[1];
+    const [popped, left] = await pop(S.ackJournal, [j], []);
     await this.#eval(S.ackIndex, [index, count, idle], [user, popped, left, Date.now(), Math.max(IDLE_COUNT_MS, 20 * this.timeoutMs)]);
     return left;
   }
@@ -795,12 +801,11 @@ function payload(op: Op): string {
     case 'summary':
       return `${op.covers}\n${op.text}`;
     case 'edit': {
-      // The fields an edit replaces, as an item encodes them; the script keeps the rest of the old item.
-      const meta = op.meta === undefined ? '' : `,"meta":${JSON.stringify(op.meta)}`;
-      const status = op.status === undefined ? '' : `,"status":"${op.status}"`;
-      const updated = op.updatedAt === undefined ? '' : `,"updatedAt":${op.updatedAt}`;
-      const tokens = op.tokens === undefined ? '' : `,"tokens":${op.tokens}`;
-      return [op.target, JSON.stringify(op.content), meta, status, updated, tokens].join('\n');
+      // The fields an edit replaces, one per line ('' for each absent), the content last: the
+      // script writes the item anew from them and the fields of the old item it keeps.
+      const byDefault = op.tokens !== undefined && op.tokens === defaultTokens(op);
+      const meta = op.meta === undefined ? '' : JSON.stringify(op.meta);
+      return [op.target, meta, op.status ?? '', op.updatedAt ?? '', op.tokens ?? '', byDefault ? '1' : '', op.content].join('\n');
     }
     default:
       return '';

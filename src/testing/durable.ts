@@ -85,7 +85,10 @@ export function durableTests(c: ContractContext): void {
         createdAt: createdAt + 1,
         meta: { tool: 'search', n: 2, ok: true, list: [1, null, 'x'] },
       };
-      await adapter.write([plain, withMeta]);
+      // Text that means something inside an array literal (a batch may carry its columns as one).
+      const literal: Op = { kind: 'append', user: u, id: c.id(), thread: 'main', role: 'user', content: 'NULL', createdAt: createdAt + 2, tokens: 1 };
+      const braces: Op = { kind: 'append', user: u, id: c.id(), thread: 'main', role: 'user', content: '{a,"b"}\\', createdAt: createdAt + 3, tokens: 2 };
+      await adapter.write([plain, withMeta, literal, braces]);
       const read = await adapter.readHistory(u, limit);
       if (isMiss(read)) throw new Error('a durable tier answered a miss');
       expect(read.messages).toEqual([
@@ -100,6 +103,8 @@ export function durableTests(c: ContractContext): void {
           thread: 'main',
           tokens: 4,
         },
+        { id: literal.id, role: 'user', content: 'NULL', createdAt: new Date(createdAt + 2), thread: 'main', tokens: 1 },
+        { id: braces.id, role: 'user', content: '{a,"b"}\\', createdAt: new Date(createdAt + 3), thread: 'main', tokens: 2 },
       ]);
       expect(read.floor).toBe('');
     }),

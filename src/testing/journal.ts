@@ -102,6 +102,30 @@ export function journalTests(c: ContractContext): void {
   );
 
   c.it(
+    'ack of a long read: whole when it is the head, only what is still at the head when another syncer took part of it',
+    w(async (cache) => {
+      const u = c.user();
+      const before = await cache.pendingCount();
+      const ops = Array.from({ length: 7 }, (_, i) => c.append(u, `message ${i}`));
+      await cache.write(ops.slice(0, 6), { pending: true });
+      const read = (await entries(cache, u)).map((e) => e.raw);
+      await cache.write([ops[6] as Op], { pending: true });
+      // Another syncer acknowledged the first two meanwhile: the ends no longer match the head.
+      expect(await cache.ack(u, read.slice(0, 2))).toBe(5);
+      expect(await cache.ack(u, read.slice(0, 4))).toBe(3);
+      expect(await cache.readPending(u)).toEqual(ops.slice(4));
+      expect(await cache.pendingCount()).toBe(before + 3);
+      // The rest of the read is the head: it goes in one step, the later write stays.
+      expect(await cache.ack(u, read.slice(4))).toBe(1);
+      expect(await cache.readPending(u)).toEqual([ops[6]]);
+      // A stale read takes nothing; one whose first entry is the head but whose last is not takes the head only.
+      expect(await cache.ack(u, [...read.slice(0, 2), 'not an entry'])).toBe(1);
+      expect(await cache.ack(u, [(await entries(cache, u))[0]!.raw, 'not an entry', 'nor this'])).toBe(0);
+      expect(await cache.pendingCount()).toBe(before);
+    }),
+  );
+
+  c.it(
     'a delete drops the journal entries older than it, and their count',
     w(async (cache) => {
       const u = c.user();
