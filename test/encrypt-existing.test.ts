@@ -1,29 +1,17 @@
-import { afterEach, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { BuiltCli } from './helpers/cli.js';
 import { ErrorCode, PostgresAdapter, type TieredStore } from '../src/index.js';
 import { encryptExisting } from '../src/crypto/encrypt-existing.js';
 import { KeyRing } from '../src/crypto/keys.js';
 import { Secrets, silentLogger } from '../src/logger.js';
-import { encryption, K1, K2, rawPostgres, rawRedis } from './helpers/encryption.js';
-import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
-import { isolation, makeStore } from './helpers/stores.js';
+import { cleanups, encryption, K1, K2, rawPostgres, rawRedis } from './helpers/encryption.js';
+import { databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
+import { makeStore } from './helpers/stores.js';
 
 // encrypt-existing: the rows PostgreSQL holds from before encryption are sealed in batches; a run
 // stopped part way resumes where it stopped; a bot editing rows meanwhile is never undone.
 
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const close of cleanup.splice(0).reverse()) await close();
-});
-
-function names(name: string): Isolation {
-  const n = isolation(name);
-  cleanup.push(async () => {
-    await cleanupRedis(redisUrl(), n.keyPrefix);
-    await cleanupPostgres(databaseUrl(), n.schema);
-  });
-  return n;
-}
+const { cleanup, names } = cleanups();
 
 function adapter(n: Isolation): PostgresAdapter {
   const pg = new PostgresAdapter({ url: databaseUrl(), schema: n.schema });

@@ -1,28 +1,16 @@
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ErrorCode, type TieredStore } from '../src/index.js';
-import { K1, K2 } from './helpers/encryption.js';
-import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
-import { isolation, makeStore } from './helpers/stores.js';
+import { cleanups, K1, K2 } from './helpers/encryption.js';
+import { databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
+import { makeStore } from './helpers/stores.js';
 
 // Rotation of the master key under writers: rotateEncryptionKey switches new wraps to the new key
 // at once and re-wraps every data key Redis and PostgreSQL hold; writes going on meanwhile (new
 // users among them) all stay readable, and afterwards the old master key can be dropped.
 
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const close of cleanup.splice(0).reverse()) await close();
-});
-
-function names(name: string): Isolation {
-  const n = isolation(name);
-  cleanup.push(async () => {
-    await cleanupRedis(redisUrl(), n.keyPrefix);
-    await cleanupPostgres(databaseUrl(), n.schema);
-  });
-  return n;
-}
+const { cleanup, names } = cleanups();
 
 /** Master key ids of every live data key, per tier. */
 async function masters(n: Isolation): Promise<{ postgres: string[]; redis: string[] }> {

@@ -1,31 +1,19 @@
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ErrorCode, PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions } from '../src/index.js';
 import { Secrets, silentLogger } from '../src/logger.js';
 import { encryptionFromEnv } from '../src/env.js';
-import { encryption, K1, K2, rawPostgres, rawRedis } from './helpers/encryption.js';
-import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
-import { isolation, makeStore, type Topology } from './helpers/stores.js';
+import { cleanups, encryption, K1, K2, rawPostgres, rawRedis } from './helpers/encryption.js';
+import { databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
+import { makeStore, type Topology } from './helpers/stores.js';
 
 // Encryption at rest on the real servers: what reaches Redis, PostgreSQL and Redis's journal is
 // ciphertext in every layout, reads give the plaintext back, a ciphertext moved to another user or
 // field does not open, deleteUser makes copies of the user's rows unreadable, and plaintext left
 // from before is refused unless allowPlaintext.
 
-const cleanup: (() => Promise<unknown>)[] = [];
-afterEach(async () => {
-  for (const close of cleanup.splice(0).reverse()) await close();
-});
-
-function names(name: string): Isolation {
-  const n = isolation(name);
-  cleanup.push(async () => {
-    await cleanupRedis(redisUrl(), n.keyPrefix);
-    await cleanupPostgres(databaseUrl(), n.schema);
-  });
-  return n;
-}
+const { cleanup, names } = cleanups();
 
 function store(topology: Topology, n: Isolation, options: TieredStoreOptions = {}): TieredStore {
   const s = makeStore(topology, n, { encryption: encryption(), ...options });

@@ -3,6 +3,9 @@ import postgres from 'postgres';
 import type { DataKeyStore, EncryptionOptions } from '../../src/index.js';
 import { isSealed, open, type SealedField, sealedKeyId } from '../../src/crypto/cipher.js';
 import { DataKeys, KeyRing } from '../../src/crypto/keys.js';
+import { afterEach } from 'vitest';
+import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl, type Isolation } from './services.js';
+import { isolation } from './stores.js';
 
 /** Two master keys for tests (fixed bytes, so a leak of one would be easy to grep for). */
 export const K1 = Buffer.alloc(32, 0x11);
@@ -85,4 +88,24 @@ export async function postgresOpener(url: string, schema: string, options: Encry
     },
     close: () => sql.end({ timeout: 1 }),
   };
+}
+
+/**
+ * A test file's clean-up: `cleanup` takes closers, run newest first after each test; `names` gives
+ * an isolated key prefix and schema, removed after the test.
+ */
+export function cleanups(): { cleanup: (() => Promise<unknown>)[]; names: (name: string) => Isolation } {
+  const cleanup: (() => Promise<unknown>)[] = [];
+  afterEach(async () => {
+    for (const close of cleanup.splice(0).reverse()) await close();
+  });
+  const names = (name: string): Isolation => {
+    const n = isolation(name);
+    cleanup.push(async () => {
+      await cleanupRedis(redisUrl(), n.keyPrefix);
+      await cleanupPostgres(databaseUrl(), n.schema);
+    });
+    return n;
+  };
+  return { cleanup, names };
 }
