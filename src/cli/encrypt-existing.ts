@@ -1,6 +1,6 @@
 import type { PostgresAdapter } from '../adapters/postgres.js';
 import type { RedisAdapter } from '../adapters/redis.js';
-import { encryptExisting, type EncryptExistingReport } from '../crypto/encrypt-existing.js';
+import { emptyReport, encryptExisting, type EncryptExistingReport } from '../crypto/encrypt-existing.js';
 import { KeyRing } from '../crypto/keys.js';
 import { fromEnv } from '../env.js';
 import { Secrets } from '../logger.js';
@@ -47,20 +47,7 @@ export async function encryptExistingCommand(flags: Flags, env: Env, output: Out
     );
   }
   const ring = new KeyRing(encryption);
-  const report: EncryptExistingCommandReport = {
-    ok: false,
-    schema,
-    tables: {
-      messages: { read: 0, sealed: 0, changedMeanwhile: 0 },
-      users: { read: 0, sealed: 0, changedMeanwhile: 0 },
-      threads: { read: 0, sealed: 0, changedMeanwhile: 0 },
-      summaries: { read: 0, sealed: 0, changedMeanwhile: 0 },
-    },
-    batches: 0,
-    done: false,
-    invalidated: 0,
-    errors: [],
-  };
+  const report: EncryptExistingCommandReport = { ok: false, schema, ...emptyReport(), invalidated: 0, errors: [] };
   try {
     Object.assign(report, await run(flags, ring, redis, postgres, report, output));
   } catch (error) {

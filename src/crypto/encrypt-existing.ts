@@ -60,21 +60,18 @@ export interface EncryptExistingReport {
  * `encrypt_progress`, and a run starts from there. Safe while bots write: each row is updated only
  * if the columns it seals still hold what the batch read (a concurrent edit, itself sealed, wins).
  */
+/** A report of nothing done yet. */
+export function emptyReport(): EncryptExistingReport {
+  const none = () => ({ read: 0, sealed: 0, changedMeanwhile: 0 });
+  return { tables: { messages: none(), users: none(), threads: none(), summaries: none() }, batches: 0, done: false };
+}
+
 export async function encryptExisting(options: EncryptExistingOptions): Promise<EncryptExistingReport> {
   const { postgres, batch } = options;
   const sealer = new SealedAdapter(postgres, options.ring);
   const sql = postgres.sql;
   const progress = sql(`${postgres.schema}.encrypt_progress`);
-  const report: EncryptExistingReport = {
-    tables: {
-      messages: { read: 0, sealed: 0, changedMeanwhile: 0 },
-      users: { read: 0, sealed: 0, changedMeanwhile: 0 },
-      threads: { read: 0, sealed: 0, changedMeanwhile: 0 },
-      summaries: { read: 0, sealed: 0, changedMeanwhile: 0 },
-    },
-    batches: 0,
-    done: false,
-  };
+  const report = emptyReport();
   const saved = new Map((await sql`select step, cursor from ${progress}`).map((r) => [r.step as string, JSON.parse(r.cursor as string) as string[]]));
   for (const step of STEPS) {
     const counts = report.tables[step.table];
