@@ -16,7 +16,18 @@ import { withDeadline } from '../routing/deadline.js';
 import { adapterInUse, ConfigurationError, ErrorCode, TierError } from '../errors.js';
 import { loadPeer } from '../load.js';
 import { maskUrl } from '../logger.js';
-import { applyOp, emptyUserState, MAIN_THREAD, type AppendOp, type EditOp, type Op, type SummaryOp, type SummaryRecord, type UserState } from '../model/ops.js';
+import {
+  applyOp,
+  emptyUserState,
+  MAIN_THREAD,
+  type AppendOp,
+  type CutOp,
+  type EditOp,
+  type Op,
+  type SummaryOp,
+  type SummaryRecord,
+  type UserState,
+} from '../model/ops.js';
 import { idTime } from '../model/ids.js';
 import { defaultTokens } from '../model/budget.js';
 import { positive } from '../options.js';
@@ -207,6 +218,7 @@ export class PostgresAdapter implements StorageAdapter {
   async #write(ops: readonly Op[]): Promise<WriteOutcome[] | undefined> {
     const only = ops.length === 1 ? ops[0] : undefined;
     if (only?.kind === 'append') return [await this.#appendOne(only)];
+    if (only?.kind === 'cut') return void (await this.#q(this.#cutOne(only)));
     if (ops.length === 0) return undefined;
     const steps = this.#steps(foldBatch(ops));
     // One statement is atomic by itself: a transaction only when a batch needs several, and then
@@ -797,6 +809,27 @@ export class PostgresAdapter implements StorageAdapter {
       update ${tx(t.threads)} h set updated_at = greatest(h.updated_at, e.at)
       from (select user_id, thread, max(updated_at) as at from edited where updated_at is not null group by user_id, thread) e
       where h.user_id = e.user_id and h.thread = e.thread`;
+  }
+
+  /**
+   * One cut (deleteMessage, truncateAfter), as {@link #steps} writes it with no arrays to unnest:
+   * the range kept as a tombstone, its messages deleted (the trigger uncounts them), and a summary
+   * covering part of it marked for a rerun.
+   */
+  #cutOne(op: CutOp): PendingQuery<Row[]> {
+    const t = this.#t;
+    const sql = this.#sql;
+    return sql`
+      with recorded as (
+        insert into ${sql(t.cuts)} (user_id, thread, from_id, to_id) values (${op.user}, ${op.thread}, ${op.from}, ${op.to})
+        on conflict do nothing
+      ), removed as (
+        delete from ${sql(t.messages)} m
+        where m.user_id = ${op.user} and m.thread = ${op.thread} and m.id >= ${op.from} collate "C" and m.id <= ${op.to} collate "C"
+      )
+      update ${sql(t.summaries)} s set dirty = ${op.id}
+      where s.user_id = ${op.user} and s.thread = ${op.thread} and s.text is not null and ${op.id} > s.summary_v collate "C"
+        and ${op.from} <= s.covers collate "C" and ${op.id} > s.dirty collate "C"`;
   }
 
   /** {@link #edit} of one message (updateMessage, a draft's flush or finish): the same rules, with no arrays to unnest. */
