@@ -186,3 +186,20 @@ describe.each(TOPOLOGIES)('threads, messages by id and drafts (%s)', (topology) 
     expect((await store.listThreads(user)).threads.map((t) => [t.id, t.messages])).toEqual([['main', 1]]);
   });
 });
+
+it('Redis alone: a delete leaves its thread as recent as the newest message it keeps', async () => {
+  const store = makeStore('redis only', names, { l1: false });
+  try {
+    const user = newUser();
+    const first = await store.addMemory(user, 'user', 'first', { thread: 'a' });
+    await sleep(5);
+    const second = await store.addMemory(user, 'user', 'second', { thread: 'a' });
+    expect((await store.listThreads(user)).threads[0]?.updatedAt).toEqual(second.createdAt);
+    await store.deleteMessage(user, second.id);
+    const [a] = (await store.listThreads(user)).threads;
+    expect(a).toMatchObject({ id: 'a', messages: 1 });
+    expect(a?.updatedAt).toEqual(first.createdAt);
+  } finally {
+    await store.close();
+  }
+});

@@ -54,6 +54,25 @@ local function sparse_id(item)
   out[#out + 1] = string.sub(B32, lo + 1, lo + 1)
   return table.concat(out)
 end
+local D64 = '-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz'
+-- A 26-character id in the dense form (the inverse of sparse_id), to compare dense items as they are.
+local function dense_id(id)
+  local out = {}
+  local function b32(i) return (string.find(B32, string.sub(id, i, i), 1, true) or 1) - 1 end
+  for g = 1, 19, 6 do
+    local n = 0
+    for i = g, g + 5 do n = n * 32 + b32(i) end
+    for k = 4, 0, -1 do
+      local x = math.floor(n / 64 ^ k) % 64
+      out[#out + 1] = string.sub(D64, x + 1, x + 1)
+    end
+  end
+  local n = (b32(25) * 32 + b32(26)) * 4
+  local hi, lo = math.floor(n / 64), n % 64
+  out[#out + 1] = string.sub(D64, hi + 1, hi + 1)
+  out[#out + 1] = string.sub(D64, lo + 1, lo + 1)
+  return table.concat(out)
+end
 local function item_id(item)
   local form = form_of(item)
   if form == 0 then return string.sub(item, 8, 33) end
@@ -62,6 +81,20 @@ local function item_id(item)
 end
 -- Whether an item's id is at least \`id\`, the id of \`other\` (an item): two dense ids compare as
 -- they are (the append's hot path turns none back).
+-- A test of whether an item's id is in [lo, hi] ('' lo: no lower bound; a lo of id..'!' means
+-- above id), with dense items compared in their own form (no id decoded per item).
+local function id_range(lo, hi)
+  local strict = #lo == 27
+  local dlo, dhi = lo ~= '' and dense_id(string.sub(lo, 1, 26)) or '', dense_id(hi)
+  return function(item)
+    if form_of(item) == 2 then
+      local k = string.sub(item, 2, 23)
+      return (lo == '' or k > dlo or (k == dlo and not strict)) and k <= dhi
+    end
+    local x = item_id(item)
+    return x >= lo and x <= hi
+  end
+end
 local function id_at_least(item, id, other)
   if form_of(item) == 2 and form_of(other) == 2 then return string.sub(item, 2, 23) >= string.sub(other, 2, 23) end
   return item_id(item) >= id
@@ -197,20 +230,25 @@ local function keep_only(h, keep)
   if ttl > 0 and #keep > 0 then redis.call('PEXPIRE', h, ttl) end
 end
 
--- Removes the items whose id is doomed; returns their ids and the latest activity of those kept.
+-- Removes the items the test doomed (see id_range) picks; returns their ids and the
+-- latest activity of those kept. A compact item without a tail is as active as its id's time,
+-- which grows along the list: only the last such item kept is asked.
 -- A few go one LREM each (an item holds its id, so it is unique); more, and the list is rewritten.
 local function remove_where(h, doomed)
-  local keep, gone, items, act = {}, {}, {}, 0
+  local keep, gone, items, act, plain = {}, {}, {}, 0, nil
   for _, item in ipairs(redis.call('LRANGE', h, 0, -1)) do
-    local id = item_id(item)
-    if doomed(id) then
-      gone[#gone + 1] = id
+    if doomed(item) then
+      gone[#gone + 1] = item_id(item)
       items[#items + 1] = item
     else
       keep[#keep + 1] = item
-      if durable then act = math.max(act, activity(item)) end
+      if durable then
+        local form, flags = form_of(item)
+        if form ~= 0 and math.floor(flags / 2) % 2 == 0 then plain = item else act = math.max(act, activity(item)) end
+      end
     end
   end
+  if plain then act = math.max(act, activity(plain)) end
   if #gone > 8 then keep_only(h, keep)
   else for _, item in ipairs(items) do redis.call('LREM', h, 1, item) end end
   return gone, act
@@ -392,7 +430,7 @@ const V2_BRANCHES = `
     end
   elseif kind == 'cut' then
     local from, to = string.match(payload, '^([^\\n]*)\\n(.*)$')
-    local doomed = function(x) return from <= x and x <= to end
+    local doomed = id_range(from, to)
     if durable then
       local base, pair = base_of(m), from .. ' ' .. to
       local c = base .. ':c'
@@ -426,7 +464,7 @@ const V2_BRANCHES = `
           end
           if #kept > 0 then redis.call('HSET', c, thread, table.concat(kept, '\\n')) else redis.call('HDEL', c, thread) end
         end
-        local gone, act = remove_where(h, function(x) return x <= id end)
+        local gone, act = remove_where(h, id_range('', id))
         if #gone > 0 then
           set_activity(base, thread, act)
           forget_ids(ik, gone)
@@ -487,7 +525,7 @@ const DELETE_BRANCH = `
       local y = base .. ':y'
       for _, field in ipairs(redis.call('HKEYS', y)) do erase_summary(base, field, id) end
       for _, list in ipairs(all) do
-        local gone, act = remove_where(list[2], function(x) return x <= id end)
+        local gone, act = remove_where(list[2], id_range('', id))
         if #gone > 0 then set_activity(base, list[1], act) end
       end
     end
