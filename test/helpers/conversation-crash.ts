@@ -1,7 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import postgres from 'postgres';
 import { PostgresAdapter, RedisAdapter, TieredStore, type Message, type TieredStoreOptions, type WriteMode } from '../../src/index.js';
+import { Worker } from './worker.js';
 
 /** What test/helpers/conversation-crash-worker.ts does; passed as JSON in CRASH_CONFIG. */
 export interface ConversationCrashConfig {
@@ -73,27 +72,16 @@ export class ConversationChild {
   ackCount = 0;
   #inflight = new Map<string, OpDesc>();
   #waiters: { test: () => boolean; resolve: () => void }[] = [];
-  #stderr = '';
+  readonly #worker: Worker;
 
-  private constructor(readonly child: ChildProcess) {
-    let buffer = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
-      const parts = buffer.split('\n');
-      buffer = parts.pop() ?? '';
-      for (const line of parts) this.#line(line);
-    });
-    child.stderr!.on('data', (chunk: Buffer) => (this.#stderr = (this.#stderr + chunk.toString()).slice(-4000)));
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  private constructor(config: ConversationCrashConfig) {
+    this.#worker = new Worker('test/helpers/conversation-crash-worker.ts', { CRASH_CONFIG: JSON.stringify(config) }, (line) => this.#line(line));
+    this.exited = this.#worker.exited;
     void this.exited.then(() => children.delete(this));
   }
 
   static start(config: ConversationCrashConfig): ConversationChild {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/conversation-crash-worker.ts'], {
-      env: { ...process.env, CRASH_CONFIG: JSON.stringify(config) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const c = new ConversationChild(child);
+    const c = new ConversationChild(config);
     for (const user of config.users) c.users.set(user, { acked: [], uncertain: undefined, harmlessFailures: 0, updates: new Map(), stopped: false });
     children.add(c);
     return c;
@@ -167,25 +155,21 @@ export class ConversationChild {
 
   /** The child's stderr (the last 4000 characters): why it died, when it died by itself. */
   get stderr(): string {
-    return this.#stderr;
+    return this.#worker.stderr;
   }
 
   /** Whether the process ended without our SIGKILL. */
   get diedByItself(): boolean {
-    return this.child.exitCode !== null;
+    return this.#worker.child.exitCode !== null;
   }
 
   tail(lines = 15): string {
-    return [...this.lines.slice(-lines), this.#stderr.trim()].filter(Boolean).join('\n');
+    return [...this.lines.slice(-lines), this.#worker.stderr.trim()].filter(Boolean).join('\n');
   }
 
   /** SIGKILL; what was in flight becomes each user's uncertain op. */
   async kill(): Promise<void> {
-    if (this.child.exitCode === null && this.child.signalCode === null) {
-      const exited = once(this.child, 'exit');
-      this.child.kill('SIGKILL');
-      await exited;
-    }
+    await this.#worker.kill();
     for (const [user, op] of this.#inflight) {
       const log = this.users.get(user) as UserLog;
       if (log.uncertain) throw new Error(`user ${user} has an op in flight after one that failed: its loop should have stopped`);

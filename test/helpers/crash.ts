@@ -1,6 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import postgres from 'postgres';
+import { Worker } from './worker.js';
 import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions, type WriteMode } from '../../src/index.js';
 
 /** Where a sync pass holds a step until a write for its user is acknowledged, and after which step it stops. */
@@ -45,27 +44,16 @@ export class CrashChild {
   readonly lines: string[] = [];
   readonly exited: Promise<number | null>;
   #waiters: { test: (line: string) => boolean; resolve: (line: string) => void }[] = [];
-  #stderr = '';
+  readonly #worker: Worker;
 
-  private constructor(readonly child: ChildProcess) {
-    let buffer = '';
-    child.stdout!.on('data', (chunk: Buffer) => {
-      buffer += chunk.toString();
-      const parts = buffer.split('\n');
-      buffer = parts.pop() ?? '';
-      for (const line of parts) this.#line(line);
-    });
-    child.stderr!.on('data', (chunk: Buffer) => (this.#stderr = (this.#stderr + chunk.toString()).slice(-4000)));
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)));
+  private constructor(config: CrashConfig) {
+    this.#worker = new Worker('test/helpers/crash-worker.ts', { CRASH_CONFIG: JSON.stringify(config) }, (line) => this.#line(line));
+    this.exited = this.#worker.exited;
     void this.exited.then(() => children.delete(this));
   }
 
   static start(config: CrashConfig): CrashChild {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/crash-worker.ts'], {
-      env: { ...process.env, CRASH_CONFIG: JSON.stringify(config) },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    const crash = new CrashChild(child);
+    const crash = new CrashChild(config);
     children.add(crash);
     return crash;
   }
@@ -113,15 +101,12 @@ export class CrashChild {
   }
 
   tail(lines = 15): string {
-    return [...this.lines.slice(-lines), this.#stderr.trim()].filter(Boolean).join('\n');
+    return [...this.lines.slice(-lines), this.#worker.stderr.trim()].filter(Boolean).join('\n');
   }
 
   /** SIGKILL, and wait for the exit. */
-  async kill(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = once(this.child, 'exit');
-    this.child.kill('SIGKILL');
-    await exited;
+  kill(): Promise<void> {
+    return this.#worker.kill();
   }
 }
 

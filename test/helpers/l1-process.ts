@@ -1,7 +1,5 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import type { Health, StoreStats } from '../../src/index.js';
+import { Worker } from './worker.js';
 
 export interface L1ProcessConfig {
   redisUrl: string;
@@ -21,43 +19,39 @@ const children = new Set<L1Process>();
 export class L1Process {
   #n = 0;
   readonly #waiting = new Map<number, (reply: Reply) => void>();
-  #stderr = '';
   readonly ready: Promise<void>;
+  readonly #worker: Worker;
 
   private constructor(
     readonly name: string,
-    readonly child: ChildProcess,
+    config: L1ProcessConfig,
   ) {
     let started!: () => void;
     this.ready = new Promise((resolve) => (started = resolve));
-    createInterface({ input: child.stdout! }).on('line', (line) => {
+    const env = {
+      REDIS_URL: config.redisUrl,
+      DATABASE_URL: config.databaseUrl,
+      KEY_PREFIX: config.keyPrefix,
+      SCHEMA: config.schema,
+      L1: config.l1 ?? 'on',
+      WRITE_MODE: config.writeMode ?? 'write-through',
+    };
+    const onLine = (line: string) => {
       const reply = JSON.parse(line) as Reply;
       if (reply.n === 0) return started();
       this.#waiting.get(reply.n)?.(reply);
       this.#waiting.delete(reply.n);
-    });
-    child.stderr!.on('data', (chunk: Buffer) => (this.#stderr = (this.#stderr + chunk.toString()).slice(-4000)));
-    child.once('exit', (code) => {
-      for (const resolve of this.#waiting.values()) resolve({ n: -1, error: `child ${name} exited (${code}): ${this.#stderr}` });
+    };
+    this.#worker = new Worker('test/helpers/l1-worker.ts', env, onLine, { stdin: true });
+    void this.#worker.exited.then((code) => {
+      for (const resolve of this.#waiting.values()) resolve({ n: -1, error: `child ${name} exited (${code}): ${this.#worker.stderr}` });
       this.#waiting.clear();
       children.delete(this);
     });
   }
 
   static async start(name: string, config: L1ProcessConfig): Promise<L1Process> {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'test/helpers/l1-worker.ts'], {
-      env: {
-        ...process.env,
-        REDIS_URL: config.redisUrl,
-        DATABASE_URL: config.databaseUrl,
-        KEY_PREFIX: config.keyPrefix,
-        SCHEMA: config.schema,
-        L1: config.l1 ?? 'on',
-        WRITE_MODE: config.writeMode ?? 'write-through',
-      },
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    const p = new L1Process(name, child);
+    const p = new L1Process(name, config);
     children.add(p);
     await p.ready;
     return p;
@@ -68,7 +62,7 @@ export class L1Process {
     const n = ++this.#n;
     return new Promise<T>((resolve, reject) => {
       this.#waiting.set(n, (reply) => (reply.ok ? resolve(reply.value as T) : reject(new Error(`${this.name}.${op}: ${reply.error}`))));
-      this.child.stdin!.write(`${JSON.stringify({ n, op, ...args })}\n`);
+      this.#worker.child.stdin!.write(`${JSON.stringify({ n, op, ...args })}\n`);
     });
   }
 
@@ -90,17 +84,13 @@ export class L1Process {
   }
 
   async close(): Promise<void> {
-    if (this.child.exitCode !== null) return;
-    const exited = once(this.child, 'exit');
+    if (this.#worker.child.exitCode !== null) return;
     await this.call('close').catch(() => {});
-    await exited;
+    await this.#worker.exited;
   }
 
-  async kill(): Promise<void> {
-    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    const exited = once(this.child, 'exit');
-    this.child.kill('SIGKILL');
-    await exited;
+  kill(): Promise<void> {
+    return this.#worker.kill();
   }
 }
 
