@@ -9,18 +9,12 @@
 //   LOG <level> <message> what the store logged
 //   READY <json>          (draft mode) the abandoned draft's id, user, thread and last flushed text
 // The configuration comes as JSON in CRASH_CONFIG (ConversationCrashConfig in conversation-crash.ts).
-import { PostgresAdapter, RedisAdapter, TieredStore, type Logger, type Message } from '../../src/index.js';
+import { PostgresAdapter, RedisAdapter, TieredStore, type Message } from '../../src/index.js';
 import type { ConversationCrashConfig, OpDesc } from './conversation-crash.js';
+import { oneLine, out, workerLogger } from './worker.js';
 
 const config = JSON.parse(process.env.CRASH_CONFIG ?? '{}') as ConversationCrashConfig;
-const out = (line: string) => process.stdout.write(`${line}\n`);
-const oneLine = (text: string) => text.replace(/\s+/g, ' ');
-const logger: Logger = {
-  debug: () => {},
-  info: (m) => out(`LOG info ${oneLine(m)}`),
-  warn: (m) => out(`LOG warn ${oneLine(m)}`),
-  error: (m) => out(`LOG error ${oneLine(m)}`),
-};
+const logger = workerLogger;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 const store = new TieredStore({

@@ -12,23 +12,14 @@
 import { createHash } from 'node:crypto';
 import { Cluster, Redis } from 'ioredis';
 import * as lua from '../../src/adapters/redis-scripts.js';
-import { PostgresAdapter, RedisAdapter, TieredStore, type Logger } from '../../src/index.js';
+import { PostgresAdapter, RedisAdapter, TieredStore } from '../../src/index.js';
 import type { CrashConfig, StepPlan } from './crash.js';
+import { oneLine, out, workerLogger } from './worker.js';
 
 const config = JSON.parse(process.env.CRASH_CONFIG ?? '{}') as CrashConfig;
-const out = (line: string) => process.stdout.write(`${line}\n`);
-const logger: Logger = {
-  debug: () => {},
-  info: (m) => out(`LOG info ${oneLine(m)}`),
-  warn: (m) => out(`LOG warn ${oneLine(m)}`),
-  error: (m) => out(`LOG error ${oneLine(m)}`),
-};
+const logger = workerLogger;
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const forever = () => new Promise<never>(() => {});
-
-function oneLine(text: string): string {
-  return text.replace(/\s+/g, ' ');
-}
 
 function redisAdapter(extra: { client?: Redis | Cluster; timeoutMs?: number } = {}): RedisAdapter {
   const where = extra.client ? { client: extra.client } : 'nodes' in config.redis ? { nodes: config.redis.nodes } : { url: config.redis.url };

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import type { Logger } from '../../src/index.js';
 
 /**
  * A test's child process: `node --import tsx <script>` with `env` added, its stdout handed over
@@ -39,3 +40,18 @@ export class Worker {
     await exited;
   }
 }
+
+// ---- inside a worker: what it says to the test, one line at a time
+
+/** Writes one line to stdout, where the test's {@link Worker} reads it. */
+export const out = (line: string): void => void process.stdout.write(`${line}\n`);
+
+export const oneLine = (text: string): string => text.replace(/\s+/g, ' ');
+
+/** The store's logger for a worker: every message as a `LOG <level> ...` line. */
+export const workerLogger: Logger = {
+  debug: () => {},
+  info: (m) => out(`LOG info ${oneLine(m)}`),
+  warn: (m) => out(`LOG warn ${oneLine(m)}`),
+  error: (m) => out(`LOG error ${oneLine(m)}`),
+};
