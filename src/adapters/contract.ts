@@ -17,6 +17,11 @@ export interface AdapterConfig {
 export interface ReadOptions {
   /** Read what is committed on the primary: the result fills a cache. */
   fresh?: boolean;
+  /**
+   * For a cache with an invalidation feed: the result fills an in-process tier, so the feed must
+   * report later changes to what this read saw (Redis: the read goes through the feed's tracked connection).
+   */
+  track?: boolean;
 }
 
 export interface HistoryReadOptions extends ReadOptions {

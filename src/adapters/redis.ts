@@ -1,6 +1,17 @@
 import { createHash } from 'node:crypto';
+import type { Socket } from 'node:net';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
-import type { AdapterConfig, CacheMiss, HistoryRead, HistoryReadOptions, ThreadRecord, ThreadRecordPage, UserRecord, WriteOutcome } from './contract.js';
+import type {
+  AdapterConfig,
+  CacheMiss,
+  HistoryRead,
+  HistoryReadOptions,
+  ReadOptions,
+  ThreadRecord,
+  ThreadRecordPage,
+  UserRecord,
+  WriteOutcome,
+} from './contract.js';
 import type { CacheAdapter, JournalEntry } from '../cache/contract.js';
 import { decodeMessage, decodeOp, encodeMessage, encodeOp } from '../model/codec.js';
 import { defaultTokens } from '../model/budget.js';
@@ -102,6 +113,8 @@ export class RedisAdapter implements CacheAdapter {
   #config: AdapterConfig | undefined;
   #closed = false;
   #lastSocketError: Error | undefined;
+  /** The in-process tier's feed, once asked for: reads with `track` go through its tracked connection. */
+  #feed: RedisInvalidationFeed | undefined;
 
   constructor(options: RedisAdapterOptions = {}) {
     this.keyPrefix = checkPrefix(options.keyPrefix ?? 'tcs');
@@ -278,7 +291,7 @@ export class RedisAdapter implements CacheAdapter {
     }
     // The hot path (a cache's appends and user fields) runs the lean script: same effect, less to set up per call.
     const lean = !this.#durable && ops.every((op) => LEAN_KINDS.has(op.kind));
-    const flags = (await this.#eval(lean ? S.writeLean : S.write, keys, args)) as (number | string)[];
+    const flags = (await this.#ordered(lean ? S.writeLean : S.write, keys, args)) as (number | string)[];
     return shared ? flags.map(toOutcome) : flags;
   }
 
@@ -304,10 +317,11 @@ export class RedisAdapter implements CacheAdapter {
     const thread = options.thread ?? MAIN_THREAD;
     const [, , m, j] = this.#keys.user(user);
     const h = this.#keys.history(user, thread);
+    const on = this.#on(options);
     // An item of 'main' written by 0.1 names no thread: the list it is read from does.
     const decode = (item: string) => decodeMessage(item, thread);
     if (this.#durable) {
-      const [floor, cuts, ...items] = (await this.#eval(S.readHistoryDurable, [h, m], [limit, thread])) as string[];
+      const [floor, cuts, ...items] = (await this.#eval(S.readHistoryDurable, [h, m], [limit, thread], on)) as string[];
       const read: HistoryRead = { messages: items.map(decode), floor: floor ?? '' };
       if (cuts) read.cuts = parseCuts(cuts);
       return read;
@@ -315,10 +329,10 @@ export class RedisAdapter implements CacheAdapter {
     // A plain LRANGE on the hot path; only a miss pays for the script that reads the version
     // (unless a miss is likely: then the script alone, one round trip either way).
     if (!options.missLikely) {
-      const items = await this.#call(this.client.lrange(h, -limit, -1));
+      const items = await this.#call(on.lrange(h, -limit, -1));
       if (items.length > 0) return { messages: items.map(decode), floor: '' };
     }
-    const reply = (await this.#eval(S.readHistory, [h, m, j], [limit, this.#metaTtl])) as Reply;
+    const reply = (await this.#eval(S.readHistory, [h, m, j], [limit, this.#metaTtl], on)) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
     return { messages: (reply as string[]).map(decode), floor: '' };
   }
@@ -397,17 +411,18 @@ export class RedisAdapter implements CacheAdapter {
     return picked.filter((_, i) => live[i] === 1).map(({ user, id }) => ({ user, id }));
   }
 
-  async readUser(user: string): Promise<UserRecord | CacheMiss> {
+  async readUser(user: string, options: ReadOptions = {}): Promise<UserRecord | CacheMiss> {
     const [, d, m, j] = this.#keys.user(user);
+    const on = this.#on(options);
     if (this.#durable) {
       const [set] = this.#keys.subscribers(this.#keys.shardOf(user));
       const [[phone, booking, phoneId, bookingId], subscribed] = await Promise.all([
-        this.#call(this.client.hmget(d, 'p', 'b', 'pv', 'bv')),
+        this.#call(on.hmget(d, 'p', 'b', 'pv', 'bv')),
         this.#call(this.client.sismember(set, user)),
       ]);
       return record(phone ?? null, booking ?? null, phoneId ?? '', bookingId ?? '', subscribed === 1);
     }
-    const reply = (await this.#eval(S.readUser, [d, m, j], [this.#metaTtl])) as Reply;
+    const reply = (await this.#eval(S.readUser, [d, m, j], [this.#metaTtl], on)) as Reply;
     if (reply[0] === 0) return this.#miss(user, reply);
     return record((reply[1] as string | null) ?? null, (reply[2] as string | null) ?? null, '', '', false);
   }
@@ -691,7 +706,8 @@ export class RedisAdapter implements CacheAdapter {
    */
   invalidations(listener: InvalidationListener): InvalidationFeed | undefined {
     if (this.cluster) return undefined;
-    return new RedisInvalidationFeed(this.client as Redis, this.keyPrefix, listener);
+    this.#feed = new RedisInvalidationFeed(this.client as Redis, this.keyPrefix, listener);
+    return this.#feed;
   }
 
   /** The server's run id: it changes when Redis restarts (and may have lost what it held); '' on a Cluster. */
@@ -737,12 +753,41 @@ export class RedisAdapter implements CacheAdapter {
     return { miss: true, version: String(reply[1]), pending: (reply.slice(2) as string[]).map((e) => decodeOp(user, e)) };
   }
 
-  async #eval(s: Script, keys: string[], args: (string | number)[]): Promise<unknown> {
+  /**
+   * The connection a read goes on: with `track`, the feed's tracked one while the feed is live (so
+   * Redis reports later changes to what it saw); else the client. A read asked to be tracked that
+   * could not be fills nothing: the in-process tier serves only fills made while the feed was live throughout.
+   */
+  #on(options: ReadOptions): Redis | Cluster {
+    return (options.track ? this.#feed?.reader() : undefined) ?? this.client;
+  }
+
+  /**
+   * A write script sent in one packet right after a PING, so Redis queues the PING's reply first
+   * and then, while the script runs, the invalidations it sends to other processes' feeds; it
+   * flushes the clients it queued last first, so every feed gets its message before this writer
+   * gets its acknowledgement, as in broadcast tracking (Redis 6-7 without I/O threads; otherwise
+   * the gap is microseconds). A write acknowledged anywhere is then seen by the next read of every
+   * other process that applied what had reached its socket (`Reads` yields to I/O once first).
+   */
+  #ordered(s: Script, keys: string[], args: (string | number)[]): Promise<unknown> {
+    const stream = (this.client as { stream?: Socket }).stream;
+    if (this.cluster || this.client.status !== 'ready' || !stream) return this.#eval(s, keys, args);
+    stream.cork();
     try {
-      return await this.#call(this.client.evalsha(s.sha, keys.length, ...keys, ...args));
+      this.client.ping().catch(() => {}); // its failure is the script's too
+      return this.#eval(s, keys, args);
+    } finally {
+      stream.uncork();
+    }
+  }
+
+  async #eval(s: Script, keys: string[], args: (string | number)[], on: Redis | Cluster = this.client): Promise<unknown> {
+    try {
+      return await this.#call(on.evalsha(s.sha, keys.length, ...keys, ...args));
     } catch (error) {
       if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
-      return this.#call(this.client.eval(s.lua, keys.length, ...keys, ...args));
+      return this.#call(on.eval(s.lua, keys.length, ...keys, ...args));
     }
   }
 

@@ -1,4 +1,4 @@
-import type { CacheMiss, HistoryRead, HistoryReadOptions, StorageAdapter, UserRecord, WriteOutcome } from '../adapters/contract.js';
+import type { CacheMiss, HistoryRead, HistoryReadOptions, ReadOptions, StorageAdapter, UserRecord, WriteOutcome } from '../adapters/contract.js';
 import type { Op } from '../model/ops.js';
 import type { Message } from '../types.js';
 import type { InvalidationFeed, InvalidationListener } from './invalidation-feed.js';
@@ -21,7 +21,7 @@ export interface CacheAdapter extends StorageAdapter {
   /** The newest `limit` messages of a complete copy, or a miss carrying the version a fill must present and the user's journal. */
   readHistory(user: string, limit: number, options?: HistoryReadOptions): Promise<HistoryRead | CacheMiss>;
   /** Phone and booking of a held copy (subscription not included), or a miss like `readHistory`'s. */
-  readUser(user: string): Promise<UserRecord | CacheMiss>;
+  readUser(user: string, options?: ReadOptions): Promise<UserRecord | CacheMiss>;
   /** Every subscriber, when every shard holds a copy; otherwise a miss whose version names the missing shards. */
   readSubscribers(): Promise<string[] | CacheMiss>;
   /** Whether `user` is in a held subscriber copy, or a miss. */
@@ -69,8 +69,9 @@ export interface CacheAdapter extends StorageAdapter {
   /** Calls `listener` each time the client (re)connects, so a restart can be noticed without an outage. */
   onReady(listener: () => void): void;
   /**
-   * Optional (the in-process tier): a feed naming the users whose keys any client changes; without
-   * one (or when it returns undefined) the store runs no L1, since it could not stay coherent.
+   * Optional (the in-process tier): a feed naming the users whose keys any client changes after a
+   * read with `track` saw them; without one (or when it returns undefined) the store runs no L1,
+   * since it could not stay coherent.
    */
   invalidations?(listener: InvalidationListener): InvalidationFeed | undefined;
   /**

@@ -60,8 +60,9 @@ export class HotCache {
 
   // ---- reads: undefined means "not from the cache" (down, stale or failed), counted as a fallback
 
-  readHistory(user: string, thread: string, limit: number, deadline: number, missLikely = false): Promise<HistoryRead | CacheMiss | undefined> {
-    return this.#read(this.usable(user), (c) => c.readHistory(user, limit, missLikely ? { thread, missLikely } : { thread }), deadline);
+  /** `forL1`: the result fills the in-process tier (a miss is likely, and the feed must report later changes to what it saw). */
+  readHistory(user: string, thread: string, limit: number, deadline: number, forL1 = false): Promise<HistoryRead | CacheMiss | undefined> {
+    return this.#read(this.usable(user), (c) => c.readHistory(user, limit, forL1 ? { thread, missLikely: true, track: true } : { thread }), deadline);
   }
 
   /** A message from the copies the cache holds (null: none holds it; undefined: not from the cache). */
@@ -69,8 +70,8 @@ export class HotCache {
     return this.#read<Message | null, never>(this.usable(user), (c) => c.readMessage(user, id), deadline);
   }
 
-  readUser(user: string, deadline: number): Promise<UserRecord | CacheMiss | undefined> {
-    return this.#read(this.usable(user), (c) => c.readUser(user), deadline);
+  readUser(user: string, deadline: number, forL1 = false): Promise<UserRecord | CacheMiss | undefined> {
+    return this.#read(this.usable(user), (c) => (forL1 ? c.readUser(user, { track: true }) : c.readUser(user)), deadline);
   }
 
   readSubscribers(deadline: number): Promise<string[] | CacheMiss | undefined> {

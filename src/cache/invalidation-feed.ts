@@ -20,7 +20,7 @@ export interface InvalidationFeed {
   readonly recent: boolean;
   /** Resolves once the feed is live, has given up, or `timeoutMs` passed. */
   settled(timeoutMs: number): Promise<void>;
-  /** Writes a throwaway key under the prefix and resolves how long its invalidation took to arrive; rejects after `timeoutMs`. */
+  /** Reads a throwaway key under the prefix, changes it, and resolves how long its invalidation took to arrive; rejects after `timeoutMs`. */
   probe(timeoutMs: number): Promise<number>;
   close(): Promise<void>;
 }
@@ -31,23 +31,35 @@ const HEARTBEAT_MS = 200;
 const SILENT_MS = 800;
 
 /**
- * Redis server-assisted client-side caching in broadcast mode, on a connection of its own: it runs
- * `CLIENT TRACKING ON REDIRECT <its own id> BCAST PREFIX <prefix>:{` and subscribes to
- * `__redis__:invalidate`, so Redis names every key under the store's prefix that any client
- * changes (scripts included), and every key that expires or is evicted. The connection speaks
- * RESP2 (under RESP3 the messages would come as push frames ioredis does not hand out).
+ * Redis server-assisted client-side caching in its default mode, on two connections of its own:
+ * a subscriber to `__redis__:invalidate`, and a reader whose reads Redis remembers (`CLIENT
+ * TRACKING ON REDIRECT <subscriber>`). The reads that fill the in-process tier go through the
+ * reader (`reader()`), so Redis names to the subscriber each key such a read saw (scripts
+ * included, a missing key too) the first time any client changes it, or it expires or is evicted
+ * (and everything on a flush). Keys this process never read cost it nothing: unlike broadcast
+ * mode, a write is reported only to the processes that hold what it changed, and only once per
+ * read. Both connections speak RESP2 (under RESP3 the messages would come as push frames ioredis
+ * does not hand out).
  *
- * It is live only between a confirmed subscription and the first sign it may have missed a
- * message: the connection closed (a cut, a Redis restart, CLIENT KILL), or a heartbeat PING went
- * unanswered. Each (re)connect turns tracking on again before going live. Between heartbeats
+ * It is live only while the subscriber is subscribed and the reader's tracking points at it,
+ * until the first sign a message may have been missed: either connection closed (a cut, a Redis
+ * restart, CLIENT KILL: a new reader is tracked afresh, a new subscriber has a new id the reader
+ * is pointed at) or a heartbeat PING went unanswered. Between heartbeats
  * (every 200 ms), `recent` says whether Redis was heard from lately: copies serve only then, so a
  * silent partition stops them within a second even before the PING times out.
  */
 export class RedisInvalidationFeed implements InvalidationFeed {
   readonly #sub: Redis;
+  readonly #reader: Redis;
   readonly #prefix: string;
   readonly #heartbeat: NodeJS.Timeout;
   readonly #probes = new Map<string, () => void>();
+  /** The subscriber's client id once it is subscribed. */
+  #subId: string | undefined;
+  /** The subscriber id the reader's tracking was confirmed to point at, on its current connection. */
+  #armedFor: string | undefined;
+  /** Counts the reader's connections, so a confirmation meant for an earlier one is ignored. */
+  #readerGen = 0;
   #live = false;
   #closed = false;
   #heardAt = 0;
@@ -64,21 +76,39 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   ) {
     this.#prefix = `${keyPrefix}:{`;
     // ioredis 6 speaks RESP3 by default; `protocol` is unknown to ioredis 5, which speaks RESP2 anyway.
-    this.#sub = client.duplicate({
-      protocol: 2,
-      autoResubscribe: false,
-      lazyConnect: true,
-      enableOfflineQueue: false,
-      connectionName: 'tiered-conversation-store:l1',
-    } as never);
+    const own = (name: string) =>
+      client.duplicate({
+        protocol: 2,
+        autoResubscribe: false,
+        autoResendUnfulfilledCommands: false,
+        lazyConnect: true,
+        enableOfflineQueue: false,
+        connectionName: `tiered-conversation-store:${name}`,
+      } as never);
+    this.#sub = own('l1');
+    this.#reader = own('l1-reads');
     this.#sub.on('error', () => {});
-    this.#sub.on('ready', () => void this.#track());
-    this.#sub.on('close', () => this.#down());
+    this.#sub.on('ready', () => void this.#subscribe());
+    this.#sub.on('close', () => {
+      this.#subId = undefined;
+      this.#update();
+    });
     this.#sub.on('messageBuffer', (channel: Buffer, message: Buffer[] | Buffer | null) => {
       if (channel.toString() === CHANNEL) this.#message(message);
     });
+    this.#reader.on('error', () => {});
+    this.#reader.on('ready', () => {
+      this.#readerGen++;
+      void this.#arm();
+    });
+    this.#reader.on('close', () => {
+      this.#readerGen++;
+      this.#armedFor = undefined;
+      this.#update();
+    });
     this.#heartbeat = setInterval(() => void this.#beat(), HEARTBEAT_MS).unref();
     this.#sub.connect().catch(() => {});
+    this.#reader.connect().catch(() => {});
   }
 
   get live(): boolean {
@@ -87,6 +117,14 @@ export class RedisInvalidationFeed implements InvalidationFeed {
 
   get recent(): boolean {
     return this.#live && performance.now() - this.#heardAt < SILENT_MS;
+  }
+
+  /**
+   * The connection for reads that fill the in-process tier (Redis reports what they saw), while
+   * the feed is live; undefined otherwise (such a read then goes elsewhere and fills nothing).
+   */
+  reader(): Redis | undefined {
+    return this.#live ? this.#reader : undefined;
   }
 
   async settled(timeoutMs: number): Promise<void> {
@@ -107,6 +145,7 @@ export class RedisInvalidationFeed implements InvalidationFeed {
         if (Date.now() > deadline) throw new Error(`the invalidation feed did not subscribe within ${timeoutMs} ms`);
         await new Promise((resolve) => setTimeout(resolve, 20));
       }
+      await this.#reader.get(key); // Redis now remembers that this process read it
       await this.client.set(key, '1', 'PX', 5000);
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => reject(new Error(`no invalidation arrived within ${timeoutMs} ms`)), Math.max(1, deadline - Date.now()));
@@ -125,30 +164,52 @@ export class RedisInvalidationFeed implements InvalidationFeed {
     clearInterval(this.#heartbeat);
     this.#setLive(false);
     this.#sub.disconnect();
+    this.#reader.disconnect();
   }
 
-  async #track(): Promise<void> {
+  /** The subscriber (re)connected: it has a new id, which the reader's tracking must point at before the feed is live. */
+  async #subscribe(): Promise<void> {
     const sub = this.#sub;
     try {
-      const id = await sub.client('ID');
-      await sub.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', String(id), 'BCAST', 'PREFIX', this.#prefix);
+      const id = String(await sub.client('ID'));
       await sub.subscribe(CHANNEL);
-      if (!this.#closed && sub.status === 'ready') this.#setLive(true);
+      if (this.#closed || sub.status !== 'ready') return;
+      this.#subId = id;
+      await this.#arm();
     } catch (error) {
-      if (this.#closed) return;
-      if (error instanceof Error && error.name === 'ReplyError') {
-        // Redis said no (CLIENT or SUBSCRIBE not allowed): asking again would not change that.
-        this.#closed = true;
-        this.#refused = error;
-        clearInterval(this.#heartbeat);
-        sub.disconnect();
-        this.listener.refused(error);
-        this.#settle?.();
-        return;
-      }
-      // Not live; a fresh connection tries again.
-      sub.disconnect(true);
+      if (!this.#refusedBy(error)) sub.disconnect(true); // not live; a fresh connection tries again
     }
+  }
+
+  /** Points the reader's tracking at the subscriber (again, after either reconnected); live once Redis confirms. */
+  async #arm(): Promise<void> {
+    const reader = this.#reader;
+    const id = this.#subId;
+    const gen = this.#readerGen;
+    if (this.#closed || id === undefined || reader.status !== 'ready' || this.#armedFor === id) return;
+    try {
+      await reader.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', id);
+      if (this.#closed || gen !== this.#readerGen || this.#subId !== id) return;
+      this.#armedFor = id;
+      this.#update();
+    } catch (error) {
+      if (!this.#refusedBy(error) && gen === this.#readerGen) reader.disconnect(true);
+    }
+  }
+
+  /** Redis said no (CLIENT, SUBSCRIBE or tracking not allowed): asking again would not change that, so the feed gives up. */
+  #refusedBy(error: unknown): boolean {
+    if (this.#closed) return true;
+    if (!(error instanceof Error) || error.name !== 'ReplyError') return false;
+    this.#closed = true;
+    this.#refused = error;
+    clearInterval(this.#heartbeat);
+    this.#setLive(false);
+    this.#sub.disconnect();
+    this.#reader.disconnect();
+    this.listener.refused(error);
+    this.#settle?.();
+    return true;
   }
 
   async #beat(): Promise<void> {
@@ -159,15 +220,16 @@ export class RedisInvalidationFeed implements InvalidationFeed {
       this.#heardAt = performance.now();
     } catch {
       if (this.#closed) return;
-      this.#down();
+      this.#subId = undefined;
+      this.#update();
       this.#sub.disconnect(true);
     } finally {
       this.#beating = false;
     }
   }
 
-  #down(): void {
-    this.#setLive(false);
+  #update(): void {
+    this.#setLive(!this.#closed && this.#subId !== undefined && this.#armedFor === this.#subId && this.#reader.status === 'ready');
   }
 
   #setLive(live: boolean): void {

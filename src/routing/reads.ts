@@ -66,7 +66,9 @@ export class Reads {
     const want = Math.max(limit, historyLimit);
     if (durable.up) {
       const [read, pending] = await Promise.all([
-        durable.call((t) => t.readHistory(user, want, { fresh: strict || miss !== undefined, thread }), deadline).catch(unlessDown),
+        durable
+          .call((t) => t.readHistory(user, want, { fresh: strict || miss !== undefined, thread, track: !cache && ticket !== undefined }), deadline)
+          .catch(unlessDown),
         this.#pending(user, miss, deadline, strict),
       ]);
       if (read && !isMiss(read)) {
@@ -174,7 +176,7 @@ export class Reads {
     }
     let miss: CacheMiss | undefined;
     if (cache && !strict) {
-      const read = await cache.readUser(user, deadline);
+      const read = await cache.readUser(user, deadline, ticket !== undefined);
       if (read && !isMiss(read)) {
         l1?.fillUser(ticket, user, read);
         return read;
@@ -182,7 +184,9 @@ export class Reads {
       miss = read;
     }
     const [read, pending] = await Promise.all([
-      durable.up ? durable.call((t) => t.readUser(user, { fresh: strict || miss !== undefined }), deadline).catch(unlessDown) : undefined,
+      durable.up
+        ? durable.call((t) => t.readUser(user, { fresh: strict || miss !== undefined, track: !cache && ticket !== undefined }), deadline).catch(unlessDown)
+        : undefined,
       this.#pending(user, miss, deadline, strict),
     ]);
     if (strict && (!read || isMiss(read))) throw unreachable(durable.name);
