@@ -161,6 +161,9 @@ export function conversationTests(c: ContractContext): void {
       await adapter.write([{ kind: 'cut', user: u, id: c.id(), thread: 'main', from: late.id, to: late.id }]);
       await adapter.write([late]);
       expect(await texts(adapter, u)).toEqual(['b']);
+      // An adapter that reports its cuts (they filter a journal laid over the read) reports each range whole, in order.
+      const { cuts } = await history(adapter, u);
+      if (cuts !== undefined) expect(cuts).toEqual([[a.id, a.id], [late.id, late.id]]);
     }),
   );
 
