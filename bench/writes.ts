@@ -32,7 +32,7 @@ export async function writes(ctx: Ctx): Promise<void> {
       ],
       plan.pg,
     ),
-    { op: '<=', value: 1.15 },
+    { op: '<=', value: 1.25 }, // issue 15's goal (the first bench had 1.15)
   );
 
   ctx.progress('addMemory, write-behind');
@@ -46,7 +46,7 @@ export async function writes(ctx: Ctx): Promise<void> {
       ],
       plan.fast,
     ),
-    { op: '<=', value: 1.25 },
+    { op: '<=', value: 1.2 }, // issue 15's goal (the first bench had 1.25)
     'store also journals the message for the syncer (RPUSH journal, HINCRBY on the pending index, INCRBY its total) in the same EVALSHA',
   );
   await behind.close();
