@@ -163,7 +163,11 @@ export function conversationTests(c: ContractContext): void {
       expect(await texts(adapter, u)).toEqual(['b']);
       // An adapter that reports its cuts (they filter a journal laid over the read) reports each range whole, in order.
       const { cuts } = await history(adapter, u);
-      if (cuts !== undefined) expect(cuts).toEqual([[a.id, a.id], [late.id, late.id]]);
+      if (cuts !== undefined)
+        expect(cuts).toEqual([
+          [a.id, a.id],
+          [late.id, late.id],
+        ]);
     }),
   );
 
