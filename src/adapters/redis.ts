@@ -1,6 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { Socket } from 'node:net';
-import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import type { Cluster, ClusterOptions, Command, Redis, RedisOptions } from 'ioredis';
 import type {
   AdapterConfig,
   CacheMiss,
@@ -115,6 +114,8 @@ export class RedisAdapter implements CacheAdapter {
   #lastSocketError: Error | undefined;
   /** The in-process tier's feed, once asked for: reads with `track` go through its tracked connection. */
   #feed: RedisInvalidationFeed | undefined;
+  /** ioredis's command class, to send a write script behind a PING in one packet (`#ordered`). */
+  readonly #Command: typeof Command | undefined;
 
   constructor(options: RedisAdapterOptions = {}) {
     this.keyPrefix = checkPrefix(options.keyPrefix ?? 'tcs');
@@ -124,8 +125,14 @@ export class RedisAdapter implements CacheAdapter {
       this.client = options.client;
       this.#owned = false;
       this.#urls = [];
+      try {
+        this.#Command = loadPeer<IoRedis>('ioredis', 'RedisAdapter').Command;
+      } catch {
+        this.#Command = undefined; // a client from elsewhere: its writes go without the PING
+      }
     } else {
       const ioredis = loadPeer<IoRedis>('ioredis', 'RedisAdapter');
+      this.#Command = ioredis.Command;
       this.#urls = (options.nodes ?? [options.url ?? 'redis://127.0.0.1:6379']).map((n) =>
         typeof n === 'string' ? checkUrl(n, 'RedisAdapter: url', REDIS_PROTOCOLS) : `redis://${n.host}:${n.port}`,
       );
@@ -769,17 +776,32 @@ export class RedisAdapter implements CacheAdapter {
    * gets its acknowledgement, as in broadcast tracking (Redis 6-7 without I/O threads; otherwise
    * the gap is microseconds). A write acknowledged anywhere is then seen by the next read of every
    * other process that applied what had reached its socket (`Reads` yields to I/O once first).
+   * The two commands are handed to ioredis with a sink that writes their wire forms together:
+   * one write call (corking the socket instead cost about 100 us of system time per write here).
    */
   #ordered(s: Script, keys: string[], args: (string | number)[]): Promise<unknown> {
-    const stream = (this.client as { stream?: Socket }).stream;
-    if (this.cluster || this.client.status !== 'ready' || !stream) return this.#eval(s, keys, args);
-    stream.cork();
-    try {
-      this.client.ping().catch(() => {}); // its failure is the script's too
+    const client = this.client as Redis;
+    const Cmd = this.#Command;
+    if (this.cluster || !Cmd || client.status !== 'ready' || !client.stream) return this.#eval(s, keys, args);
+    let data = '';
+    let left = 2;
+    const sink = {
+      write(chunk: string | Buffer) {
+        data += String(chunk);
+        if (--left === 0) client.stream.write(data);
+      },
+    };
+    const prefix = client.options.keyPrefix;
+    const options = prefix === undefined ? { replyEncoding: 'utf8' as const } : { replyEncoding: 'utf8' as const, keyPrefix: prefix };
+    const ping = new Cmd('ping', [], options);
+    ping.promise.catch(() => {}); // its failure is the script's too
+    client.sendCommand(ping, sink as never);
+    const script = new Cmd('evalsha', [s.sha, keys.length, ...keys, ...args], options);
+    client.sendCommand(script, sink as never);
+    return this.#call(script.promise).catch((error: unknown) => {
+      if (!(error instanceof Error) || !error.message.startsWith('NOSCRIPT')) throw error;
       return this.#eval(s, keys, args);
-    } finally {
-      stream.uncork();
-    }
+    });
   }
 
   async #eval(s: Script, keys: string[], args: (string | number)[], on: Redis | Cluster = this.client): Promise<unknown> {

@@ -162,7 +162,7 @@ export function conversationTests(c: ContractContext): void {
       await adapter.write([late]);
       expect(await texts(adapter, u)).toEqual(['b']);
       // An adapter that reports its cuts (they filter a journal laid over the read) reports each range whole, in order.
-      const { cuts } = await history(adapter, u);
+      const { cuts } = await history(adapter, u, 'main');
       if (cuts !== undefined)
         expect(cuts).toEqual([
           [a.id, a.id],
