@@ -66,7 +66,7 @@ export async function writes(ctx: Ctx): Promise<void> {
       plan.fast,
     ),
     { op: '<=', value: 1.1 },
-    "L1 drops the writer's own copies before the call returns; Redis reports a change only to processes that read the key since its last change, so not to the writer",
+    "L1 drops the writer's own copies before the call returns; Redis reports a change only to processes that read the key since its last change, so writes with no reads between cost no message",
   );
   await Promise.all([behind.close(), behindNoL1.close()]);
 

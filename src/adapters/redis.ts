@@ -114,7 +114,7 @@ export class RedisAdapter implements CacheAdapter {
   #lastSocketError: Error | undefined;
   /** The in-process tier's feed, once asked for: reads with `track` go through its tracked connection. */
   #feed: RedisInvalidationFeed | undefined;
-  /** ioredis's command class, to send a write script behind a PING in one packet (`#ordered`). */
+  /** ioredis's command class, to send a write script behind a PING in one write (`#ordered`). */
   readonly #Command: typeof Command | undefined;
 
   constructor(options: RedisAdapterOptions = {}) {
@@ -770,7 +770,7 @@ export class RedisAdapter implements CacheAdapter {
   }
 
   /**
-   * A write script sent in one packet right after a PING, so Redis queues the PING's reply first
+   * A write script sent in one write right after a PING, so Redis queues the PING's reply first
    * and then, while the script runs, the invalidations it sends to other processes' feeds; it
    * flushes the clients it queued last first, so every feed gets its message before this writer
    * gets its acknowledgement, as in broadcast tracking (Redis 6-7 without I/O threads; otherwise
