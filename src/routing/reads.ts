@@ -264,8 +264,15 @@ export class Reads {
   }
 }
 
-function yieldToIo(): Promise<void> {
-  return new Promise((resolve) => setImmediate(resolve));
+/**
+ * Two turns of the event loop, each past a poll for I/O: Redis sends another process's
+ * invalidation before the writer's acknowledgement, but the kernel may make the two sockets
+ * readable a few microseconds apart (the other way round, under load); one turn catches what came
+ * with the I/O that started this call, the second what followed it closely.
+ */
+async function yieldToIo(): Promise<void> {
+  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
 }
 
 /** For a durable read: an outage is `undefined` (the caller falls back), anything else is thrown. */
