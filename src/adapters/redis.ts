@@ -775,7 +775,7 @@ export class RedisAdapter implements CacheAdapter {
    * flushes the clients it queued last first, so every feed gets its message before this writer
    * gets its acknowledgement, as in broadcast tracking (Redis 6-7 without I/O threads; otherwise
    * the gap is microseconds). A write acknowledged anywhere is then seen by the next read of every
-   * other process that applied what had reached its socket (`Reads` yields to I/O once first).
+   * other process that applied what had reached its socket (`Reads` polls for I/O twice first).
    * The two commands are handed to ioredis with a sink that writes their wire forms together:
    * one write call (corking the socket instead cost about 100 us of system time per write here).
    */
