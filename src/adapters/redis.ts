@@ -777,7 +777,7 @@ export class RedisAdapter implements CacheAdapter {
    * the gap is microseconds). A write acknowledged anywhere is then seen by the next read of every
    * other process that applied what had reached its socket (`Reads` polls for I/O twice first).
    * The two commands are handed to ioredis with a sink that writes their wire forms together:
-   * one write call (corking the socket instead cost about 100 us of system time per write here).
+   * one write call (corking the socket instead made Node write through writev, at a high cost in system time).
    */
   #ordered(s: Script, keys: string[], args: (string | number)[]): Promise<unknown> {
     const client = this.client as Redis;
