@@ -322,24 +322,9 @@ export class SealedAdapter implements CacheAdapter {
     if (!carriesPersonalData(op)) return op;
     const key = this.keys.peekWrite(op.user, after) ?? (await this.keys.forWrite(op.user, after));
     const text = (field: SealedField, value: string) => seal(key.key, key.id, op.user, field, value);
-    switch (op.kind) {
-      case 'append':
-      case 'edit': {
-        const out = { ...op, content: text('content', op.content), tokens: op.tokens ?? defaultTokens(op) };
-        if (op.meta !== undefined) out.meta = this.#sealJson(key, op.user, 'meta', op.meta);
-        return out;
-      }
-      case 'title':
-        return op.title === null ? op : { ...op, title: text('title', op.title) };
-      case 'phone':
-        return op.phone === null ? op : { ...op, phone: text('phone', op.phone) };
-      case 'booking':
-        return op.booking === null ? op : { ...op, booking: this.#sealJson(key, op.user, 'booking', op.booking) };
-      case 'summary':
-        return { ...op, text: text('summary', op.text) };
-      default:
-        return op;
-    }
+    const out = mapPersonal(op, text, (field, value) => this.#sealJson(key, op.user, field, value));
+    if ((out.kind === 'append' || out.kind === 'edit') && out.tokens === undefined) return { ...out, tokens: defaultTokens(op as { content: string }) };
+    return out;
   }
 
   /**
@@ -354,25 +339,7 @@ export class SealedAdapter implements CacheAdapter {
   #openOp(op: Op, inTransit: boolean): Op {
     const opId = inTransit ? op.id : undefined;
     const text = (field: SealedField, value: string) => this.#openText(op.user, field, value, opId);
-    const json = (field: SealedField, value: JsonObject) => this.#openJson(op.user, field, value, opId);
-    switch (op.kind) {
-      case 'append':
-      case 'edit': {
-        const out = { ...op, content: text('content', op.content) };
-        if (op.meta !== undefined) out.meta = json('meta', op.meta);
-        return out;
-      }
-      case 'title':
-        return op.title === null ? op : { ...op, title: text('title', op.title) };
-      case 'phone':
-        return op.phone === null ? op : { ...op, phone: text('phone', op.phone) };
-      case 'booking':
-        return op.booking === null ? op : { ...op, booking: json('booking', op.booking) };
-      case 'summary':
-        return { ...op, text: text('summary', op.text) };
-      default:
-        return op;
-    }
+    return mapPersonal(op, text, (field, value) => this.#openJson(op.user, field, value, opId));
   }
 
   #openOps(ops: readonly Op[]): Promise<Op[]> {
@@ -503,6 +470,28 @@ class KeyNotHeld extends Error {
     readonly id: string,
   ) {
     super(`data key ${id} of user ${user} is not loaded`);
+  }
+}
+
+/** The op with each personal field passed through `text` or `json` (sealing or opening); other fields and kinds as they are. */
+function mapPersonal(op: Op, text: (field: SealedField, value: string) => string, json: (field: SealedField, value: JsonObject) => JsonObject): Op {
+  switch (op.kind) {
+    case 'append':
+    case 'edit': {
+      const out = { ...op, content: text('content', op.content) };
+      if (op.meta !== undefined) out.meta = json('meta', op.meta);
+      return out;
+    }
+    case 'title':
+      return op.title === null ? op : { ...op, title: text('title', op.title) };
+    case 'phone':
+      return op.phone === null ? op : { ...op, phone: text('phone', op.phone) };
+    case 'booking':
+      return op.booking === null ? op : { ...op, booking: json('booking', op.booking) };
+    case 'summary':
+      return { ...op, text: text('summary', op.text) };
+    default:
+      return op;
   }
 }
 
