@@ -787,6 +787,8 @@ export class RedisAdapter implements CacheAdapter {
     let left = 2;
     const sink = {
       write(chunk: string | Buffer) {
+        // A client that resends unanswered commands after a reconnect writes them here again, one by one.
+        if (left === 0) return void client.stream.write(chunk);
         data += String(chunk);
         if (--left === 0) client.stream.write(data);
       },
