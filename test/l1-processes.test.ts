@@ -189,10 +189,17 @@ describeIfAble('L1 across processes', missingRedisServer(), () => {
     await allSee(procs, user, acked, 'after all came back');
     await write(c, 'after');
     await allSee(procs, user, acked, 'after a write after recovery');
-    // L1 serves again once the feed is back.
-    const hits = await l1Hits(procs);
-    await allSee(procs, user, acked, 'once more');
-    expect((await l1Hits(procs)).every((h, i) => h > hits[i]!)).toBe(true);
+    // L1 serves again once the feed is back (both its connections reconnect through the proxy, with backoff).
+    await expect
+      .poll(
+        async () => {
+          const hits = await l1Hits(procs);
+          await allSee(procs, user, acked, 'once more');
+          return (await l1Hits(procs)).every((h, i) => h > hits[i]!);
+        },
+        { timeout: 15_000, interval: 200 },
+      )
+      .toBe(true);
   }, 120_000);
 
   it('a silent partition of one process from Redis (the proxy hangs): its L1 stops serving within a second or so, its reads come from PostgreSQL', async () => {
