@@ -12,7 +12,6 @@ const RANDOM_CHARS = 16;
 export function createIdGenerator(now: () => number = Date.now): () => string {
   let lastTime = -1;
   const random = new Uint8Array(RANDOM_CHARS);
-  const bytes = new Uint8Array(RANDOM_CHARS);
   let timePart = '';
 
   return () => {
@@ -20,7 +19,7 @@ export function createIdGenerator(now: () => number = Date.now): () => string {
     if (time > lastTime) {
       lastTime = time;
       timePart = encodeTime(time);
-      randomFillSync(bytes);
+      const bytes = randomBytes();
       // Top bit left clear so increments within one millisecond cannot overflow in practice.
       for (let i = 0; i < RANDOM_CHARS; i++) random[i] = (bytes[i] as number) & (i === 0 ? 15 : 31);
     } else {
@@ -30,6 +29,19 @@ export function createIdGenerator(now: () => number = Date.now): () => string {
     for (let i = 0; i < RANDOM_CHARS; i++) out += ALPHABET[random[i] as number];
     return out;
   };
+}
+
+// Random bytes drawn from a pool refilled 4 KiB at a time: one call to the CSPRNG per 256 ids, not
+// one per id (the call's fixed cost was a tenth of a write-behind append's CPU time).
+const pool = new Uint8Array(4096);
+let used = pool.length;
+function randomBytes(): Uint8Array {
+  if (used === pool.length) {
+    randomFillSync(pool);
+    used = 0;
+  }
+  used += RANDOM_CHARS;
+  return pool.subarray(used - RANDOM_CHARS, used);
 }
 
 function increment(digits: Uint8Array): void {
@@ -57,8 +69,12 @@ function encodeTime(time: number): string {
 /** The creation time in milliseconds that an id encodes. */
 export function idTime(id: string): number {
   let time = 0;
-  for (let i = 0; i < TIME_CHARS; i++) time = time * 32 + ALPHABET.indexOf(id.charAt(i));
+  // As ALPHABET.indexOf(id.charAt(i)) gave: -1 for a character outside it, 0 past the end.
+  for (let i = 0; i < TIME_CHARS; i++) time = time * 32 + (VALUE[id.charCodeAt(i)] ?? (i < id.length ? -1 : 0));
   return time;
 }
+
+/** ASCII code -> its value in the alphabet, or -1. */
+const VALUE = Int8Array.from({ length: 128 }, (_, code) => ALPHABET.indexOf(String.fromCharCode(code)));
 
 export const nextId = createIdGenerator();
