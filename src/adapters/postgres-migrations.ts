@@ -224,6 +224,54 @@ create table encrypt_progress (
   cursor text not null
 );`,
   },
+  {
+    version: 9,
+    name: 'user_locks',
+    sql: `-- A statement reads as of its start (READ COMMITTED): an append begun before a concurrent clear
+-- committed passed the old floor, and the clear's delete, begun before the append committed, did
+-- not see the new row, which stayed below the floor (the same with a cut, a drop, an erasure or
+-- retention). So writes take a lock per user first: removals exclusive, before the statements that
+-- raise floors or record cuts and delete below them; appends shared, reading their floors and cuts
+-- in these functions, whose queries (volatile) read as of their own start, after the lock.
+
+-- Locks the users in one order (their keys'), so two batches never wait on each other in a cycle.
+create function lock_users(p_users text[], p_exclusive boolean[]) returns void language plpgsql volatile
+set search_path from current as $fn$
+begin
+  perform case when s.exclusive then pg_advisory_xact_lock(s.space, s.key) else pg_advisory_xact_lock_shared(s.space, s.key) end
+  from (
+    select hashtext(current_schema()) as space, hashtext(x.user_id) as key, bool_or(coalesce(x.exclusive, false)) as exclusive
+    from unnest(p_users, p_exclusive) as x(user_id, exclusive) group by 2 order by 2
+  ) s;
+end
+$fn$;
+
+-- One append (the hot path): whether it is above both floors and outside every cut of its thread.
+create function may_append(p_user text, p_thread text, p_id text) returns boolean language plpgsql volatile
+set search_path from current as $fn$
+begin
+  perform pg_advisory_xact_lock_shared(hashtext(current_schema()), hashtext(p_user)); -- lock_users's key
+  return p_id > coalesce((select history_floor from users where user_id = p_user), '') collate "C"
+    and p_id > coalesce((select floor from threads where user_id = p_user and thread = p_thread), '') collate "C"
+    and not exists (select 1 from cuts where user_id = p_user and thread = p_thread and from_id <= p_id and to_id >= p_id);
+end
+$fn$;
+
+-- Many appends, as may_append: the positions (from 1) of those to store.
+create function appendable(p_users text[], p_threads text[], p_ids text[]) returns setof bigint language plpgsql volatile
+set search_path from current as $fn$
+begin
+  perform lock_users(p_users, null);
+  return query
+    select x.n from unnest(p_users, p_threads, p_ids) with ordinality as x(user_id, thread, id, n)
+    left join users f on f.user_id = x.user_id
+    left join threads h on h.user_id = x.user_id and h.thread = x.thread
+    where x.id > coalesce(f.history_floor, '') collate "C" and x.id > coalesce(h.floor, '') collate "C"
+      and not exists (
+        select 1 from cuts c where c.user_id = x.user_id and c.thread = x.thread and c.from_id <= x.id collate "C" and c.to_id >= x.id collate "C");
+end
+$fn$;`,
+  },
 ];
 
 /** The text run for a migration: the ledger, the change, and its row in the ledger. */

@@ -114,7 +114,17 @@ export class PostgresAdapter implements StorageAdapter {
   readonly #openRead: (() => Sql) | undefined;
   readonly #url: string | undefined;
   readonly #readUrl: string | undefined;
-  readonly #t: { messages: string; users: string; threads: string; cuts: string; summaries: string; dataKeys: string };
+  readonly #t: {
+    messages: string;
+    users: string;
+    threads: string;
+    cuts: string;
+    summaries: string;
+    dataKeys: string;
+    lockUsers: string;
+    mayAppend: string;
+    appendable: string;
+  };
   #migrated: Promise<void> | undefined;
   #bound = false;
   #closed = false;
@@ -130,6 +140,9 @@ export class PostgresAdapter implements StorageAdapter {
       cuts: `${this.schema}.cuts`,
       summaries: `${this.schema}.summaries`,
       dataKeys: `${this.schema}.data_keys`,
+      lockUsers: `${this.schema}.lock_users`,
+      mayAppend: `${this.schema}.may_append`,
+      appendable: `${this.schema}.appendable`,
     };
     if (options.sql) {
       // The adapter reads columns by their SQL names: a client that renames them would break it.
@@ -218,19 +231,27 @@ export class PostgresAdapter implements StorageAdapter {
   async #write(ops: readonly Op[]): Promise<WriteOutcome[] | undefined> {
     const only = ops.length === 1 ? ops[0] : undefined;
     if (only?.kind === 'append') return [await this.#appendOne(only)];
-    if (only?.kind === 'cut') return void (await this.#q(this.#cutOne(only)));
     if (ops.length === 0) return undefined;
-    const steps = this.#steps(foldBatch(ops));
-    // One statement is atomic by itself: a transaction only when a batch needs several, and then
-    // its statements go out pipelined (BEGIN, the statements, COMMIT: three round trips).
-    if (steps.length === 1) await this.#q((steps[0] as Step)(this.#sql));
-    else if (steps.length > 1)
+    const { steps, locks } =
+      only?.kind === 'cut' ? { steps: [(tx: Sql | Tx) => this.#cutOne(tx, only)], locks: new Map([[only.user, true]]) } : this.#steps(foldBatch(ops));
+    // One statement is atomic by itself: a transaction only when a batch needs several or its
+    // users' locks (taken first, see migration 9), and then its statements go out pipelined
+    // (BEGIN, the statements, COMMIT: three round trips).
+    if (steps.length === 1 && locks.size === 0) await this.#q((steps[0] as Step)(this.#sql));
+    else if (steps.length > 0) {
+      const all = locks.size === 0 ? steps : [(tx: Sql | Tx) => this.#lockUsers(tx, locks), ...steps];
       await withDeadline(
         this.name,
         this.timeoutMs * 5,
-        this.#sql.begin((tx) => steps.map((step) => step(tx))),
+        this.#sql.begin((tx) => all.map((step) => step(tx))),
       );
+    }
     return undefined;
+  }
+
+  /** Takes the users' locks (true: exclusive, for a removal) until the transaction ends. */
+  #lockUsers(tx: Sql | Tx, locks: ReadonlyMap<string, boolean>): PendingQuery<Row[]> {
+    return tx`select ${tx(this.#t.lockUsers)}(${[...locks.keys()]}::text[], ${[...locks.values()].map(String)}::text[]::boolean[])`;
   }
 
   /** One message, one statement (the hot path); with an idempotency key, says if it repeated one. */
@@ -461,13 +482,14 @@ export class PostgresAdapter implements StorageAdapter {
     }
   }
 
-  /** Raises the threads' floors to their cutoffs and deletes the messages at or below them, in one transaction. */
+  /** Raises the threads' floors to their cutoffs and deletes the messages at or below them, in one transaction, under the users' locks. */
   async #purgeBatch(cuts: (PurgedThread & { cutoff: string })[]): Promise<PurgedThread[]> {
     const t = this.#t;
     const users = cuts.map((c) => c.user);
     const threads = cuts.map((c) => c.thread);
     const cutoffs = cuts.map((c) => c.cutoff);
     const work = this.#sql.begin(async (tx) => {
+      await this.#lockUsers(tx, new Map(users.map((user) => [user, true])));
       await tx`
         insert into ${tx(t.threads)} as h (user_id, thread, floor)
         select * from unnest(${users}::text[], ${threads}::text[], ${cutoffs}::text[])
@@ -598,8 +620,9 @@ export class PostgresAdapter implements StorageAdapter {
 
   /**
    * The hot path: one statement. An append at or below the user's floor or its thread's floor, or
-   * inside a cut of its thread, is refused; one that is stored is counted into its thread by the
-   * same statement (it returns a row only then).
+   * inside a cut of its thread, is refused (may_append reads them after the user's lock, see
+   * migration 9); one that is stored is counted into its thread by the same statement (it returns
+   * a row only then).
    */
   #insertOne(sql: Sql, op: AppendOp): PendingQuery<Row[]> {
     const meta = op.meta === undefined ? null : sql.json(op.meta);
@@ -610,10 +633,7 @@ export class PostgresAdapter implements StorageAdapter {
       select ${op.user}, ${op.id}, ${op.thread}, ${op.role}, ${op.content}, ${meta}::jsonb, ${new Date(op.createdAt)},
         ${op.key ?? null}::text, ${op.status ?? null}::text, ${op.v ?? null}::text, ${op.updatedAt === undefined ? null : new Date(op.updatedAt)}::timestamptz,
         ${op.tokens ?? null}::integer
-      where ${op.id} > coalesce((select history_floor from ${sql(t.users)} where user_id = ${op.user}), '') collate "C"
-        and ${op.id} > coalesce((select floor from ${sql(t.threads)} where user_id = ${op.user} and thread = ${op.thread}), '') collate "C"
-        and not exists (
-          select 1 from ${sql(t.cuts)} where user_id = ${op.user} and thread = ${op.thread} and from_id <= ${op.id} and to_id >= ${op.id})
+      where ${sql(t.mayAppend)}(${op.user}, ${op.thread}, ${op.id})
       on conflict do nothing
       returning user_id, thread, id, created_at, updated_at
     )
@@ -643,9 +663,10 @@ export class PostgresAdapter implements StorageAdapter {
    * takes out what they remove; a batch with appends inserts them between the two, so an append
    * the batch removes is refused or taken out again. An erasure then drops the user's emptied
    * threads (which needs the counts the delete trigger left), and edits run last, seeing every
-   * append of the batch. A single clear, cut, drop, title or edit is one statement.
+   * append of the batch. A single clear, cut, drop, title or edit is one statement (all but the
+   * edit after their user's lock).
    */
-  #steps(batch: Batch): Step[] {
+  #steps(batch: Batch): { steps: Step[]; locks: Map<string, boolean> } {
     const t = this.#t;
     const steps: Step[] = [];
     const { appends, users, threads, cuts, edits, summaries, changes } = batch;
@@ -717,7 +738,13 @@ export class PostgresAdapter implements StorageAdapter {
     // Edits mark summaries in their own statement.
     if (edits.length > 0) steps.push((tx) => this.#edit(tx, edits));
     if (cutMarks.length > 0 && !marksFirst) steps.push((tx) => this.#markSummaries(tx, cutMarks));
-    return steps;
+    // The users' locks (migration 9): exclusive where the batch removes, shared where it writes
+    // above floors. Appends alone lock in their statement; with other steps, before any row lock.
+    const locks = new Map<string, boolean>();
+    for (const r of ranges) locks.set(r.user, true);
+    for (const s of [...threads.filter((th) => th.title.id !== ''), ...summaries]) if (!locks.has(s.user)) locks.set(s.user, false);
+    if (locks.size > 0 || steps.length > 1) for (const a of appends) if (!locks.has(a.user)) locks.set(a.user, false);
+    return { steps, locks };
   }
 
   /** The newest summary of each thread, where newer than the stored one and above the user's and the thread's floors. */
@@ -817,9 +844,8 @@ export class PostgresAdapter implements StorageAdapter {
    * the range kept as a tombstone, its messages deleted (the trigger uncounts them), and a summary
    * covering part of it marked for a rerun.
    */
-  #cutOne(op: CutOp): PendingQuery<Row[]> {
+  #cutOne(sql: Sql | Tx, op: CutOp): PendingQuery<Row[]> {
     const t = this.#t;
-    const sql = this.#sql;
     return sql`
       with recorded as (
         insert into ${sql(t.cuts)} (user_id, thread, from_id, to_id) values (${op.user}, ${op.thread}, ${op.from}, ${op.to})
@@ -881,22 +907,21 @@ export class PostgresAdapter implements StorageAdapter {
     const col = (pick: (op: AppendOp) => string | null) => textArray(appends, pick);
     const t = this.#t;
     return tx`
-      with inserted as (
+      with x as (
+        select * from unnest(
+          ${col((op) => op.user)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.thread)}::text[], ${col((op) => op.role)}::text[],
+          ${col((op) => op.content)}::text[], ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[],
+          ${col((op) => String(op.createdAt))}::text[], ${col((op) => op.key ?? null)}::text[], ${col((op) => op.status ?? null)}::text[],
+          ${col((op) => op.v ?? null)}::text[], ${col((op) => (op.updatedAt === undefined ? null : String(op.updatedAt)))}::text[],
+          ${col((op) => (op.tokens === undefined ? null : String(op.tokens)))}::text[]
+        ) with ordinality as x(user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at, tokens, n)
+      ), stored as (
+        select ${tx(t.appendable)}(array_agg(user_id order by n), array_agg(thread order by n), array_agg(id order by n)) as n from x
+      ), inserted as (
       insert into ${tx(t.messages)} (user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at, tokens)
       select x.user_id, x.id, x.thread, x.role, x.content, x.meta::jsonb, to_timestamp(x.created_at::float8 / 1000), x.idempotency_key,
         x.status, x.edit_v, to_timestamp(x.updated_at::float8 / 1000), x.tokens::integer
-      from unnest(
-        ${col((op) => op.user)}::text[], ${col((op) => op.id)}::text[], ${col((op) => op.thread)}::text[], ${col((op) => op.role)}::text[],
-        ${col((op) => op.content)}::text[], ${col((op) => (op.meta === undefined ? null : JSON.stringify(op.meta)))}::text[],
-        ${col((op) => String(op.createdAt))}::text[], ${col((op) => op.key ?? null)}::text[], ${col((op) => op.status ?? null)}::text[],
-        ${col((op) => op.v ?? null)}::text[], ${col((op) => (op.updatedAt === undefined ? null : String(op.updatedAt)))}::text[],
-        ${col((op) => (op.tokens === undefined ? null : String(op.tokens)))}::text[]
-      ) as x(user_id, id, thread, role, content, meta, created_at, idempotency_key, status, edit_v, updated_at, tokens)
-      left join ${tx(t.users)} f on f.user_id = x.user_id
-      left join ${tx(t.threads)} h on h.user_id = x.user_id and h.thread = x.thread
-      where x.id > coalesce(f.history_floor, '') collate "C" and x.id > coalesce(h.floor, '') collate "C"
-        and not exists (
-          select 1 from ${tx(t.cuts)} c where c.user_id = x.user_id and c.thread = x.thread and c.from_id <= x.id collate "C" and c.to_id >= x.id collate "C")
+      from x where x.n in (select n from stored)
       -- One order for every syncer, so two batches of the same users lock rows in the same order.
       order by x.user_id, x.id
       on conflict do nothing
