@@ -234,13 +234,16 @@ create table encrypt_progress (
 -- raise floors or record cuts and delete below them; appends shared, reading their floors and cuts
 -- in these functions, whose queries (volatile) read as of their own start, after the lock.
 
--- Locks the users in one order (their keys'), so two batches never wait on each other in a cycle.
+-- A lock covers the users whose hash falls in one of 1024 buckets: a batch of any size holds at most
+-- 1024 entries of the server's shared lock table (6,400 by default), and two users of one bucket
+-- only ever wait on each other while one of them is being removed.
+-- Locks the buckets in one order, so two batches never wait on each other in a cycle.
 create function lock_users(p_users text[], p_exclusive boolean[]) returns void language plpgsql volatile
 set search_path from current as $fn$
 begin
   perform case when s.exclusive then pg_advisory_xact_lock(s.space, s.key) else pg_advisory_xact_lock_shared(s.space, s.key) end
   from (
-    select hashtext(current_schema()) as space, hashtext(x.user_id) as key, bool_or(coalesce(x.exclusive, false)) as exclusive
+    select hashtext(current_schema()) as space, hashtext(x.user_id) & 1023 as key, bool_or(coalesce(x.exclusive, false)) as exclusive
     from unnest(p_users, p_exclusive) as x(user_id, exclusive) group by 2 order by 2
   ) s;
 end
@@ -250,7 +253,7 @@ $fn$;
 create function may_append(p_user text, p_thread text, p_id text) returns boolean language plpgsql volatile
 set search_path from current as $fn$
 begin
-  perform pg_advisory_xact_lock_shared(hashtext(current_schema()), hashtext(p_user)); -- lock_users's key
+  perform pg_advisory_xact_lock_shared(hashtext(current_schema()), hashtext(p_user) & 1023); -- lock_users's key
   return p_id > coalesce((select history_floor from users where user_id = p_user), '') collate "C"
     and p_id > coalesce((select floor from threads where user_id = p_user and thread = p_thread), '') collate "C"
     and not exists (select 1 from cuts where user_id = p_user and thread = p_thread and from_id <= p_id and to_id >= p_id);
