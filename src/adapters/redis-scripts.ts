@@ -826,13 +826,18 @@ return 1
 `;
 
 const POP = `
+-- The usual case in one step: n entries from first to last are still the journal's head, in order
+-- (entries only ever leave from the head, so matching ends mean matching middles). Returns n, or
+-- nil (and pops nothing) when they are not.
+local function pop_head(j, n, first, last)
+  if n == 0 then return 0 end
+  if redis.call('LINDEX', j, 0) ~= first or redis.call('LINDEX', j, n - 1) ~= last then return nil end
+  redis.call('LTRIM', j, n, -1)
+  return n
+end
 local function pop(j, entries, n)
-  -- The usual case in one step: the entries are still the journal's head, in order (entries only
-  -- ever leave from the head, so matching ends mean matching middles).
-  if n > 0 and redis.call('LINDEX', j, 0) == entries[1] and redis.call('LINDEX', j, n - 1) == entries[n] then
-    redis.call('LTRIM', j, n, -1)
-    return n
-  end
+  local head = pop_head(j, n, entries[1], entries[n])
+  if head then return head end
   local popped = 0
   for i = 1, n do
     if redis.call('LINDEX', j, 0) == entries[i] then
@@ -874,6 +879,28 @@ local popped = pop(KEYS[1], entries, n)
 local left = redis.call('LLEN', KEYS[1])
 set_pending(KEYS[2], KEYS[3], ARGV[1], left)
 return {popped, left}
+`;
+
+/**
+ * ACK of several users at once (one Redis). KEYS: pending index, pending counter (of the users'
+ * shard), then each user's journal. ARGV: per user, its name, the count of its entries the durable
+ * tier now has, the first and the last ('' when none). Returns per user what is left, or -1 when
+ * the entries were not the journal's head (nothing popped: the caller acks that user with ACK).
+ */
+export const ACK_MANY = `${PENDING}${POP}
+local out = {}
+for i = 3, #KEYS do
+  local a = (i - 3) * 4
+  local user, n = ARGV[a + 1], tonumber(ARGV[a + 2])
+  if pop_head(KEYS[i], n, ARGV[a + 3], ARGV[a + 4]) then
+    local left = redis.call('LLEN', KEYS[i])
+    set_pending(KEYS[1], KEYS[2], user, left)
+    out[#out + 1] = left
+  else
+    out[#out + 1] = -1
+  end
+end
+return out
 `;
 
 /** A Cluster's first ack step, in the user's slot. KEYS: j. ARGV: the entries (see ENTRIES_FROM). Returns {popped, left}, or nil. */

@@ -74,6 +74,7 @@ const S = {
   fillUser: script(lua.FILL_USER),
   fillSubscribers: script(lua.FILL_SUBSCRIBERS),
   ack: script(lua.ACK),
+  ackMany: script(lua.ACK_MANY),
   ackJournal: script(lua.ACK_JOURNAL),
   ackIndex: script(lua.ACK_INDEX),
   indexJournal: script(lua.INDEX_JOURNAL),
@@ -90,6 +91,8 @@ const S = {
  * deadlines (a socket that stops answering is destroyed at twice the deadline, unsent commands with it).
  */
 const IDLE_COUNT_MS = 10_000;
+/** Users per ACK_MANY script: each takes a few commands, and a script holds Redis while it runs. */
+const ACK_GROUP = 100;
 /** The kinds of op `WRITE_LEAN` handles (in the cache role). */
 const LEAN_KINDS: ReadonlySet<Op['kind']> = new Set(['append', 'phone', 'booking', 'subscribe']);
 const REDIS_PROTOCOLS = ['redis:', 'rediss:'];
@@ -590,7 +593,14 @@ export class RedisAdapter implements CacheAdapter {
   }
 
   async readJournals(users: readonly string[], perUser: number): Promise<Map<string, JournalEntry[]>> {
-    const replies = await this.#call(Promise.all(users.map((user) => this.client.lrange(this.#keys.user(user)[3], 0, perUser - 1))));
+    const keys = users.map((user) => this.#keys.user(user)[3]);
+    // One Redis: every LRANGE in one write (a Cluster's pipeline must keep to one slot).
+    const replies = this.cluster
+      ? await this.#call(Promise.all(keys.map((key) => this.client.lrange(key, 0, perUser - 1))))
+      : ((await this.#call(this.client.pipeline(keys.map((key) => ['lrange', key, 0, perUser - 1])).exec())) ?? []).map(([error, reply]) => {
+          if (error) throw error;
+          return reply as string[];
+        });
     return new Map(users.map((user, i) => [user, (replies[i] ?? []).map((raw) => journalEntry(user, raw))]));
   }
 
@@ -612,6 +622,33 @@ export class RedisAdapter implements CacheAdapter {
     if (!this.cluster) return (await pop(S.ack, [j, index, count], [user]))[1];
     const [popped, left] = await pop(S.ackJournal, [j], []);
     await this.#eval(S.ackIndex, [index, count, idle], [user, popped, left, Date.now(), Math.max(IDLE_COUNT_MS, 20 * this.timeoutMs)]);
+    return left;
+  }
+
+  /**
+   * `ack` of many users: on one Redis, one script per shard and ACK_GROUP users (a user whose
+   * entries are no longer the journal's head is acked alone, sending every entry); on a Cluster,
+   * one `ack` per user (each user's journal is in its own slot).
+   */
+  async ackMany(acks: ReadonlyMap<string, readonly string[]>): Promise<Map<string, number>> {
+    const left = new Map<string, number>();
+    const ackOne = async (user: string, entries: readonly string[]) => void left.set(user, await this.ack(user, entries));
+    if (this.cluster) {
+      await Promise.all([...acks].map(([user, entries]) => ackOne(user, entries)));
+      return left;
+    }
+    const groups = groupBy([...acks], ([user]) => String(this.#keys.shardOf(user))).flatMap(([, list]) =>
+      Array.from({ length: Math.ceil(list.length / ACK_GROUP) }, (_, i) => list.slice(i * ACK_GROUP, (i + 1) * ACK_GROUP)),
+    );
+    await Promise.all(
+      groups.map(async (group) => {
+        const [index, count] = this.#keys.pending(this.#keys.shardOf(group[0]?.[0] as string));
+        const keys = [index, count, ...group.map(([user]) => this.#keys.user(user)[3])];
+        const args = group.flatMap(([user, entries]) => [user, entries.length, entries[0] ?? '', entries.at(-1) ?? '']);
+        const replies = (await this.#eval(S.ackMany, keys, args)) as number[];
+        await Promise.all(group.map(([user, entries], i) => (replies[i] === -1 ? ackOne(user, entries) : left.set(user, replies[i] as number))));
+      }),
+    );
     return left;
   }
 

@@ -56,6 +56,8 @@ export interface CacheAdapter extends StorageAdapter {
    * an entry the index does not point to.
    */
   ack(user: string, entries: readonly string[]): Promise<number>;
+  /** Optional: `ack` of several users (user -> entries) in fewer round trips; resolves what each has left. */
+  ackMany?(acks: ReadonlyMap<string, readonly string[]>): Promise<Map<string, number>>;
   /** The backstop: indexes journals the pending index does not point to; resolves how many it found. */
   indexJournals(): Promise<number>;
   /** Journal entries not yet acknowledged, over every user (the index's total). */

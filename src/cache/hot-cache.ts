@@ -201,8 +201,12 @@ export class HotCache {
     return this.breaker.call((c) => c.readJournals(users, perUser));
   }
 
-  async ack(user: string, entries: readonly string[]): Promise<void> {
-    await this.breaker.call((c) => c.ack(user, entries));
+  /** Acknowledges each user's entries (user -> entries). */
+  async ack(acks: ReadonlyMap<string, readonly string[]>): Promise<void> {
+    await this.breaker.call(async (c) => {
+      if (c.ackMany) await c.ackMany(acks);
+      else await Promise.all([...acks].map(([user, entries]) => c.ack(user, entries)));
+    });
   }
 
   indexJournals(): Promise<number> {

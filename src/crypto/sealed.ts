@@ -51,6 +51,7 @@ export class SealedAdapter implements CacheAdapter {
   secrets?: NonNullable<StorageAdapter['secrets']>;
   draftProgress?: NonNullable<CacheAdapter['draftProgress']>;
   staleDrafts?: NonNullable<CacheAdapter['staleDrafts']>;
+  ackMany?: NonNullable<CacheAdapter['ackMany']>;
   /** The inner Redis's feed of changed keys (key names only, nothing sealed): L1 runs above the seal. */
   invalidations?: NonNullable<CacheAdapter['invalidations']>;
 
@@ -71,6 +72,7 @@ export class SealedAdapter implements CacheAdapter {
     if (a.describe) this.describe = () => `${a.describe!()} (encrypted)`;
     if (a.secrets) this.secrets = () => a.secrets!();
     if (a.staleDrafts) this.staleDrafts = (before, limit) => a.staleDrafts!(before, limit);
+    if (a.ackMany) this.ackMany = (acks) => a.ackMany!(acks);
     if (a.invalidations) this.invalidations = (listener) => a.invalidations!(listener);
     if (a.streamingDrafts) {
       this.streamingDrafts = async (before, limit) => {

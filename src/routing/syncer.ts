@@ -273,7 +273,7 @@ export class Syncer {
 
   /** Removes what was written (or set aside) from each user's journal; an empty one leaves the dirty set. */
   async #ack(cache: HotCache, chunk: Chunk): Promise<void> {
-    await Promise.all([...chunk.entries].map(([user, entries]) => cache.ack(user, entries)));
+    await cache.ack(chunk.entries);
   }
 
   #noteOldest(id: string | undefined): void {

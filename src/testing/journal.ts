@@ -126,6 +126,36 @@ export function journalTests(c: ContractContext): void {
   );
 
   c.it(
+    'ackMany acknowledges each user like ack: the head goes, a stale read takes only what is still the head, an empty read recounts',
+    w(async (cache) => {
+      if (!cache.ackMany) return;
+      const [whole, moved, later, none] = [c.user(), c.user(), c.user(), c.user()];
+      const before = await cache.pendingCount();
+      const ofMoved = Array.from({ length: 4 }, (_, i) => c.append(moved, `moved ${i}`));
+      await cache.write([c.append(whole, 'w1'), phone(whole), c.append(whole, 'w3'), ...ofMoved, c.append(later, 'l1')], { pending: true });
+      const journals = await cache.readJournals([whole, moved, later, none], 0);
+      const raw = (user: string) => (journals.get(user) ?? []).map((e) => e.raw);
+      const newer = c.append(later, 'written after the read');
+      await cache.write([newer], { pending: true });
+      // Another syncer acknowledged the first of `moved` meanwhile: its read's ends are no longer the head.
+      expect(await cache.ack(moved, raw(moved).slice(0, 1))).toBe(3);
+      const acks = new Map([whole, moved, later, none].map((user) => [user, raw(user)]));
+      const left = new Map([whole, moved, later, none].map((user) => [user, user === later ? 1 : 0]));
+      expect(await cache.ackMany(acks)).toEqual(left);
+      expect(await cache.readPending(whole)).toEqual([]);
+      expect(await cache.readPending(moved)).toEqual([]);
+      expect(await cache.readPending(later)).toEqual([newer]);
+      expect(await cache.pendingCount()).toBe(before + 1);
+      expect(await cache.pendingUsers(ALL)).toContain(later);
+      expect(await cache.pendingUsers(ALL)).not.toContain(whole);
+      // Acknowledged again (a second syncer): nothing more goes, nothing is uncounted twice.
+      expect(await cache.ackMany(acks)).toEqual(left);
+      expect(await cache.pendingCount()).toBe(before + 1);
+      expect(await drain(cache, later)).toBe(0);
+    }),
+  );
+
+  c.it(
     'a delete drops the journal entries older than it, and their count',
     w(async (cache) => {
       const u = c.user();

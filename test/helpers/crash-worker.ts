@@ -147,7 +147,9 @@ async function syncSteps(): Promise<void> {
 
   const send = client.sendCommand.bind(client) as (command: { name: string; args: unknown[] }, ...rest: unknown[]) => Promise<unknown>;
   (client as unknown as { sendCommand: typeof send }).sendCommand = (command, ...rest) => {
-    if (!tapping || rest.length > 0) return send(command, ...rest);
+    // A pipeline's commands (sent with its stream) are steps too; a write script behind its PING is not.
+    const pipelined = (rest[0] as { isPipeline?: boolean } | undefined)?.isPipeline === true;
+    if (!tapping || (rest.length > 0 && !pipelined)) return send(command, ...rest);
     return step(kindOf(command.name, command.args), userOf(command.args), () => send(command, ...rest));
   };
   const postgres = pgAdapter(10_000);
