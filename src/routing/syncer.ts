@@ -36,6 +36,8 @@ export interface SyncerDeps {
 const LEASE_MS = 5_000;
 const MAX_PASS_MS = 60_000;
 const DRAIN_BACKOFF_MS = { first: 100, max: 2_000 };
+/** Chunks written to PostgreSQL at once (each on its own connection). */
+const MOVING = 2;
 
 /**
  * Moves pending writes to the durable tier: this process's journal first, then Redis's journal
@@ -208,31 +210,57 @@ export class Syncer {
   }
 
   /**
-   * Rounds of dirty users, each cut into chunks of different users that flow through the stages
-   * at once: the next chunk's journals are read while two chunks are written to PostgreSQL (on two
-   * connections; their users differ, so they never contend) and acknowledged.
+   * Chunks of different dirty users flow through the stages without a pause: the next chunk's
+   * journals are read while up to MOVING chunks are written to PostgreSQL (each on its own
+   * connection) and acknowledged. A user read stays `busy` until its chunk is acknowledged and is
+   * not picked again before, so no two chunks in flight share a user: their batches never contend
+   * for rows, and each user's entries are written and acknowledged in journal order. A crash at any
+   * point leaves every entry in its journal until after its batch committed (the ack follows the
+   * commit of its own chunk only), so a replay rewrites at most what committed, idempotently.
    */
   async #drainCache(cache: HotCache, moved: Counts, started: number, renew: (() => Promise<boolean>) | undefined): Promise<void> {
     const perChunk = Math.max(1, Math.floor(this.deps.batchSize / 10));
     // Users counted in the index with nothing journaled (a Cluster write between its two steps, or
     // one that died there): looked at once per pass, which also lets the index heal them.
     const idle = new Set<string>();
-    while (Date.now() - started < MAX_PASS_MS) {
-      if (renew && !(await renew())) return;
-      const users = (await cache.pendingUsers(perChunk * 4)).filter((user) => !idle.has(user));
-      if (users.length === 0) return;
-      const chunks = Array.from({ length: Math.ceil(users.length / perChunk) }, (_, i) => users.slice(i * perChunk, (i + 1) * perChunk));
-      let reading = quiet(this.#readChunk(cache, chunks[0] as string[]));
-      const moving: Promise<void>[] = [];
-      for (let i = 0; i < chunks.length; i++) {
-        const chunk = await reading;
-        for (const [user, entries] of chunk.entries) if (entries.length === 0) idle.add(user);
-        if (i + 1 < chunks.length) reading = quiet(this.#readChunk(cache, chunks[i + 1] as string[]));
-        moving.push(quiet(this.#move(cache, chunk, moved)));
-        if (moving.length >= 2) await moving.shift();
+    const busy = new Set<string>();
+    const moving: Promise<void>[] = [];
+    let queue: string[] = [];
+    /** The next chunk's users (none: the pass is over), taking more from the index as needed. */
+    const next = async (): Promise<string[]> => {
+      while (queue.length === 0) {
+        if (Date.now() - started >= MAX_PASS_MS || (renew && !(await renew()))) return [];
+        queue = (await cache.pendingUsers(perChunk * 4)).filter((user) => !idle.has(user) && !busy.has(user));
+        if (queue.length > 0) break;
+        // Every user left is in flight (or idle): what their acks leave is picked up after them.
+        if (moving.length === 0) return [];
+        await moving.shift();
       }
-      await Promise.all(moving);
+      const users = queue.splice(0, perChunk);
+      for (const user of users) busy.add(user);
+      return users;
+    };
+    const read = async (): Promise<Chunk | undefined> => {
+      const users = await next();
+      return users.length === 0 ? undefined : this.#readChunk(cache, users);
+    };
+    const move = async (chunk: Chunk): Promise<void> => {
+      await this.#move(cache, chunk, moved);
+      for (const user of chunk.entries.keys()) busy.delete(user);
+    };
+    try {
+      let reading = quiet(read());
+      for (let chunk = await reading; chunk; chunk = await reading) {
+        for (const [user, entries] of chunk.entries) if (entries.length === 0) idle.add(user);
+        reading = quiet(read());
+        while (moving.length >= MOVING) await moving.shift();
+        moving.push(quiet(move(chunk)));
+      }
+    } finally {
+      // A failed pass ends once the writes it has in flight ended (it releases the lease after).
+      await Promise.allSettled(moving);
     }
+    await Promise.all(moving);
   }
 
   /** Writes a chunk to the durable tier in batches, then removes it from the journals. */
