@@ -447,17 +447,16 @@ export function isSealedValue(value: string | JsonObject): boolean {
 
 /** Whether an op carries a sealed value (read raw from a journal by a process without the keys). */
 export function isSealedOp(op: Op): boolean {
-  const json = (value: JsonObject | null | undefined) => value != null && typeof value[SEALED_JSON] === 'string';
   switch (op.kind) {
     case 'append':
     case 'edit':
-      return isSealed(op.content) || json(op.meta);
+      return isSealed(op.content) || (op.meta !== undefined && isSealedValue(op.meta));
     case 'title':
       return op.title !== null && isSealed(op.title);
     case 'phone':
       return op.phone !== null && isSealed(op.phone);
     case 'booking':
-      return json(op.booking);
+      return op.booking !== null && isSealedValue(op.booking);
     case 'summary':
       return isSealed(op.text);
     default:
