@@ -450,13 +450,13 @@ export function isSealedOp(op: Op): boolean {
   switch (op.kind) {
     case 'append':
     case 'edit':
-      return isSealed(op.content) || (op.meta !== undefined && isSealedValue(op.meta));
+      return isSealed(op.content) || (op.meta != null && isSealedValue(op.meta));
     case 'title':
       return op.title !== null && isSealed(op.title);
     case 'phone':
       return op.phone !== null && isSealed(op.phone);
     case 'booking':
-      return op.booking !== null && isSealedValue(op.booking);
+      return op.booking != null && isSealedValue(op.booking);
     case 'summary':
       return isSealed(op.text);
     default:
