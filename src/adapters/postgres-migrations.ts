@@ -260,6 +260,16 @@ begin
 end
 $fn$;
 
+-- One cut's delete (deleteMessage, truncateAfter) after its user's lock, exclusive: the rest of the
+-- cut stays in the caller's one statement, whose own snapshot predates the lock.
+create function delete_range(p_user text, p_thread text, p_from text, p_to text) returns void language plpgsql volatile
+set search_path from current as $fn$
+begin
+  perform pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_user) & 1023); -- lock_users's key
+  delete from messages where user_id = p_user and thread = p_thread and id >= p_from collate "C" and id <= p_to collate "C";
+end
+$fn$;
+
 -- Many appends, as may_append: the positions (from 1) of those to store.
 create function appendable(p_users text[], p_threads text[], p_ids text[]) returns setof bigint language plpgsql volatile
 set search_path from current as $fn$

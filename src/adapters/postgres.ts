@@ -124,6 +124,7 @@ export class PostgresAdapter implements StorageAdapter {
     lockUsers: string;
     mayAppend: string;
     appendable: string;
+    deleteRange: string;
   };
   #migrated: Promise<void> | undefined;
   #bound = false;
@@ -143,6 +144,7 @@ export class PostgresAdapter implements StorageAdapter {
       lockUsers: `${this.schema}.lock_users`,
       mayAppend: `${this.schema}.may_append`,
       appendable: `${this.schema}.appendable`,
+      deleteRange: `${this.schema}.delete_range`,
     };
     if (options.sql) {
       // The adapter reads columns by their SQL names: a client that renames them would break it.
@@ -233,7 +235,7 @@ export class PostgresAdapter implements StorageAdapter {
     if (only?.kind === 'append') return [await this.#appendOne(only)];
     if (ops.length === 0) return undefined;
     const { steps, locks } =
-      only?.kind === 'cut' ? { steps: [(tx: Sql | Tx) => this.#cutOne(tx, only)], locks: new Map([[only.user, true]]) } : this.#steps(foldBatch(ops));
+      only?.kind === 'cut' ? { steps: [(tx: Sql | Tx) => this.#cutOne(tx, only)], locks: new Map<string, boolean>() } : this.#steps(foldBatch(ops));
     // One statement is atomic by itself: a transaction only when a batch needs several or its
     // users' locks (taken first, see migration 9), and then its statements go out pipelined
     // (BEGIN, the statements, COMMIT: three round trips).
@@ -846,17 +848,17 @@ export class PostgresAdapter implements StorageAdapter {
    */
   #cutOne(sql: Sql | Tx, op: CutOp): PendingQuery<Row[]> {
     const t = this.#t;
+    // delete_range deletes after the user's lock (migration 9), so one statement does it all.
     return sql`
       with recorded as (
         insert into ${sql(t.cuts)} (user_id, thread, from_id, to_id) values (${op.user}, ${op.thread}, ${op.from}, ${op.to})
         on conflict do nothing
-      ), removed as (
-        delete from ${sql(t.messages)} m
-        where m.user_id = ${op.user} and m.thread = ${op.thread} and m.id >= ${op.from} collate "C" and m.id <= ${op.to} collate "C"
+      ), marked as (
+        update ${sql(t.summaries)} s set dirty = ${op.id}
+        where s.user_id = ${op.user} and s.thread = ${op.thread} and s.text is not null and ${op.id} > s.summary_v collate "C"
+          and ${op.from} <= s.covers collate "C" and ${op.id} > s.dirty collate "C"
       )
-      update ${sql(t.summaries)} s set dirty = ${op.id}
-      where s.user_id = ${op.user} and s.thread = ${op.thread} and s.text is not null and ${op.id} > s.summary_v collate "C"
-        and ${op.from} <= s.covers collate "C" and ${op.id} > s.dirty collate "C"`;
+      select ${sql(t.deleteRange)}(${op.user}, ${op.thread}, ${op.from}, ${op.to})`;
   }
 
   /** {@link #edit} of one message (updateMessage, a draft's flush or finish): the same rules, with no arrays to unnest. */
