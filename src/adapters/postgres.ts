@@ -233,9 +233,9 @@ export class PostgresAdapter implements StorageAdapter {
   async #write(ops: readonly Op[]): Promise<WriteOutcome[] | undefined> {
     const only = ops.length === 1 ? ops[0] : undefined;
     if (only?.kind === 'append') return [await this.#appendOne(only)];
+    if (only?.kind === 'cut') return void (await this.#q(this.#cutOne(only)));
     if (ops.length === 0) return undefined;
-    const { steps, locks } =
-      only?.kind === 'cut' ? { steps: [(tx: Sql | Tx) => this.#cutOne(tx, only)], locks: new Map<string, boolean>() } : this.#steps(foldBatch(ops));
+    const { steps, locks } = this.#steps(foldBatch(ops));
     // One statement is atomic by itself: a transaction only when a batch needs several or its
     // users' locks (taken first, see migration 9), and then its statements go out pipelined
     // (BEGIN, the statements, COMMIT: three round trips).
@@ -665,8 +665,8 @@ export class PostgresAdapter implements StorageAdapter {
    * takes out what they remove; a batch with appends inserts them between the two, so an append
    * the batch removes is refused or taken out again. An erasure then drops the user's emptied
    * threads (which needs the counts the delete trigger left), and edits run last, seeing every
-   * append of the batch. A single clear, cut, drop, title or edit is one statement (all but the
-   * edit after their user's lock).
+   * append of the batch. A single clear, drop, title or edit is one statement; all but the edit
+   * run in a transaction after their users' locks (see `locks`).
    */
   #steps(batch: Batch): { steps: Step[]; locks: Map<string, boolean> } {
     const t = this.#t;
@@ -846,8 +846,9 @@ export class PostgresAdapter implements StorageAdapter {
    * the range kept as a tombstone, its messages deleted (the trigger uncounts them), and a summary
    * covering part of it marked for a rerun.
    */
-  #cutOne(sql: Sql | Tx, op: CutOp): PendingQuery<Row[]> {
+  #cutOne(op: CutOp): PendingQuery<Row[]> {
     const t = this.#t;
+    const sql = this.#sql;
     // delete_range deletes after the user's lock (migration 9), so one statement does it all.
     return sql`
       with recorded as (
