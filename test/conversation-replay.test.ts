@@ -1,10 +1,10 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { PostgresAdapter, type TieredStore } from '../src/index.js';
-import { Secrets, silentLogger } from '../src/logger.js';
 import { decodeOp } from '../src/model/codec.js';
 import { OutageRig } from './helpers/outage.js';
 import { databaseUrl } from './helpers/services.js';
+import { durableConfig } from './helpers/stores.js';
 
 // A journal replayed again (an acknowledgement lost, a syncer that died after the commit, two
 // syncers racing), in order and backwards: the version-2 writes in it change nothing the second
@@ -73,7 +73,7 @@ describe.each(['write-through', 'write-behind'] as const)('%s', (writeMode) => {
 
     // And backwards, straight into PostgreSQL.
     const pg = new PostgresAdapter({ url: databaseUrl(), schema: rig.names.schema });
-    pg.bind({ role: 'durable', historyLimit: 10, ttlMs: { history: 0, userData: 0, subscribers: 0 }, logger: silentLogger, secrets: new Secrets() });
+    pg.bind(durableConfig(10));
     cleanup.push(() => pg.close());
     await pg.write(entries.map((e) => decodeOp(user, e)).reverse());
 

@@ -3,10 +3,9 @@ import { BuiltCli } from './helpers/cli.js';
 import { ErrorCode, PostgresAdapter, type TieredStore } from '../src/index.js';
 import { encryptExisting } from '../src/crypto/encrypt-existing.js';
 import { KeyRing } from '../src/crypto/keys.js';
-import { Secrets, silentLogger } from '../src/logger.js';
 import { cleanups, encryption, K1, K2, rawPostgres, rawRedis } from './helpers/encryption.js';
 import { databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
-import { makeStore } from './helpers/stores.js';
+import { durableConfig, makeStore } from './helpers/stores.js';
 
 // encrypt-existing: the rows PostgreSQL holds from before encryption are sealed in batches; a run
 // stopped part way resumes where it stopped; a bot editing rows meanwhile is never undone.
@@ -15,7 +14,7 @@ const { cleanup, names } = cleanups();
 
 function adapter(n: Isolation): PostgresAdapter {
   const pg = new PostgresAdapter({ url: databaseUrl(), schema: n.schema });
-  pg.bind({ role: 'durable', historyLimit: 50, ttlMs: { history: 0, userData: 0, subscribers: 0 }, logger: silentLogger, secrets: new Secrets() });
+  pg.bind(durableConfig());
   cleanup.push(() => pg.close());
   return pg;
 }

@@ -2,11 +2,10 @@ import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { describe, expect, it } from 'vitest';
 import { ErrorCode, PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions } from '../src/index.js';
-import { Secrets, silentLogger } from '../src/logger.js';
 import { encryptionFromEnv } from '../src/env.js';
 import { cleanups, encryption, K1, K2, rawPostgres, rawRedis } from './helpers/encryption.js';
 import { databaseUrl, redisUrl, type Isolation } from './helpers/services.js';
-import { makeStore, type Topology } from './helpers/stores.js';
+import { durableConfig, makeStore, type Topology } from './helpers/stores.js';
 
 // Encryption at rest on the real servers: what reaches Redis, PostgreSQL and Redis's journal is
 // ciphertext in every layout, reads give the plaintext back, a ciphertext moved to another user or
@@ -189,7 +188,7 @@ describe('binding and keys', () => {
     const pg = new PostgresAdapter({ url: databaseUrl(), schema: n.schema });
     const redis = new RedisAdapter({ url: redisUrl(), keyPrefix: n.keyPrefix });
     for (const adapter of [pg, redis]) {
-      adapter.bind({ role: 'durable', historyLimit: 50, ttlMs: { history: 0, userData: 0, subscribers: 0 }, logger: silentLogger, secrets: new Secrets() });
+      adapter.bind(durableConfig());
       cleanup.push(() => adapter.close());
       await adapter.connect();
       await adapter.saveDataKey('x', { id: 'K1', master: 'm', wrapped: 'w1' });

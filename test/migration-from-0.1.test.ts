@@ -2,10 +2,10 @@ import { readFileSync } from 'node:fs';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresAdapter } from '../src/index.js';
-import { Secrets, silentLogger } from '../src/logger.js';
 import { createIdGenerator } from '../src/model/ids.js';
 import type { AppendOp, Op } from '../src/model/ops.js';
 import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
+import { durableConfig } from './helpers/stores.js';
 
 // A database written by 0.1.0 (its schema as released, its kind of rows) opened by this version:
 // migrations 5 and 6 run on connect, everything 0.1 stored reads as thread 'main', and each of its
@@ -51,7 +51,7 @@ afterAll(async () => {
 
 async function open(): Promise<PostgresAdapter> {
   const adapter = new PostgresAdapter({ url: databaseUrl(), schema, max: 2 });
-  adapter.bind({ role: 'durable', historyLimit: 50, ttlMs: { history: 0, userData: 0, subscribers: 0 }, logger: silentLogger, secrets: new Secrets() });
+  adapter.bind(durableConfig());
   await adapter.connect();
   adapters.push(adapter);
   return adapter;

@@ -1,11 +1,10 @@
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresAdapter } from '../src/index.js';
-import type { AdapterConfig } from '../src/adapters/contract.js';
-import { Secrets, silentLogger } from '../src/logger.js';
 import { createIdGenerator } from '../src/model/ids.js';
 import { after, type AppendOp, type Op } from '../src/model/ops.js';
 import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
+import { durableConfig } from './helpers/stores.js';
 
 // An append and a removal of the same user (clear, drop, cut, erasure, retention) on two
 // connections at once. In READ COMMITTED a statement reads as of its start: an append that read
@@ -14,13 +13,7 @@ import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
 // saw it). Whatever the interleaving, no row may stay at or below a floor or inside a cut, and
 // every thread's count must match its rows.
 const { schema } = isolation('postgres_floor_races');
-const config: AdapterConfig = {
-  role: 'durable',
-  historyLimit: 50,
-  ttlMs: { history: 0, userData: 0, subscribers: 0 },
-  logger: silentLogger,
-  secrets: new Secrets(),
-};
+const config = durableConfig();
 const id = createIdGenerator();
 let pg: PostgresAdapter;
 let sql: postgres.Sql;

@@ -1,21 +1,15 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryAdapter, PostgresAdapter } from '../src/index.js';
-import type { AdapterConfig, StorageAdapter, ThreadRecord } from '../src/adapters/contract.js';
-import { Secrets, silentLogger } from '../src/logger.js';
+import type { StorageAdapter, ThreadRecord } from '../src/adapters/contract.js';
 import { createIdGenerator } from '../src/model/ids.js';
 import { after, type AppendOp, type Op } from '../src/model/ops.js';
 import { cleanupPostgres, databaseUrl, isolation } from './helpers/services.js';
+import { durableConfig } from './helpers/stores.js';
 
 // PostgreSQL's thread bookkeeping (counts, times, pages, drafts) against the reference fold of
 // MemoryAdapter, on batches as the syncer sends them: many users, every kind of op, any order.
 const { schema } = isolation('postgres_threads');
-const config: AdapterConfig = {
-  role: 'durable',
-  historyLimit: 50,
-  ttlMs: { history: 0, userData: 0, subscribers: 0 },
-  logger: silentLogger,
-  secrets: new Secrets(),
-};
+const config = durableConfig();
 const id = createIdGenerator();
 let pg: PostgresAdapter;
 

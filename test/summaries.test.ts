@@ -1,12 +1,11 @@
 import { Redis } from 'ioredis';
 import { afterEach, describe, expect, it } from 'vitest';
 import { ErrorCode, PostgresAdapter, TieredStore, type SummarizeInput, type TieredStoreOptions } from '../src/index.js';
-import { Secrets, silentLogger } from '../src/logger.js';
 import { decodeOp } from '../src/model/codec.js';
 import { defaultTokens } from '../src/model/budget.js';
 import { OutageRig } from './helpers/outage.js';
 import { cleanupPostgres, cleanupRedis, databaseUrl, redisUrl } from './helpers/services.js';
-import { isolation, makeStore, type Topology } from './helpers/stores.js';
+import { durableConfig, isolation, makeStore, type Topology } from './helpers/stores.js';
 import { GatedHook, standIn } from './helpers/summaries.js';
 import { loadContext } from '../src/integrations/ai.js';
 import { UserMemory } from '../src/integrations/user-memory.js';
@@ -115,7 +114,7 @@ describe('replay', () => {
     expect(await read()).toEqual(once);
 
     const pg = new PostgresAdapter({ url: databaseUrl(), schema: rig.names.schema });
-    pg.bind({ role: 'durable', historyLimit: 10, ttlMs: { history: 0, userData: 0, subscribers: 0 }, logger: silentLogger, secrets: new Secrets() });
+    pg.bind(durableConfig(10));
     cleanup.push(() => pg.close());
     const ops = entries.map((e) => decodeOp('u', e));
     await pg.write([...ops].reverse());

@@ -1,4 +1,6 @@
 import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions } from '../../src/index.js';
+import type { AdapterConfig } from '../../src/adapters/contract.js';
+import { Secrets, silentLogger } from '../../src/logger.js';
 import { databaseUrl, isolation, redisUrl, type Isolation } from './services.js';
 
 export type Topology = 'memory only' | 'redis only' | 'postgres only' | 'write-through' | 'write-behind';
@@ -15,6 +17,11 @@ export function makeStore(topology: Topology, names: Isolation, options: TieredS
     redis: redis ? new RedisAdapter({ url: redisUrl(), keyPrefix: names.keyPrefix }) : undefined,
     postgres: postgres ? new PostgresAdapter({ url: databaseUrl(), schema: names.schema }) : undefined,
   });
+}
+
+/** What a store binds an adapter of the durable tier with (nothing expires), for tests that drive an adapter alone. */
+export function durableConfig(historyLimit = 50): AdapterConfig {
+  return { role: 'durable', historyLimit, ttlMs: { history: 0, userData: 0, subscribers: 0 }, logger: silentLogger, secrets: new Secrets() };
 }
 
 export { isolation };
