@@ -265,7 +265,7 @@ $fn$;
 create function delete_range(p_user text, p_thread text, p_from text, p_to text) returns void language plpgsql volatile
 set search_path from current as $fn$
 begin
-  perform pg_advisory_xact_lock(hashtext(current_schema()), hashtext(p_user) & 1023); -- lock_users's key
+  perform lock_users(array[p_user], array[true]);
   delete from messages where user_id = p_user and thread = p_thread and id >= p_from collate "C" and id <= p_to collate "C";
 end
 $fn$;

@@ -637,12 +637,12 @@ export class RedisAdapter implements CacheAdapter {
       await Promise.all([...acks].map(([user, entries]) => ackOne(user, entries)));
       return left;
     }
-    const groups = groupBy([...acks], ([user]) => String(this.#keys.shardOf(user))).flatMap(([, list]) =>
-      Array.from({ length: Math.ceil(list.length / ACK_GROUP) }, (_, i) => list.slice(i * ACK_GROUP, (i + 1) * ACK_GROUP)),
+    const groups = groupBy([...acks], ([user]) => String(this.#keys.shardOf(user))).flatMap(([shard, list]) =>
+      Array.from({ length: Math.ceil(list.length / ACK_GROUP) }, (_, i) => ({ shard: Number(shard), group: list.slice(i * ACK_GROUP, (i + 1) * ACK_GROUP) })),
     );
     await Promise.all(
-      groups.map(async (group) => {
-        const [index, count] = this.#keys.pending(this.#keys.shardOf(group[0]?.[0] as string));
+      groups.map(async ({ shard, group }) => {
+        const [index, count] = this.#keys.pending(shard);
         const keys = [index, count, ...group.map(([user]) => this.#keys.user(user)[3])];
         const args = group.flatMap(([user, entries]) => [user, entries.length, entries[0] ?? '', entries.at(-1) ?? '']);
         const replies = (await this.#eval(S.ackMany, keys, args)) as number[];

@@ -325,7 +325,8 @@ export class SealedAdapter implements CacheAdapter {
     const key = this.keys.peekWrite(op.user, after) ?? (await this.keys.forWrite(op.user, after));
     const text = (field: SealedField, value: string) => seal(key.key, key.id, op.user, field, value);
     const out = mapPersonal(op, text, (field, value) => this.#sealJson(key, op.user, field, value));
-    if ((out.kind === 'append' || out.kind === 'edit') && out.tokens === undefined) return { ...out, tokens: defaultTokens(op as { content: string }) };
+    // mapPersonal made a new object of an append or an edit: the count of the plaintext goes in it.
+    if ((out.kind === 'append' || out.kind === 'edit') && out.tokens === undefined) out.tokens = defaultTokens(op as { content: string });
     return out;
   }
 
