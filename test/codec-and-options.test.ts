@@ -105,6 +105,19 @@ describe('compact messages (Redis items)', () => {
     expect(decodeStored('u', encodeMessage(none))).toEqual(none);
   });
 
+  it('reads the time a dense id encodes as idTime does, over the whole 50-bit range', () => {
+    const times = [0, 1, 1023, 1_048_575, 1_048_576, Date.now(), 2 ** 40 + 12_345, 2 ** 49, 2 ** 50 - 1];
+    for (let i = 0; i < 200; i++) times.push(Math.floor(Math.random() * 2 ** 50));
+    for (const time of times) {
+      const id = createIdGenerator(() => time)();
+      const op: AppendOp = { kind: 'append', user: 'u', id, thread: 'main', role: 'assistant', content: 'x', createdAt: time };
+      const text = encodeMessage(op);
+      expect(text.length).toBe(24); // dense: createdAt left to the id
+      expect(decodeMessage(text).createdAt.getTime()).toBe(time);
+      expect(decodeStored('u', text)).toEqual(op);
+    }
+  });
+
   it('keeps the rare fields in a JSON tail before the content, which may hold anything', () => {
     const tricky = '{"id":"not a header"}\nsecond line\n\n,"u":5}';
     const id = next();

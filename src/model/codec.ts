@@ -95,10 +95,21 @@ export function denseId(id: string): string {
 
 /** The id a dense id stands for (see {@link denseId}). */
 export function sparseId(dense: string): string {
-  const last = ((D64_VALUE[dense.charCodeAt(20) & 127]! << 6) | D64_VALUE[dense.charCodeAt(21) & 127]!) >>> 2;
-  return (
-    sparseGroup(d64Group(dense, 0)) + sparseGroup(d64Group(dense, 5)) + sparseGroup(d64Group(dense, 10)) + sparseGroup(d64Group(dense, 15)) + B32_PAIRS[last]!
-  );
+  return sparseAt(dense, 0, d64Group(dense, 0), d64Group(dense, 5));
+}
+
+/**
+ * The id of the dense id at `at` in `text`, given its first two groups: a reader decodes those
+ * once, for the id and for the time it encodes (see {@link denseTime}).
+ */
+function sparseAt(text: string, at: number, first: number, second: number): string {
+  const last = ((D64_VALUE[text.charCodeAt(at + 20) & 127]! << 6) | D64_VALUE[text.charCodeAt(at + 21) & 127]!) >>> 2;
+  return sparseGroup(first) + sparseGroup(second) + sparseGroup(d64Group(text, at + 10)) + sparseGroup(d64Group(text, at + 15)) + B32_PAIRS[last]!;
+}
+
+/** The time an id encodes (its first 10 base32 characters, 50 bits), from its dense form's first two groups: as idTime gives. */
+function denseTime(first: number, second: number): number {
+  return first * 1_048_576 + (second >>> 10);
 }
 
 /** The compact tail's fields. */
@@ -151,7 +162,7 @@ function isCompact(text: string): boolean {
 }
 
 /** A compact message's parts. */
-function parseCompact(text: string): { id: string; role: Role; flags: number; v: string | undefined; tail: Tail; content: string } {
+function parseCompact(text: string): { id: string; time: number; role: Role; flags: number; v: string | undefined; tail: Tail; content: string } {
   const head = HEADS.indexOf(text.charAt(0));
   const dense = head >= 0;
   const role = dense ? INDEX_ROLE[head >> 3] : CHAR_ROLE[text.charAt(0)];
@@ -160,7 +171,17 @@ function parseCompact(text: string): { id: string; role: Role; flags: number; v:
   if (role === undefined || !(flags >= 0 && flags <= 7) || (dense ? !DENSE_HEAD.test(text) : text.length < 28)) {
     throw new StoreError(ErrorCode.UNREADABLE_ENTRY, 'not a message the store wrote');
   }
-  const id = dense ? sparseId(text.slice(1, 23)) : text.slice(1, 27);
+  let id: string;
+  let time: number;
+  if (dense) {
+    const first = d64Group(text, 1);
+    const second = d64Group(text, 6);
+    id = sparseAt(text, 1, first, second);
+    time = denseTime(first, second);
+  } else {
+    id = text.slice(1, 27);
+    time = idTime(id);
+  }
   let at = dense ? 23 : 28;
   let v: string | undefined;
   if (flags & 1) {
@@ -173,18 +194,18 @@ function parseCompact(text: string): { id: string; role: Role; flags: number; v:
     tail = JSON.parse(text.slice(at, end)) as Tail;
     at = end + 1;
   }
-  return { id, role, flags, v, tail, content: text.slice(at) };
+  return { id, time, role, flags, v, tail, content: text.slice(at) };
 }
 
 /** A stored item as a Message; `thread` names the list it was read from when the item does not say (0.1's items, compact items of 'main'). */
 export function decodeMessage(text: string, thread = MAIN_THREAD): Message {
   if (isCompact(text)) {
-    const { id, role, tail, content } = parseCompact(text);
+    const { id, time, role, tail, content } = parseCompact(text);
     const message: Message = {
       id,
       role,
       content,
-      createdAt: new Date(tail.c ?? idTime(id)),
+      createdAt: new Date(tail.c ?? time),
       thread: tail.h ?? thread,
       tokens: tail.t ?? defaultTokens({ content }),
     };
@@ -208,8 +229,8 @@ export function decodeMessage(text: string, thread = MAIN_THREAD): Message {
 /** The stored form of an item, stamp and key included (for folds over a cache's copy). */
 export function decodeStored(user: string, text: string, thread = MAIN_THREAD): AppendOp {
   if (!isCompact(text)) return appendOf(user, JSON.parse(text) as StoredMessage, thread);
-  const { id, role, flags, v, tail, content } = parseCompact(text);
-  const op: AppendOp = { kind: 'append', user, id, thread: tail.h ?? thread, role, content, createdAt: tail.c ?? idTime(id) };
+  const { id, time, role, flags, v, tail, content } = parseCompact(text);
+  const op: AppendOp = { kind: 'append', user, id, thread: tail.h ?? thread, role, content, createdAt: tail.c ?? time };
   if (tail.m !== undefined) op.meta = tail.m;
   if (tail.k !== undefined) op.key = tail.k;
   if (tail.s !== undefined) op.status = tail.s;
