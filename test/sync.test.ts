@@ -3,6 +3,8 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { cleanupPostgres, cleanupRedis, databaseUrl, isolation, redisUrl } from './helpers/services.js';
 import { makeStore } from './helpers/stores.js';
+import { PostgresAdapter, RedisAdapter, TieredStore } from '../src/index.js';
+import { RedisKeys } from '../src/adapters/redis-keys.js';
 
 // Write-behind and guarantee 10: sync moves only what changed, in batches, idempotently, safely in parallel.
 const names = isolation('sync');
@@ -109,6 +111,38 @@ describe('write-behind', () => {
     await store.syncNow();
     const rows = await sql`select content from ${messages()} where user_id = ${user}`;
     expect(rows.map((r) => r.content)).toEqual(['after']);
+    await store.close();
+  });
+
+  it('with the pending index in shards on one Redis, one pass moves and acknowledges the users of every shard', async () => {
+    const keyPrefix = `${names.keyPrefix}:shards`;
+    const store = new TieredStore({
+      logger: false,
+      writeMode: 'write-behind',
+      syncBatchSize: 250,
+      redis: new RedisAdapter({ url: redisUrl(), keyPrefix, shards: 4 }),
+      postgres: new PostgresAdapter({ url: databaseUrl(), schema: names.schema }),
+    });
+    const people = Array.from({ length: 300 }, (_, i) => `wb_shard_${i}`);
+    for (let i = 0; i < people.length; i += 50) {
+      await Promise.all(
+        people.slice(i, i + 50).flatMap((u) => [store.addMemory(u, 'user', 'a'), store.addMemory(u, 'assistant', 'b'), store.setUserPhone(u, '+79990000000')]),
+      );
+    }
+    const keys = new RedisKeys(keyPrefix, 4);
+    const indexed = async () =>
+      Promise.all(keys.shardList().map(async (shard) => [await redis.hlen(keys.pending(shard)[0]), Number((await redis.get(keys.pending(shard)[1])) ?? 0)]));
+    // Every shard holds users (and counts 3 entries for each), so acknowledgements go to all four.
+    const before = await indexed();
+    expect(before.every(([users]) => (users as number) > 0)).toBe(true);
+    expect(before.reduce((sum, [users]) => sum + (users as number), 0)).toBe(people.length);
+    expect(before.reduce((sum, [, count]) => sum + (count as number), 0)).toBe(people.length * 3);
+
+    expect(await store.syncNow()).toMatchObject({ messages: 600, userData: 300, pending: 0 });
+    expect(await indexed()).toEqual(keys.shardList().map(() => [0, 0]));
+    const [{ count }] = await sql`select count(*)::int as count from ${messages()} where user_id like 'wb\_shard\_%'`;
+    expect(count).toBe(600);
+    expect(await store.syncNow()).toMatchObject({ messages: 0, userData: 0, pending: 0 });
     await store.close();
   });
 });
