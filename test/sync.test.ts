@@ -140,8 +140,8 @@ describe('write-behind', () => {
 
     expect(await store.syncNow()).toMatchObject({ messages: 600, userData: 300, pending: 0 });
     expect(await indexed()).toEqual(keys.shardList().map(() => [0, 0]));
-    const [{ count }] = await sql`select count(*)::int as count from ${messages()} where user_id like 'wb\_shard\_%'`;
-    expect(count).toBe(600);
+    const [row] = await sql`select count(*)::int as count from ${messages()} where user_id like 'wb\_shard\_%'`;
+    expect(row?.count).toBe(600);
     expect(await store.syncNow()).toMatchObject({ messages: 0, userData: 0, pending: 0 });
     await store.close();
   });
