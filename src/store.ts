@@ -237,11 +237,11 @@ export class TieredStore extends EventEmitter<StoreEvents> {
           )
         : undefined;
     this.#budgetMs = Math.max(redis?.adapter.timeoutMs ?? 0, postgres?.adapter.timeoutMs ?? 0);
-    // Only with a feed to keep it coherent: Redis that can name changed keys (not a Cluster).
+    // Only with a feed to keep it coherent: a cache adapter that can name changed keys.
     const l1 = this.#opts.l1;
-    this.#l1 = l1 && redisAdapter?.invalidations && !isCluster(options.redis!) ? new L1(l1.maxBytes, historyLimit) : undefined;
+    this.#l1 = l1 && redisAdapter?.invalidations ? new L1(l1.maxBytes, historyLimit) : undefined;
     if (options.l1 && options.redis && !this.#l1) {
-      this.#log.warn('l1 is off: its Redis cannot report changed keys (a Redis Cluster tracks keys per node; see docs/in-process-tier.md)');
+      this.#log.warn('l1 is off: its cache adapter cannot report changed keys (see docs/in-process-tier.md)');
     }
     const route = { cache: this.#cache, durable: this.#durable, memory, journal, stats: this.#stats, l1: this.#l1 };
     this.#reads = new Reads({ ...route, historyLimit, writeMode: this.#opts.writeMode });
@@ -1017,10 +1017,6 @@ export class TieredStore extends EventEmitter<StoreEvents> {
     const l1 = this.#l1 ? `; L1 ${Math.round(this.#l1.maxBytes / 1024 / 1024)} MiB in process` : '';
     return `tiers: ${parts.join(' -> ')}${this.#durable ? `; ${this.#opts.writeMode}` : ''}${l1}`;
   }
-}
-
-function isCluster(adapter: CacheAdapter): boolean {
-  return (adapter as { cluster?: unknown }).cluster === true;
 }
 
 function within<T>(ms: number, work: Promise<T>): Promise<T | undefined> {

@@ -1,3 +1,4 @@
+import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions } from '../src/index.js';
@@ -50,15 +51,76 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     ...redisContractOptions,
   });
 
-  it('L1 is off on a Cluster, even when asked for (tracking is per node), and says so', async () => {
+  it('L1 serves on a Cluster, and a write through another client reaches its next read on every master', async () => {
     warnings.length = 0;
-    const store = clusterStore({ l1: { maxBytes: 1_000_000 } });
-    await store.addMemory('l1_off', 'user', 'a');
-    for (let i = 0; i < 3; i++) expect((await store.getHistory('l1_off')).map((m) => m.content)).toEqual(['a']);
-    expect(store.stats().l1).toMatchObject({ enabled: false, hits: 0, entries: 0 });
-    expect(warnings.some((w) => w.startsWith('l1 is off'))).toBe(true);
-    warnings.length = 0; // expected here; later tests expect none of their own
-    await store.close();
+    const reader = clusterStore();
+    const writer = clusterStore();
+    // Users whose keys sit on each of the three masters.
+    const users = Array.from({ length: 12 }, (_, i) => `l1_cluster_${i}`);
+    const masters = new Set(await Promise.all(users.map(async (u) => (await cluster.masterForKey(`${names.keyPrefix}:{${u}}:h`)).port)));
+    expect(masters.size).toBe(3);
+    for (const user of users) await writer.addMemory(user, 'user', 'first');
+    // A miss fills L1 and Redis's copy; the fill's own change reaches the feed and drops the L1 copy
+    // once, so the next read (a Redis hit) fills it again.
+    for (const user of users) await reader.getHistory(user);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    for (const user of users) await reader.getHistory(user);
+    const hits = reader.stats().l1.hits;
+    for (const user of users) expect((await reader.getHistory(user)).map((m) => m.content)).toEqual(['first']);
+    expect(reader.stats().l1).toMatchObject({ enabled: true });
+    expect(reader.stats().l1.hits).toBe(hits + users.length);
+
+    // Each write, acknowledged by the other client, is in the reader's next read (within the feed's
+    // delay), though the reader served that user from L1 just before.
+    for (const user of users) {
+      // (Until the client has met every node, a node joining the feed drops the copies: read until one serves.)
+      await expect
+        .poll(
+          async () => {
+            const before = reader.stats().l1.hits;
+            expect((await reader.getHistory(user)).map((m) => m.content)).toEqual(['first']);
+            return reader.stats().l1.hits - before;
+          },
+          { timeout: 3000 },
+        )
+        .toBe(1);
+      await writer.addMemory(user, 'assistant', 'second');
+      const started = performance.now();
+      await expect.poll(async () => (await reader.getHistory(user)).map((m) => m.content), { timeout: 2000, interval: 5 }).toEqual(['first', 'second']);
+      expect(performance.now() - started).toBeLessThan(1000);
+    }
+    expect(reader.stats().l1.invalidations).toBeGreaterThanOrEqual(users.length);
+    expect(warnings).toEqual([]);
+    await Promise.all([reader.close(), writer.close()]);
+  });
+
+  it("a node's feed connections cut: L1 stops serving that node's users until they are back, then serves again", async () => {
+    const reader = clusterStore();
+    const writer = clusterStore();
+    const user = 'l1_cluster_cut';
+    const master = await cluster.masterForKey(`${names.keyPrefix}:{${user}}:h`);
+    await writer.addMemory(user, 'user', 'first');
+    const servedFromL1 = async () => {
+      const before = reader.stats().l1.hits;
+      await reader.getHistory(user);
+      return reader.stats().l1.hits - before;
+    };
+    await expect.poll(servedFromL1, { timeout: 5000 }).toBe(1);
+    // Redis drops the feed's two connections on the user's master (a cut, as far as the feed can tell).
+    const admin = new Redis({ host: master.host, port: master.port });
+    const clients = String(await admin.client('LIST'))
+      .split('\n')
+      .filter((line) => /name=tiered-conversation-store:l1/.test(line));
+    expect(clients.length).toBeGreaterThanOrEqual(4); // two per store
+    for (const line of clients) await admin.client('KILL', 'ID', /id=(\d+)/.exec(line)![1]!);
+    await writer.addMemory(user, 'assistant', 'second');
+    expect((await reader.getHistory(user)).map((m) => m.content)).toEqual(['first', 'second']);
+    // The feed reconnects on its own, and copies serve again.
+    await expect.poll(servedFromL1, { timeout: 5000 }).toBe(1);
+    await writer.addMemory(user, 'assistant', 'third');
+    await expect.poll(async () => (await reader.getHistory(user)).length, { timeout: 2000, interval: 5 }).toBe(3);
+    admin.disconnect();
+    await Promise.all([reader.close(), writer.close()]);
   });
 
   describe.each(['write-through', 'write-behind'] as const)('a store on a Cluster, %s', (writeMode) => {
@@ -170,6 +232,16 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     const store = clusterStore({ historyLimit: 50 });
     const user = 'failover_user';
     const master = await cluster.masterForKey(`${names.keyPrefix}:{${user}}:h`);
+    // Another client's view of a quiet user of the same master, served from its L1 before the failover.
+    const reader = clusterStore({ historyLimit: 50 });
+    let quiet = '';
+    for (let i = 0; !quiet; i++) if ((await cluster.masterForKey(`${names.keyPrefix}:{quiet_${i}}:h`)).port === master.port) quiet = `quiet_${i}`;
+    await store.addMemory(quiet, 'user', 'before');
+    await reader.getHistory(quiet);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await reader.getHistory(quiet);
+    await reader.getHistory(quiet);
+    expect(reader.stats().l1.hits).toBeGreaterThan(0);
     const acked: string[] = [];
     const refused: unknown[] = [];
     let running = true;
@@ -195,7 +267,10 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     expect((await store.getHistory(user)).map((m) => m.id)).toEqual([...acked].sort().slice(-50));
     const other = clusterStore({ historyLimit: 50 });
     expect((await other.getHistory(user)).map((m) => m.id)).toEqual([...acked].sort().slice(-50));
-    await Promise.all([store.close(), other.close()]);
+    // The reader's copy from before the failover does not outlive it: a write on the new master reaches it.
+    await store.addMemory(quiet, 'assistant', 'after');
+    await expect.poll(async () => (await reader.getHistory(quiet)).map((m) => m.content), { timeout: 2000, interval: 5 }).toEqual(['before', 'after']);
+    await Promise.all([store.close(), other.close(), reader.close()]);
     await cluster.startNode(master.port);
   }, 60_000);
 });

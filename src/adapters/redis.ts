@@ -24,7 +24,7 @@ import { positive } from '../options.js';
 import { checkUrl } from '../model/validate.js';
 import type { JsonObject, Message } from '../types.js';
 import { RedisKeys } from './redis-keys.js';
-import { RedisInvalidationFeed, type InvalidationFeed, type InvalidationListener } from '../cache/invalidation-feed.js';
+import { ClusterInvalidationFeed, RedisInvalidationFeed, type InvalidationFeed, type InvalidationListener } from '../cache/invalidation-feed.js';
 import type { DataKeyRecord } from '../crypto/keys.js';
 import * as lua from './redis-scripts.js';
 import { FLAG } from './redis-scripts.js';
@@ -116,7 +116,7 @@ export class RedisAdapter implements CacheAdapter {
   #closed = false;
   #lastSocketError: Error | undefined;
   /** The in-process tier's feed, once asked for: reads with `track` go through its tracked connection. */
-  #feed: RedisInvalidationFeed | undefined;
+  #feed: RedisInvalidationFeed | ClusterInvalidationFeed | undefined;
   /** ioredis's command class, to send a write script behind a PING in one write (`#ordered`). */
   readonly #Command: typeof Command | undefined;
 
@@ -744,13 +744,11 @@ export class RedisAdapter implements CacheAdapter {
     this.client.on('ready', listener);
   }
 
-  /**
-   * The invalidation feed of an in-process tier (a connection of its own); undefined on a Cluster,
-   * where tracking is per node and would need a feed per master kept in step with slot moves.
-   */
-  invalidations(listener: InvalidationListener): InvalidationFeed | undefined {
-    if (this.cluster) return undefined;
-    this.#feed = new RedisInvalidationFeed(this.client as Redis, this.keyPrefix, listener);
+  /** The invalidation feed of an in-process tier (connections of its own; on a Cluster, on every node). */
+  invalidations(listener: InvalidationListener): InvalidationFeed {
+    this.#feed = this.cluster
+      ? new ClusterInvalidationFeed(this.client as Cluster, this.keyPrefix, listener)
+      : new RedisInvalidationFeed(this.client as Redis, this.keyPrefix, listener);
     return this.#feed;
   }
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 /** What an invalidation feed tells the in-process tier. */
 export interface InvalidationListener {
@@ -69,10 +69,16 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   #settle: (() => void) | undefined;
   readonly #settled = new Promise<void>((resolve) => (this.#settle = resolve));
 
+  /**
+   * `broadcast`: Redis reports every change of a key under the prefix, read or not (`BCAST`), and
+   * the second connection only points tracking at the subscriber (a Cluster node's feed: the reads
+   * go through the Cluster's own connections, see {@link ClusterInvalidationFeed}).
+   */
   constructor(
     private readonly client: Redis,
     keyPrefix: string,
     private readonly listener: InvalidationListener,
+    private readonly broadcast = false,
   ) {
     this.#prefix = `${keyPrefix}:{`;
     // ioredis 6 speaks RESP3 by default; `protocol` is unknown to ioredis 5, which speaks RESP2 anyway.
@@ -84,6 +90,8 @@ export class RedisInvalidationFeed implements InvalidationFeed {
         lazyConnect: true,
         enableOfflineQueue: false,
         connectionName: `tiered-conversation-store:${name}`,
+        // A Cluster's node connections are never retried by themselves (the Cluster retries): this feed's must be.
+        ...(broadcast ? { retryStrategy: (times: number) => Math.min(100 * times, 1000) } : {}),
       } as never);
     this.#sub = own('l1');
     this.#reader = own('l1-reads');
@@ -133,30 +141,21 @@ export class RedisInvalidationFeed implements InvalidationFeed {
     clearTimeout(timer);
   }
 
-  async probe(timeoutMs: number): Promise<number> {
-    const started = performance.now();
-    const key = `${this.#prefix}l1-probe:${randomUUID()}}`;
+  probe(timeoutMs: number): Promise<number> {
+    return probeFeed(this, this.client, this.#prefix, timeoutMs, async (key) => {
+      if (!this.broadcast) await this.#reader.get(key); // Redis now remembers that this process read it
+    });
+  }
+
+  /** Why Redis refused tracking, if it did. */
+  get refusal(): Error | undefined {
+    return this.#refused;
+  }
+
+  /** Resolves when Redis reports `key` changed (a probe's key); `stop` forgets it. */
+  watch(key: string): Watch {
     const arrived = new Promise<void>((resolve) => this.#probes.set(key, resolve));
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const deadline = Date.now() + timeoutMs;
-      while (!this.#live) {
-        if (this.#refused) throw this.#refused;
-        if (Date.now() > deadline) throw new Error(`the invalidation feed did not subscribe within ${timeoutMs} ms`);
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
-      await this.#reader.get(key); // Redis now remembers that this process read it
-      await this.client.set(key, '1', 'PX', 5000);
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`no invalidation arrived within ${timeoutMs} ms`)), Math.max(1, deadline - Date.now()));
-      });
-      await Promise.race([arrived, timeout]);
-      return performance.now() - started;
-    } finally {
-      clearTimeout(timer);
-      this.#probes.delete(key);
-      await this.client.del(key).catch(() => {});
-    }
+    return { arrived, stop: () => this.#probes.delete(key) };
   }
 
   async close(): Promise<void> {
@@ -188,7 +187,9 @@ export class RedisInvalidationFeed implements InvalidationFeed {
     const gen = this.#readerGen;
     if (this.#closed || id === undefined || reader.status !== 'ready' || this.#armedFor === id) return;
     try {
-      await reader.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', id);
+      await (this.broadcast
+        ? reader.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', id, 'BCAST', 'PREFIX', this.#prefix)
+        : reader.call('CLIENT', 'TRACKING', 'ON', 'REDIRECT', id));
       if (this.#closed || gen !== this.#readerGen || this.#subId !== id) return;
       this.#armedFor = id;
       this.#update();
@@ -259,6 +260,49 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   }
 }
 
+/** A key a probe waits on. */
+interface Watch {
+  arrived: Promise<void>;
+  stop(): void;
+}
+
+/**
+ * How long a change takes to reach a feed: waits for the feed to be live, lets `prepare` make
+ * Redis track a fresh key under the prefix, changes the key through `client` and resolves when
+ * the feed reports it; rejects after `timeoutMs`.
+ */
+async function probeFeed(
+  feed: { readonly live: boolean; readonly refusal: Error | undefined; watch(key: string): Watch },
+  client: Redis | Cluster,
+  prefix: string,
+  timeoutMs: number,
+  prepare: (key: string) => Promise<void>,
+): Promise<number> {
+  const started = performance.now();
+  const key = `${prefix}l1-probe:${randomUUID()}}`;
+  const watch = feed.watch(key);
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const deadline = Date.now() + timeoutMs;
+    while (!feed.live) {
+      if (feed.refusal) throw feed.refusal;
+      if (Date.now() > deadline) throw new Error(`the invalidation feed did not subscribe within ${timeoutMs} ms`);
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await prepare(key);
+    await client.set(key, '1', 'PX', 5000);
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no invalidation arrived within ${timeoutMs} ms`)), Math.max(1, deadline - Date.now()));
+    });
+    await Promise.race([watch.arrived, timeout]);
+    return performance.now() - started;
+  } finally {
+    clearTimeout(timer);
+    watch.stop();
+    await client.del(key).catch(() => {});
+  }
+}
+
 /** The user whose key `key` is (`<prefix>:{<user>}:...`); undefined for the shared keys (their tags hold a colon). */
 export function userOfKey(key: string, prefix: string): string | undefined {
   if (!key.startsWith(prefix)) return undefined;
@@ -266,4 +310,136 @@ export function userOfKey(key: string, prefix: string): string | undefined {
   if (end < 0) return undefined;
   const tag = key.slice(prefix.length, end);
   return tag.includes(':') || tag.length === 0 ? undefined : tag;
+}
+
+/** How often a Cluster's feed has the client refresh its map of the nodes (see {@link ClusterInvalidationFeed}). */
+const CLUSTER_REFRESH_MS = 1000;
+const CLUSTER_EVENTS = ['+node', '-node', 'refresh', 'ready', 'close'] as const;
+
+/**
+ * A Redis Cluster's feed. Tracking is per node, so it runs a broadcast-mode feed on every node the
+ * Cluster client knows, masters and replicas: a replica reports the changes it replicates, so the
+ * one a failover promotes was heard from all along. It is live only while every one of them is
+ * (and the client is ready); the set follows the client's nodes (`+node`, `-node`, a refresh of
+ * the slots, which it asks for every second so that a failover no command of this process ran
+ * into is met soon). Any node joining, leaving or reconnecting takes it out of live, so the
+ * in-process tier drops its copies. Broadcast mode reports every change under the prefix to every
+ * process, whether it read the key or not: the cost of not knowing which node a read went to.
+ */
+export class ClusterInvalidationFeed implements InvalidationFeed {
+  readonly #feeds = new Map<string, RedisInvalidationFeed>();
+  readonly #prefix: string;
+  readonly #refresh: NodeJS.Timeout;
+  readonly #onNodes = () => this.#sync();
+  readonly #inner: InvalidationListener;
+  #live = false;
+  #closed = false;
+  #refused: Error | undefined;
+  #settle: (() => void) | undefined;
+  readonly #settled = new Promise<void>((resolve) => (this.#settle = resolve));
+
+  constructor(
+    private readonly cluster: Cluster,
+    private readonly keyPrefix: string,
+    private readonly listener: InvalidationListener,
+  ) {
+    this.#prefix = `${keyPrefix}:{`;
+    this.#inner = {
+      users: (users) => listener.users(users),
+      all: () => listener.all(),
+      live: () => this.#update(),
+      refused: (error) => this.#refuse(error),
+    };
+    for (const event of CLUSTER_EVENTS) cluster.on(event, this.#onNodes);
+    this.#refresh = setInterval(() => {
+      if (cluster.status === 'ready') cluster.refreshSlotsCache();
+    }, CLUSTER_REFRESH_MS).unref();
+    this.#sync();
+  }
+
+  get live(): boolean {
+    return this.#live;
+  }
+
+  get recent(): boolean {
+    return this.#live && [...this.#feeds.values()].every((feed) => feed.recent);
+  }
+
+  get refusal(): Error | undefined {
+    return this.#refused;
+  }
+
+  /** Reads need no connection of their own in broadcast mode: the Cluster's, while the feed is live. */
+  reader(): Cluster | undefined {
+    return this.#live ? this.cluster : undefined;
+  }
+
+  async settled(timeoutMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([this.#settled, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+  }
+
+  probe(timeoutMs: number): Promise<number> {
+    return probeFeed(this, this.cluster, this.#prefix, timeoutMs, async () => {});
+  }
+
+  /** The key's change as reported by whichever node holds it. */
+  watch(key: string): Watch {
+    const watches = [...this.#feeds.values()].map((feed) => feed.watch(key));
+    return {
+      arrived: Promise.race(watches.map((w) => w.arrived)),
+      stop: () => {
+        for (const w of watches) w.stop();
+      },
+    };
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#stop();
+  }
+
+  /** Follows the client's nodes: a feed for each new one, none for those it dropped. */
+  #sync(): void {
+    if (this.#closed) return;
+    const nodes = this.cluster.status === 'ready' ? this.cluster.nodes('all') : [];
+    const current = new Set<string>();
+    for (const node of nodes) {
+      const name = `${node.options.host}:${node.options.port}`;
+      current.add(name);
+      if (!this.#feeds.has(name)) this.#feeds.set(name, new RedisInvalidationFeed(node, this.keyPrefix, this.#inner, true));
+    }
+    for (const [name, feed] of this.#feeds) {
+      if (current.has(name)) continue;
+      this.#feeds.delete(name);
+      void feed.close();
+    }
+    this.#update();
+  }
+
+  #update(): void {
+    const live = !this.#closed && this.cluster.status === 'ready' && this.#feeds.size > 0 && [...this.#feeds.values()].every((feed) => feed.live);
+    if (this.#live === live) return;
+    this.#live = live;
+    if (live) this.#settle?.();
+    this.listener.live(live);
+  }
+
+  #refuse(error: Error): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#refused = error;
+    this.#stop();
+    this.listener.refused(error);
+    this.#settle?.();
+  }
+
+  #stop(): void {
+    clearInterval(this.#refresh);
+    for (const event of CLUSTER_EVENTS) this.cluster.off(event, this.#onNodes);
+    for (const feed of this.#feeds.values()) void feed.close();
+    this.#feeds.clear();
+    this.#update();
+  }
 }

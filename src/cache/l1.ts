@@ -5,7 +5,7 @@ import type { JsonValue, Message } from '../types.js';
 
 /** Counters of the in-process tier since the store started (see `stats().l1`). */
 export interface L1Stats {
-  /** Whether the store runs an in-process tier (off: `l1: false`, no Redis, a Cluster, an adapter without a feed, Redis refused tracking). */
+  /** Whether the store runs an in-process tier (off: `l1: false`, no Redis, an adapter without a feed, Redis refused tracking). */
   enabled: boolean;
   /** Reads served from process memory. */
   hits: number;

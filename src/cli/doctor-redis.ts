@@ -18,9 +18,9 @@ export interface RedisFacts extends TierFacts {
   hotUsersComplete: boolean;
   /**
    * Whether the in-process tier (L1) can stay coherent: 'works' when a key written under the
-   * prefix was reported on a tracking connection in time, 'off' on a Cluster, else 'failed'.
+   * prefix was reported on a tracking connection in time (on a Cluster: by the node holding it), else 'failed'.
    */
-  invalidation: 'works' | 'off' | 'failed' | null;
+  invalidation: 'works' | 'failed' | null;
   /** How long that report took to arrive, in ms. */
   invalidationMs: number | null;
   warnings: string[];
@@ -106,10 +106,6 @@ async function countHotUsers(facts: RedisFacts, adapter: RedisAdapter, calls: Ca
 async function checkInvalidation(facts: RedisFacts, adapter: RedisAdapter, options: CheckOptions): Promise<void> {
   let refused: Error | undefined;
   const feed = adapter.invalidations({ users: () => {}, all: () => {}, live: () => {}, refused: (error) => (refused = error) });
-  if (!feed) {
-    facts.invalidation = 'off';
-    return;
-  }
   try {
     facts.invalidationMs = Math.round((await feed.probe(options.timeoutMs * 2)) * 10) / 10;
     facts.invalidation = 'works';

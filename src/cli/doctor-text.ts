@@ -62,8 +62,6 @@ function invalidation(facts: RedisFacts): string {
   switch (facts.invalidation) {
     case 'works':
       return `works: a change under the prefix reached a tracking connection in ${duration(facts.invalidationMs ?? 0)} (the in-process tier stays coherent)`;
-    case 'off':
-      return 'off on a Redis Cluster: stores run without the in-process tier (L1)';
     case 'failed':
       return 'FAILED (see problems): stores cannot keep the in-process tier (L1) coherent';
     default:
