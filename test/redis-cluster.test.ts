@@ -3,6 +3,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions } from '../src/index.js';
 import { runAdapterContract } from '../src/testing.js';
+import { FaultProxy } from './helpers/fault-proxy.js';
 import { startRedisCluster, type RedisClusterHandle } from './helpers/redis-cluster.js';
 import { describeIfAble, missingRedisServer } from './helpers/run-registry.js';
 import { redisContractOptions } from './helpers/redis-contract.js';
@@ -273,4 +274,45 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     await Promise.all([store.close(), other.close(), reader.close()]);
     await cluster.startNode(master.port);
   }, 60_000);
+
+  it('every node and PostgreSQL down: reads return the last history this process knew plus its writes since', async () => {
+    const pg = await FaultProxy.start(databaseUrl());
+    const store = new TieredStore({
+      logger,
+      probeIntervalMs: 100,
+      redis: new RedisAdapter({ nodes: nodes(), keyPrefix: names.keyPrefix }),
+      postgres: new PostgresAdapter({ url: pg.url(databaseUrl()), schema: names.schema }),
+    });
+    const user = 'cluster_stale';
+    const known = Array.from({ length: 20 }, (_, i) => `m${i}`);
+    for (const text of known) await store.addMemory(user, 'user', text);
+    const texts = async () => (await store.getHistory(user)).map((m) => m.content);
+    await expect
+      .poll(
+        async () => {
+          const before = store.stats().l1.hits;
+          expect(await texts()).toEqual(known);
+          return store.stats().l1.hits - before;
+        },
+        { timeout: 5000 },
+      )
+      .toBe(1);
+    await pg.refuse();
+    const ports = cluster.nodes.map((n) => n.port);
+    for (const port of ports) await cluster.stopNode(port);
+    await store.addMemory(user, 'user', 'out');
+    await expect.poll(() => store.health(), { timeout: 10_000 }).toMatchObject({ redis: 'down', postgres: 'down' });
+    expect(await texts()).toEqual([...known, 'out']);
+    expect(store.stats().l1.staleServes).toBeGreaterThan(0);
+
+    // Back up: the write made during the outage reaches both tiers, and every reader sees the whole history.
+    for (const port of ports) await cluster.startNode(port, { waitForCluster: false });
+    await pg.pass();
+    await expect.poll(() => store.health(), { timeout: 30_000 }).toMatchObject({ redis: 'up', postgres: 'up' });
+    const other = clusterStore();
+    await expect.poll(async () => (await other.getHistory(user)).map((m) => m.content), { timeout: 10_000 }).toEqual([...known, 'out']);
+    expect(await texts()).toEqual([...known, 'out']);
+    await Promise.all([store.close(), other.close()]);
+    await pg.close();
+  }, 90_000);
 });
