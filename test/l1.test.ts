@@ -28,6 +28,20 @@ function live(maxBytes = 1_000_000, historyLimit = 5): L1 {
 }
 
 describe('L1 serving', () => {
+  it('hands out every field of a message, each read a new object with new dates, whatever shape it was filled with', () => {
+    const l1 = live();
+    const full = msg('all', { meta: { model: 'x' }, status: 'aborted', updatedAt: new Date(1_700_000_000_500) });
+    const w = [msg('plain'), full, { tokens: 3, thread: 'main', createdAt: new Date(1), content: 'reordered', role: 'assistant', id: id() } as Message];
+    expect(l1.fill(l1.ticket(), 'u', 'main', w)).toBe(true);
+    const read = l1.history('u', 'main', 3)!;
+    expect(read).toStrictEqual(w);
+    for (const [i, m] of read.entries()) {
+      expect(m).not.toBe(w[i]);
+      expect(m.createdAt).not.toBe(w[i]!.createdAt);
+    }
+    expect(read[1]!.updatedAt).not.toBe(full.updatedAt);
+  });
+
   it('serves a filled window for any limit up to historyLimit, as copies a caller may change', () => {
     const l1 = live();
     const w = window(5);
