@@ -39,4 +39,5 @@ export async function encryption(ctx: Ctx): Promise<void> {
     plan.fast,
   );
   report.latency(SECTION, 'hot getHistory of 50 messages', reads, { op: '<=', value: 1.15 });
+  await Promise.all([sealed.close(), plain.close()]);
 }

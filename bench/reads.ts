@@ -212,6 +212,7 @@ async function crossProcess(ctx: Ctx): Promise<void> {
     });
   } finally {
     await stop(child);
+    await store.close();
   }
 }
 
