@@ -1,6 +1,8 @@
 import { Redis } from 'ioredis';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkRedis } from '../src/cli/doctor-redis.js';
+import { Output } from '../src/cli/output.js';
 import { PostgresAdapter, RedisAdapter, TieredStore, type TieredStoreOptions } from '../src/index.js';
 import { runAdapterContract } from '../src/testing.js';
 import { FaultProxy } from './helpers/fault-proxy.js';
@@ -122,6 +124,17 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     await expect.poll(async () => (await reader.getHistory(user)).length, { timeout: 2000, interval: 5 }).toBe(3);
     admin.disconnect();
     await Promise.all([reader.close(), writer.close()]);
+  });
+
+  it("doctor, given one node's URL, checks invalidation the way a store on the Cluster runs it: on every node", async () => {
+    const url = nodes()[0]!;
+    const lines: string[] = [];
+    const output = new Output({ REDIS_URL: url }, { write: (t: string) => lines.push(t) }, { write: (t: string) => lines.push(t) });
+    // Keys of several slots: whichever node holds the probe's key must report it.
+    for (let i = 0; i < 3; i++) {
+      const facts = await checkRedis({ url, source: 'REDIS_URL' }, { keyPrefix: `${names.keyPrefix}doc${i}`, timeoutMs: 2000, output });
+      expect(facts).toMatchObject({ reachable: true, mode: 'cluster', cluster: true, invalidation: 'works' });
+    }
   });
 
   describe.each(['write-through', 'write-behind'] as const)('a store on a Cluster, %s', (writeMode) => {

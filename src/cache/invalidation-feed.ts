@@ -280,7 +280,7 @@ async function probeFeed(
 ): Promise<number> {
   const started = performance.now();
   const key = `${prefix}l1-probe:${randomUUID()}}`;
-  const watch = feed.watch(key);
+  let watch: Watch | undefined;
   let timer: NodeJS.Timeout | undefined;
   try {
     const deadline = Date.now() + timeoutMs;
@@ -289,6 +289,8 @@ async function probeFeed(
       if (Date.now() > deadline) throw new Error(`the invalidation feed did not subscribe within ${timeoutMs} ms`);
       await new Promise((resolve) => setTimeout(resolve, 20));
     }
+    // Watched once live: a Cluster's feed watches on the nodes it has by then.
+    watch = feed.watch(key);
     await prepare(key);
     await client.set(key, '1', 'PX', 5000);
     const timeout = new Promise<never>((_, reject) => {
@@ -298,7 +300,7 @@ async function probeFeed(
     return performance.now() - started;
   } finally {
     clearTimeout(timer);
-    watch.stop();
+    watch?.stop();
     await client.del(key).catch(() => {});
   }
 }

@@ -69,7 +69,7 @@ export async function checkRedis(target: EnvTarget, options: CheckOptions): Prom
     if (info !== undefined) describeServer(facts, info, adapter.cluster);
     facts.pending = (await calls.run('pending journal', () => adapter.pendingCount())) ?? null;
     await countHotUsers(facts, adapter, calls, options);
-    await checkInvalidation(facts, adapter, options);
+    await checkInvalidation(facts, facts.mode === 'cluster' ? clusterOf(target, options) : adapter, options);
   } finally {
     await settleWithin(CLOSE_MS, adapter.close());
   }
@@ -102,11 +102,17 @@ async function countHotUsers(facts: RedisFacts, adapter: RedisAdapter, calls: Ca
   facts.hotUsersComplete = cursor === '0';
 }
 
+/** A Cluster client from the node the URL names: a store on a Cluster runs L1's feed on every node. */
+function clusterOf(target: EnvTarget, options: CheckOptions): RedisAdapter {
+  return new RedisAdapter({ nodes: [target.url], keyPrefix: options.keyPrefix, timeoutMs: options.timeoutMs, connectTimeoutMs: options.timeoutMs });
+}
+
 /** Writes a throwaway key under the prefix and waits for a tracking connection (as L1's feed) to be told. */
 async function checkInvalidation(facts: RedisFacts, adapter: RedisAdapter, options: CheckOptions): Promise<void> {
   let refused: Error | undefined;
   const feed = adapter.invalidations({ users: () => {}, all: () => {}, live: () => {}, refused: (error) => (refused = error) });
   try {
+    if (adapter.cluster) await adapter.connect();
     facts.invalidationMs = Math.round((await feed.probe(options.timeoutMs * 2)) * 10) / 10;
     facts.invalidation = 'works';
   } catch (error) {
@@ -116,6 +122,7 @@ async function checkInvalidation(facts: RedisFacts, adapter: RedisAdapter, optio
     facts.warnings.push('the in-process tier (L1) cannot stay coherent with this Redis, so stores keep it off (or set l1: false)');
   } finally {
     await settleWithin(CLOSE_MS, feed.close());
+    if (adapter.cluster) await settleWithin(CLOSE_MS, adapter.close());
   }
 }
 
