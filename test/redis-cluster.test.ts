@@ -32,6 +32,14 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
   const warnings: string[] = [];
   const logger = { debug: () => {}, info: () => {}, warn: (m: string) => warnings.push(m), error: (m: string) => warnings.push(m) };
 
+  /** Reads `user` once (its texts must be `expected`, when given) and says how many L1 hits that added: 1 when served from L1. */
+  async function l1HitsOfRead(store: TieredStore, user: string, expected?: string[]): Promise<number> {
+    const before = store.stats().l1.hits;
+    const texts = (await store.getHistory(user)).map((m) => m.content);
+    if (expected) expect(texts).toEqual(expected);
+    return store.stats().l1.hits - before;
+  }
+
   function clusterStore(options: TieredStoreOptions = {}): TieredStore {
     return new TieredStore({
       logger,
@@ -77,16 +85,7 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     // delay), though the reader served that user from L1 just before.
     for (const user of users) {
       // (Until the client has met every node, a node joining the feed drops the copies: read until one serves.)
-      await expect
-        .poll(
-          async () => {
-            const before = reader.stats().l1.hits;
-            expect((await reader.getHistory(user)).map((m) => m.content)).toEqual(['first']);
-            return reader.stats().l1.hits - before;
-          },
-          { timeout: 3000 },
-        )
-        .toBe(1);
+      await expect.poll(() => l1HitsOfRead(reader, user, ['first']), { timeout: 3000 }).toBe(1);
       await writer.addMemory(user, 'assistant', 'second');
       const started = performance.now();
       await expect.poll(async () => (await reader.getHistory(user)).map((m) => m.content), { timeout: 2000, interval: 5 }).toEqual(['first', 'second']);
@@ -103,11 +102,7 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     const user = 'l1_cluster_cut';
     const master = await cluster.masterForKey(`${names.keyPrefix}:{${user}}:h`);
     await writer.addMemory(user, 'user', 'first');
-    const servedFromL1 = async () => {
-      const before = reader.stats().l1.hits;
-      await reader.getHistory(user);
-      return reader.stats().l1.hits - before;
-    };
+    const servedFromL1 = () => l1HitsOfRead(reader, user);
     await expect.poll(servedFromL1, { timeout: 5000 }).toBe(1);
     // Redis drops the feed's two connections on the user's master (a cut, as far as the feed can tell).
     const admin = new Redis({ host: master.host, port: master.port });
@@ -300,16 +295,7 @@ describeIfAble('Redis Cluster', process.env['TEST_REDIS_CLUSTER_NODES'] ? undefi
     const known = Array.from({ length: 20 }, (_, i) => `m${i}`);
     for (const text of known) await store.addMemory(user, 'user', text);
     const texts = async () => (await store.getHistory(user)).map((m) => m.content);
-    await expect
-      .poll(
-        async () => {
-          const before = store.stats().l1.hits;
-          expect(await texts()).toEqual(known);
-          return store.stats().l1.hits - before;
-        },
-        { timeout: 5000 },
-      )
-      .toBe(1);
+    await expect.poll(() => l1HitsOfRead(store, user, known), { timeout: 5000 }).toBe(1);
     await pg.refuse();
     const ports = cluster.nodes.map((n) => n.port);
     for (const port of ports) await cluster.stopNode(port);

@@ -135,10 +135,8 @@ export class RedisInvalidationFeed implements InvalidationFeed {
     return this.#live ? this.#reader : undefined;
   }
 
-  async settled(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.#settled, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
-    clearTimeout(timer);
+  settled(timeoutMs: number): Promise<void> {
+    return settledWithin(this.#settled, timeoutMs);
   }
 
   probe(timeoutMs: number): Promise<number> {
@@ -260,6 +258,13 @@ export class RedisInvalidationFeed implements InvalidationFeed {
   }
 }
 
+/** Resolves when `settled` does or `timeoutMs` passed, whichever comes first. */
+async function settledWithin(settled: Promise<void>, timeoutMs: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([settled, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+  clearTimeout(timer);
+}
+
 /** A key a probe waits on. */
 interface Watch {
   arrived: Promise<void>;
@@ -376,10 +381,8 @@ export class ClusterInvalidationFeed implements InvalidationFeed {
     return this.#live ? this.cluster : undefined;
   }
 
-  async settled(timeoutMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([this.#settled, new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
-    clearTimeout(timer);
+  settled(timeoutMs: number): Promise<void> {
+    return settledWithin(this.#settled, timeoutMs);
   }
 
   probe(timeoutMs: number): Promise<number> {
